@@ -1,0 +1,115 @@
+"""What a policy sees and returns: ``ClusterView`` in, ``Decision`` (a ``Plan`` and new state) out.
+
+The simulator (``optimizer/sim``) and the live controller (``optimizer/service``) build the same
+``ClusterView`` and call the same ``Policy.decide``; policies never read a clock (``view.now_s`` is the
+time) and never do I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from faro.optimizer.model.problem import SLO, Quota
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """The declared side of a job: what its Deployment's annotations and pod template say."""
+
+    name: str
+    slo: SLO
+    processing_time_ms: float
+    namespace: str = "default"
+    resources: Mapping[str, float] = field(default_factory=lambda: {"cpu": 1.0})
+    limits: Mapping[str, float] = field(default_factory=dict)
+    weight: float = 1.0
+    min_replicas: int = 1
+    max_replicas: int = 100
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+
+@dataclass(frozen=True)
+class JobObservation:
+    """What was measured of a job up to ``ClusterView.now_s``.
+
+    ``rate_history_rpm``: requests per completed minute, oldest first (NaN = missing minute).
+    ``latency_ms``: observed SLO-percentile latency over the last reactive window (None = no data).
+    ``cpu_utilization``: busy fraction of the ready replicas over that window (None = no data).
+    ``future_rate_rpm``: the true coming minutes — only the simulator's Oracle gets it.
+    """
+
+    rate_history_rpm: tuple[float, ...] = ()
+    latency_ms: float | None = None
+    cpu_utilization: float | None = None
+    queue_length: float | None = None
+    future_rate_rpm: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class JobView:
+    spec: JobSpec
+    observation: JobObservation
+    current_replicas: int  # replicas asked for now (the Deployment's spec.replicas)
+    ready_replicas: int
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    now_s: float
+    jobs: tuple[JobView, ...]
+    quotas: tuple[Quota, ...] = ()
+
+
+@dataclass(frozen=True)
+class Target:
+    """One job's line of a plan (mirrors ``faro.v1.Target``)."""
+
+    namespace: str
+    name: str
+    desired_replicas: int
+    current_replicas: int
+    forecast_rps: float = 0.0
+    expected_latency_ms: float = 0.0
+    expected_utility: float = 0.0
+    held_reason: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Desired replicas for every job of the view, and how it was made."""
+
+    targets: tuple[Target, ...]
+    objective_value: float | None = None
+    solver_status: str = ""
+    solve_ms: float = 0.0
+    kind: str = "hold"  # "solve" (long-horizon), "reactive", "hold", "baseline"
+
+    def desired(self) -> dict[tuple[str, str], int]:
+        return {(t.namespace, t.name): t.desired_replicas for t in self.targets}
+
+
+StateT = TypeVar("StateT")
+
+
+@dataclass(frozen=True)
+class Decision(Generic[StateT]):
+    plan: Plan
+    state: StateT
+
+
+class Policy(Protocol[StateT]):
+    """A scaling policy: a pure function of the view and its own previous state."""
+
+    name: str
+
+    def initial_state(self) -> StateT: ...
+
+    def decide(self, view: ClusterView, state: StateT) -> Decision[StateT]: ...
+
+
+PolicyFactory = Any  # callable(**options) -> Policy; see registry.py
