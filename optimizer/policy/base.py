@@ -39,6 +39,9 @@ class JobObservation:
 
     ``rate_history_rpm``: requests per completed minute, oldest first (NaN = missing minute).
     ``latency_ms``: observed SLO-percentile latency over the last reactive window (None = no data).
+    ``mean_latency_ms``: observed mean latency over the same window (the Faro artifact's reactive and
+    AIAD/Oneshot rules compare the 30 s *mean* with the SLO; None = not measured, policies then fall
+    back to ``latency_ms``).
     ``cpu_utilization``: busy fraction of the ready replicas over that window (None = no data).
     ``future_rate_rpm``: the true coming minutes — only the simulator's Oracle gets it.
     """
@@ -48,6 +51,7 @@ class JobObservation:
     cpu_utilization: float | None = None
     queue_length: float | None = None
     future_rate_rpm: tuple[float, ...] | None = None
+    mean_latency_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ class Target:
     expected_latency_ms: float = 0.0
     expected_utility: float = 0.0
     held_reason: str = ""
+    admission: float = 1.0  # fraction of requests to admit (Penalty objectives); 1 = admit all
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,7 @@ class Policy(Protocol[StateT]):
     """A scaling policy: a pure function of the view and its own previous state."""
 
     name: str
+    needs_future: bool  # True only for the Oracle: the simulator then fills ``future_rate_rpm``
 
     def initial_state(self) -> StateT: ...
 
