@@ -1,0 +1,254 @@
+"""Faro's hybrid policies (Faro-Sum, -Fair, -FairSum, -PenaltySum, -PenaltyFairSum) and the Oracle.
+
+Long-horizon step (every ``interval_s``): forecast each job's per-minute load over ``horizon``
+steps, feed the ``quantile`` of that forecast (in req/s) with the view's jobs, quotas and current
+replicas (cold start included through ``ModelConfig``) into ``solve``, and plan its answer. Faro
+raises the quantile while resources are left over (the artifact: from 0.6 in steps of 0.1 up to
+0.9, keeping the last plan that still left room — a plan that eats every free CPU to cover one
+job's pessimistic forecast is not taken). "Left over" is judged on the *shrunk* plan: replicas
+that do not change the job's modelled utility by more than 1e-4 are dropped first, as the
+artifact's ``adjust`` does, which is also what leaves the reactive step room to work.
+
+Between long steps, the reactive +1 (``hybrid.py``). The Oracle is Faro-FairSum fed the true
+coming minutes (``needs_future``). Registered in ``registry.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+from faro.optimizer.model.objective import is_penalty
+from faro.optimizer.model.problem import OBJECTIVES, Job, ModelConfig, Problem
+from faro.optimizer.model.utility import utility_curves
+from faro.optimizer.policy.base import ClusterView, Plan
+from faro.optimizer.policy.common import (
+    constraint_matrix,
+    current_replicas,
+    fit_to_quota,
+    hpa_deadband,
+    make_plan,
+)
+from faro.optimizer.policy.forecasting import LoadForecaster, oracle_forecast
+from faro.optimizer.policy.hybrid import HybridPolicy, HybridState
+from numpy.typing import NDArray
+
+SolveFn = Callable[..., Any]
+
+
+def build_problem(
+    view: ClusterView, rates_rpm: NDArray[np.float64], *, objective: str, model: ModelConfig
+) -> Problem:
+    """A ``Problem`` from the view's jobs and quotas and a (jobs × horizon) requests-per-minute table."""
+    jobs = []
+    for i, jv in enumerate(view.jobs):
+        spec = jv.spec
+        rates = tuple(float(r) / 60.0 for r in np.maximum(0.0, np.nan_to_num(rates_rpm[i], nan=0.0)))
+        jobs.append(
+            Job(
+                name=spec.name,
+                namespace=spec.namespace,
+                slo=spec.slo,
+                processing_time_ms=spec.processing_time_ms,
+                rate_rps=rates or (0.0,),
+                resources=spec.resources,
+                limits=spec.limits,
+                weight=spec.weight,
+                min_replicas=spec.min_replicas,
+                max_replicas=spec.max_replicas,
+                current_replicas=max(0, int(jv.current_replicas)),
+            )
+        )
+    return Problem(jobs=tuple(jobs), quotas=view.quotas, objective=objective, model=model)
+
+
+def shrink(problem: Problem, replicas: NDArray[np.int64], *, tol: float = 1e-4) -> NDArray[np.int64]:
+    """Per job, the fewest replicas (≥ min) whose modelled utility is within ``tol`` of the plan's."""
+    x = np.asarray(replicas, dtype=np.int64)
+    if x.size == 0:
+        return x
+    top = int(x.max())
+    grid = np.arange(0, top + 1)
+    curves = utility_curves(problem.jobs, grid, config=problem.model, penalty=is_penalty(problem.objective))
+    out = x.copy()
+    for i, job in enumerate(problem.jobs):
+        target = curves.utility[i, x[i]]
+        ok = np.flatnonzero(curves.utility[i, : x[i] + 1] >= target - tol)
+        first = int(ok[0]) if ok.size else int(x[i])
+        out[i] = max(job.min_replicas, first)
+    return out
+
+
+def has_room(view: ClusterView, replicas: NDArray[np.int64], *, slack: float = 0.0) -> bool:
+    """Whether one more replica of some job (below its max) would still fit every quota with
+    ``slack`` to spare on each row."""
+    matrix, bound = constraint_matrix(view)
+    if matrix.shape[0] == 0:
+        return True
+    free = bound - matrix @ replicas
+    for i, jv in enumerate(view.jobs):
+        if replicas[i] < jv.spec.max_replicas and np.all(free - matrix[:, i] >= slack - 1e-9):
+            return True
+    return False
+
+
+class FaroPolicy(HybridPolicy):
+    """A Faro variant: ``objective`` is one of ``sum``, ``fair``, ``fairsum``, ``penaltysum``,
+    ``penaltyfairsum``."""
+
+    def __init__(
+        self,
+        objective: str = "fairsum",
+        *,
+        name: str | None = None,
+        horizon: int = 7,
+        quantile: float = 0.6,
+        max_quantile: float = 0.9,
+        quantile_step: float = 0.1,
+        raise_quantile: bool = True,
+        slack_cpus: float = 0.0,
+        shrink_plan: bool = True,
+        cold_start_s: float = 35.0,
+        alpha: float = 1.0,
+        rho_max: float = 0.95,
+        solver: str = "auto",
+        time_limit_s: float | None = None,
+        hpa_tolerance: float = 0.0,
+        forecaster: str = "auto",
+        forecaster_options: dict[str, Any] | None = None,
+        forecaster_factory: Callable[[], Any] | None = None,
+        min_history_min: int = 15,
+        refit_every_min: int = 60,
+        solve_fn: SolveFn | None = None,
+        **hybrid: Any,
+    ) -> None:
+        if objective not in OBJECTIVES:
+            raise ValueError(f"faro: objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+        self.name = name or f"faro-{objective}"
+        super().__init__(**hybrid)
+        if horizon < 1:
+            raise ValueError(f"{self.name}: horizon must be >= 1")
+        if not 0 < quantile < 1 or not 0 < max_quantile < 1 or max_quantile < quantile:
+            raise ValueError(f"{self.name}: need 0 < quantile <= max_quantile < 1")
+        if not quantile_step > 0:
+            raise ValueError(f"{self.name}: quantile_step must be > 0")
+        if hpa_tolerance < 0:
+            raise ValueError(f"{self.name}: hpa_tolerance must be >= 0")
+        self.objective = objective
+        self.horizon = int(horizon)
+        self.quantile = float(quantile)
+        self.max_quantile = float(max_quantile)
+        self.quantile_step = float(quantile_step)
+        self.raise_quantile = bool(raise_quantile)
+        self.slack_cpus = float(slack_cpus)
+        self.shrink_plan = bool(shrink_plan)
+        self.model = ModelConfig(rho_max=rho_max, alpha=alpha, cold_start_s=cold_start_s)
+        self.solver = solver
+        self.time_limit_s = time_limit_s
+        self.hpa_tolerance = float(hpa_tolerance)
+        self._forecaster = LoadForecaster(
+            name=forecaster,
+            options=forecaster_options,
+            factory=forecaster_factory,
+            min_history_min=min_history_min,
+            refit_every_min=refit_every_min,
+        )
+        self._solve_fn = solve_fn
+
+    # -- pieces -------------------------------------------------------------------------------
+    def quantile_levels(self) -> list[float]:
+        levels = [self.quantile]
+        while self.raise_quantile and levels[-1] + self.quantile_step <= self.max_quantile + 1e-9:
+            levels.append(round(levels[-1] + self.quantile_step, 6))
+        return levels
+
+    def _solve(self, problem: Problem) -> Any:
+        fn = self._solve_fn
+        if fn is None:
+            from faro.optimizer.solve import solve as fn
+        return fn(problem, solver=self.solver, time_limit_s=self.time_limit_s)
+
+    def forecast_tables(self, view: ClusterView, state: HybridState) -> tuple[dict[float, NDArray], HybridState, str]:
+        tables, fstate, source = self._forecaster.forecast(
+            view, state.forecast, horizon=self.horizon, quantiles=self.quantile_levels()
+        )
+        return tables, replace(state, forecast=fstate), source
+
+    def _plan_at(self, view: ClusterView, rates_rpm: NDArray) -> tuple[Problem, Any, NDArray[np.int64]]:
+        problem = build_problem(view, rates_rpm, objective=self.objective, model=self.model)
+        result = self._solve(problem)
+        if not result.ok:
+            return problem, result, current_replicas(view)
+        x = np.asarray(result.replicas, dtype=np.int64)
+        if self.shrink_plan:
+            x = shrink(problem, x)
+        return problem, result, x
+
+    # -- the long-horizon step -------------------------------------------------------------------
+    def long_step(self, view: ClusterView, state: HybridState) -> tuple[Plan, HybridState]:
+        tables, state, source = self.forecast_tables(view, state)
+        levels = self.quantile_levels()
+        solve_ms = 0.0
+        _, result, x = self._plan_at(view, tables[levels[0]])
+        solve_ms += float(getattr(result, "solve_ms", 0.0))
+        if not result.ok:
+            plan = make_plan(
+                view,
+                fit_to_quota(view, current_replicas(view)),
+                kind="hold",
+                solver_status=f"{result.status}: {result.message}",
+                solve_ms=solve_ms,
+            )
+            return plan, replace(state, quantile=None)
+        chosen_q = levels[0]
+        for q in levels[1:]:
+            if not has_room(view, x, slack=self.slack_cpus):
+                break
+            if np.allclose(tables[q], tables[chosen_q]):
+                chosen_q = q  # same forecast (e.g. the Oracle): nothing to re-solve
+                continue
+            _, cand_result, cand_x = self._plan_at(view, tables[q])
+            solve_ms += float(getattr(cand_result, "solve_ms", 0.0))
+            if not cand_result.ok or not has_room(view, cand_x, slack=self.slack_cpus):
+                break  # the artifact keeps the last plan that still left room
+            result, x, chosen_q = cand_result, cand_x, q
+        desired = fit_to_quota(view, x)
+        held: dict[int, str] = {}
+        if self.hpa_tolerance > 0:
+            desired, held = hpa_deadband(view, desired, tolerance=self.hpa_tolerance)
+            desired = fit_to_quota(view, desired)
+        rates = tables[chosen_q] / 60.0
+        admission = np.asarray(result.admission, dtype=float)
+        if admission.size != len(view.jobs):
+            admission = np.ones(len(view.jobs))
+        plan = make_plan(
+            view,
+            desired,
+            kind="solve",
+            forecast_rps=rates.max(axis=1),
+            latency_ms=np.asarray(result.latency_ms, dtype=float),
+            utility=np.asarray(result.utility, dtype=float),
+            admission=admission,
+            held=held,
+            objective_value=float(result.objective_value),
+            solver_status=f"{result.status} ({result.solver}; q={chosen_q:g}; {source})",
+            solve_ms=solve_ms,
+        )
+        return plan, replace(state, quantile=chosen_q)
+
+
+class OraclePolicy(FaroPolicy):
+    """Faro (FairSum by default) with the true coming load instead of a forecast."""
+
+    needs_future = True
+
+    def __init__(self, objective: str = "fairsum", **options: Any) -> None:
+        options.setdefault("raise_quantile", False)
+        super().__init__(objective, name="oracle", **options)
+
+    def forecast_tables(self, view: ClusterView, state: HybridState) -> tuple[dict[float, NDArray], HybridState, str]:
+        table, complete = oracle_forecast(view, self.horizon)
+        source = "oracle" if complete else "oracle (future missing for some jobs: last minute used)"
+        return {q: table for q in self.quantile_levels()}, state, source

@@ -1,0 +1,124 @@
+"""The hybrid control skeleton shared by the Faro variants, MArk and the Oracle.
+
+A slow, predictive *long-horizon step* on a fixed grid (``interval_s``, 300 s as in the paper;
+the first one already at ``first_long_s``, 60 s, so a cold cluster does not wait five minutes —
+the artifact does the same) and, at every other check (10 s in the simulator), a fast
+*reactive step*: +1 replica for a job whose observed latency exceeded its SLO on ``up_checks``
+(3) consecutive checks, never down, within the free quota, and not while the job still has
+replicas starting (the artifact skips jobs whose scaling action is running). A long-horizon step
+clears the reactive counters (the artifact clears lower-priority policies).
+
+Subclasses implement ``long_step``. Time comes only from ``view.now_s``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from faro.optimizer.policy.base import ClusterView, Decision, Plan
+from faro.optimizer.policy.common import (
+    CounterState,
+    count_checks,
+    current_replicas,
+    fit_to_quota,
+    make_plan,
+    reset,
+)
+from faro.optimizer.policy.forecasting import ForecastState
+
+
+@dataclass(frozen=True)
+class HybridState:
+    """``last_long_s``: time of the last long-horizon step (None before the first);
+    ``counters``: reactive streaks; ``forecast``: the fitted forecaster; ``quantile``: the forecast
+    quantile the last long step settled on (reporting only)."""
+
+    last_long_s: float | None = None
+    counters: CounterState = field(default_factory=CounterState)
+    forecast: ForecastState = field(default_factory=ForecastState)
+    quantile: float | None = None
+    long_steps: int = 0
+
+
+class HybridPolicy:
+    """Base class: scheduling of long vs reactive steps; subclasses provide ``long_step``."""
+
+    name = "hybrid"
+    needs_future = False
+
+    def __init__(
+        self,
+        *,
+        interval_s: float = 300.0,
+        first_long_s: float = 60.0,
+        up_checks: int = 3,
+        reactive: bool = True,
+        reactive_metric: str = "mean",
+        reactive_cumulative: bool = False,
+        reactive_skip_scaling: bool = True,
+    ) -> None:
+        if not interval_s > 0:
+            raise ValueError(f"{self.name}: interval_s must be > 0")
+        if first_long_s < 0:
+            raise ValueError(f"{self.name}: first_long_s must be >= 0")
+        if up_checks < 1:
+            raise ValueError(f"{self.name}: up_checks must be >= 1")
+        if reactive_metric not in ("mean", "percentile"):
+            raise ValueError(f"{self.name}: reactive_metric must be 'mean' or 'percentile'")
+        self.interval_s = float(interval_s)
+        self.first_long_s = float(first_long_s)
+        self.up_checks = int(up_checks)
+        self.reactive = bool(reactive)
+        self.reactive_metric = reactive_metric
+        self.reactive_cumulative = bool(reactive_cumulative)
+        self.reactive_skip_scaling = bool(reactive_skip_scaling)
+
+    def initial_state(self) -> HybridState:
+        return HybridState()
+
+    def long_due(self, now_s: float, state: HybridState) -> bool:
+        """On the ``interval_s`` grid (0, 300, 600 … s), plus the first step at ``first_long_s``."""
+        eps = 1e-6
+        if state.last_long_s is None:
+            return now_s + eps >= min(self.first_long_s, self.interval_s)
+        return math.floor((now_s + eps) / self.interval_s) > math.floor((state.last_long_s + eps) / self.interval_s)
+
+    def long_step(self, view: ClusterView, state: HybridState) -> tuple[Plan, HybridState]:
+        raise NotImplementedError
+
+    def reactive_step(self, view: ClusterView, state: HybridState) -> tuple[Plan, HybridState]:
+        cur = current_replicas(view)
+        if not self.reactive:
+            return make_plan(view, fit_to_quota(view, cur), kind="hold"), state
+        counters, ups, _ = count_checks(
+            view,
+            state.counters,
+            metric=self.reactive_metric,
+            skip_scaling=self.reactive_skip_scaling,
+            cumulative_up=self.reactive_cumulative,
+        )
+        grow = ups >= self.up_checks
+        counters = reset(counters, view, grow, which="up")
+        desired = fit_to_quota(view, cur + grow.astype(np.int64))
+        kind = "reactive" if np.any(desired > cur) else "hold"
+        return make_plan(view, desired, kind=kind), replace(state, counters=counters)
+
+    def decide(self, view: ClusterView, state: HybridState) -> Decision[HybridState]:
+        if not view.jobs:
+            return Decision(plan=Plan(targets=()), state=state)
+        if self.long_due(view.now_s, state):
+            plan, new_state = self.long_step(view, state)
+            new_state = replace(
+                new_state, last_long_s=view.now_s, counters=CounterState(), long_steps=state.long_steps + 1
+            )
+            return Decision(plan=plan, state=new_state)
+        plan, new_state = self.reactive_step(view, state)
+        return Decision(plan=plan, state=new_state)
+
+
+def options_summary(policy: Any) -> dict[str, Any]:
+    """The public settings of a policy (for reports)."""
+    return {k: v for k, v in vars(policy).items() if not k.startswith("_")}
