@@ -1,0 +1,132 @@
+"""Forecasters driven by a vectorised state recursion plus empirical residual quantiles.
+
+A *kernel* holds per-job parameters (arrays broadcast over jobs) and knows how to absorb one minute
+for every job at once and how to extrapolate its state. ``RecursiveForecaster`` runs a kernel over
+the history, records its h-step errors over the last ``calibration_min`` minutes and keeps their
+quantiles; ``update`` only advances the state (microseconds per job). Used by ``naive``,
+``smoothing`` and ``ets``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ._common import (
+    DEFAULT_MAX_HORIZON,
+    as_history,
+    check_request,
+    check_update,
+    fallback_sigma,
+    make_forecast,
+    residual_grid,
+)
+from .base import Forecast
+
+State = tuple[NDArray[np.float64], ...]
+
+
+class Kernel(Protocol):
+    def init(self, n_jobs: int) -> State: ...
+
+    def step(self, state: State, y: NDArray[np.float64]) -> State:
+        """Absorb one minute (N,), NaN = missing; returns the new state (never mutates)."""
+        ...
+
+    def predict(self, state: State, horizon: int) -> NDArray[np.float64]:
+        """Point forecasts (N, horizon); NaN where a job has seen nothing yet."""
+        ...
+
+
+def run_kernel(
+    kernel: Kernel, history: NDArray[np.float64], *, record_from: int, horizon: int
+) -> tuple[State, NDArray[np.float64]]:
+    """Run over all minutes; returns the final state and the h-step errors of forecasts made at
+    origins ``record_from..T-1``: (N, M, horizon), NaN where no actual exists."""
+    n_jobs, n_min = history.shape
+    state = kernel.init(n_jobs)
+    record_from = max(0, min(record_from, n_min))
+    preds = np.full((n_jobs, n_min - record_from, horizon), np.nan)
+    for t in range(n_min):
+        state = kernel.step(state, history[:, t])
+        if t >= record_from:
+            preds[:, t - record_from] = kernel.predict(state, horizon)
+    actual = np.full_like(preds, np.nan)
+    for h in range(1, horizon + 1):
+        lo = record_from + h
+        if lo < n_min:
+            actual[:, : n_min - lo, h - 1] = history[:, lo:]
+    return state, actual - preds
+
+
+@dataclass(frozen=True)
+class FittedRecursive:
+    kernel: Kernel
+    state: State
+    grid: NDArray[np.float64]  # (N, Hc, G) residual quantiles
+    fallback: NDArray[np.float64]  # (N,) level used where the kernel has no value yet
+
+    @property
+    def n_jobs(self) -> int:
+        return self.grid.shape[0]
+
+    def update(self, new_counts: NDArray[np.float64]) -> FittedRecursive:
+        new = check_update(new_counts, self.n_jobs)
+        state = self.state
+        for t in range(new.shape[1]):
+            state = self.kernel.step(state, new[:, t])
+        return FittedRecursive(self.kernel, state, self.grid, self.fallback)
+
+    def forecast(self, horizon: int, quantiles: Sequence[float] = (0.5, 0.9)) -> Forecast:
+        horizon, qs = check_request(horizon, quantiles)
+        point = self.kernel.predict(self.state, horizon)
+        point = np.where(np.isfinite(point), point, self.fallback[:, None])
+        return make_forecast(point, self.grid, horizon, qs)
+
+
+def fit_recursive(
+    kernel: Kernel,
+    history: NDArray[np.float64],
+    *,
+    calibration_min: int,
+    max_horizon: int = DEFAULT_MAX_HORIZON,
+    sigma: NDArray[np.float64] | None = None,
+) -> FittedRecursive:
+    """Run ``kernel`` over ``history`` and calibrate residual quantiles on its last minutes."""
+    n_min = history.shape[1]
+    state, residuals = run_kernel(
+        kernel, history, record_from=n_min - calibration_min - max_horizon, horizon=max_horizon
+    )
+    sigma = fallback_sigma(history) if sigma is None else sigma
+    grid = residual_grid(residuals, sigma)
+    return FittedRecursive(kernel, state, grid, np.zeros(history.shape[0]))
+
+
+def select_per_job(
+    make: Callable[[NDArray[np.float64]], Kernel],
+    candidates: NDArray[np.float64],
+    history: NDArray[np.float64],
+    *,
+    window_min: int,
+    horizon: int,
+) -> NDArray[np.int64]:
+    """Index of the candidate parameter row (P, k) with the least mean squared h-step error per job,
+    all candidates run at once by tiling the jobs."""
+    n_jobs = history.shape[0]
+    n_cand = candidates.shape[0]
+    tiled = np.repeat(history, n_cand, axis=0)  # job-major: rows j*P .. j*P+P-1
+    params = np.tile(candidates, (n_jobs, 1))
+    _, residuals = run_kernel(make(params), tiled, record_from=history.shape[1] - window_min - horizon, horizon=horizon)
+    with np.errstate(invalid="ignore"):
+        sq = residuals**2
+        count = np.isfinite(sq).sum(axis=(1, 2))
+        mse = np.where(count > 0, np.nansum(sq, axis=(1, 2)) / np.maximum(count, 1), np.inf)
+    return np.argmin(mse.reshape(n_jobs, n_cand), axis=1)
+
+
+def history_or_error(history: object) -> NDArray[np.float64]:
+    return as_history(history)

@@ -1,0 +1,56 @@
+"""Vectorised state recursions (one row per job) behind the recursive forecasters.
+
+``DampedTrend`` is exponential smoothing in error-correction form, the same parameterisation as
+statsmodels' ``ETSModel`` with additive error and damped additive trend (ETS(A,Ad,N)):
+
+    ŷ = l + φ·b,   ε = y − ŷ,   l' = ŷ + α·ε,   b' = φ·b + β·ε
+
+so the last value (α=1, β=0), EWMA (β=0) and Holt (φ=1) are special cases. A missing minute
+(NaN) advances the state without a correction. ``SeasonalNaive`` keeps the last season in a ring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+State = tuple[NDArray[np.float64], ...]
+
+
+def _per_job(x: float | NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.atleast_1d(np.asarray(x, dtype=np.float64))
+
+
+@dataclass(frozen=True, eq=False)
+class DampedTrend:
+    alpha: NDArray[np.float64]
+    beta: NDArray[np.float64]
+    phi: NDArray[np.float64]
+
+    def __init__(self, alpha: float | NDArray, beta: float | NDArray = 0.0, phi: float | NDArray = 1.0) -> None:
+        object.__setattr__(self, "alpha", _per_job(alpha))
+        object.__setattr__(self, "beta", _per_job(beta))
+        object.__setattr__(self, "phi", _per_job(phi))
+
+    def init(self, n_jobs: int) -> State:
+        return (np.full(n_jobs, np.nan), np.zeros(n_jobs))
+
+    def step(self, state: State, y: NDArray[np.float64]) -> State:
+        level, trend = state
+        pred = level + self.phi * trend
+        err = y - pred
+        seen = np.isfinite(y)
+        fresh = seen & ~np.isfinite(level)  # first observation of a job
+        new_level = np.where(seen, pred + self.alpha * err, pred)
+        new_trend = np.where(seen, self.phi * trend + self.beta * err, self.phi * trend)
+        new_level = np.where(fresh, y, new_level)
+        new_trend = np.where(fresh, 0.0, new_trend)
+        return (new_level, new_trend)
+
+    def predict(self, state: State, horizon: int) -> NDArray[np.float64]:
+        level, trend = state
+        steps = np.arange(1, horizon + 1)
+        damp = np.cumsum(self.phi.reshape(-1, 1) ** steps[None, :], axis=1)
+        return level[:, None] + damp * trend[:, None]

@@ -1,0 +1,249 @@
+"""Daily-profile regression: the default model for traces with a repeating day shape.
+
+For each horizon step h a per-job linear model (ridge least squares, all jobs solved at once)
+predicts y(t+h) from what is known at minute t:
+
+    1, y(t), EWMA_α(y)(t) for α in ``alphas``, P(phase t), P(phase t+h)
+
+where P is the job's *profile*: the mean over the previous complete seasons (days) of the same
+minute of the season. The regression learns per job how much the day shape explains (P(t+h) − P(t)
+carries the expected change) against how much the current level persists, so it reduces to an
+EWMA-like forecast for jobs without a repeating shape. Quantiles are the empirical quantiles of its
+in-sample h-step residuals. Training uses the profile *as it was known* at each minute (previous
+days only), so the fitted weights and residuals are honest.
+
+Cold start: without a complete season the profile terms are dropped; with fewer than
+``min_train_rows`` usable minutes the job falls back to its last value with normal quantiles.
+``update`` advances the EWMAs and folds each completed season into the profile: O(jobs · minutes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from faro.optimizer.errors import InvalidInputError
+from numpy.typing import NDArray
+
+from ._common import (
+    DEFAULT_MAX_HORIZON,
+    as_history,
+    check_request,
+    check_update,
+    fallback_sigma,
+    make_forecast,
+    residual_grid,
+)
+from .base import Forecast
+
+DEFAULT_ALPHAS = (0.5, 0.25, 0.1)
+
+
+def _ridge(
+    X: NDArray[np.float64], y: NDArray[np.float64], ok: NDArray[np.bool_], ridge: float
+) -> NDArray[np.float64]:
+    """Per-job ridge fit of y (N, R) on X (N, R, k) over rows ``ok``; the first column (intercept) is
+    not penalised; columns are standardised per job. Returns coefficients (N, k) in original units."""
+    _n_jobs, _, k = X.shape
+    w = ok.astype(np.float64)
+    Xz = np.where(ok[..., None], X, 0.0)
+    yz = np.where(ok, y, 0.0)
+    n = np.maximum(w.sum(axis=1), 1.0)
+    mean = Xz.sum(axis=1) / n[:, None]
+    var = (Xz**2).sum(axis=1) / n[:, None] - mean**2
+    scale = np.sqrt(np.maximum(var, 0.0))
+    scale = np.where(scale > 1e-9, scale, 1.0)
+    scale[:, 0] = 1.0
+    Xs = Xz / scale[:, None, :]
+    A = np.einsum("nrk,nrl->nkl", Xs, Xs)
+    b = np.einsum("nrk,nr->nk", Xs, yz)
+    penalty = np.full(k, ridge)
+    penalty[0] = 0.0
+    A = A + (penalty[None, :] * n[:, None])[:, :, None] * np.eye(k)[None]
+    A = A + 1e-9 * np.eye(k)[None]
+    coef = np.linalg.solve(A, b[..., None])[..., 0]
+    return coef / scale
+
+
+@dataclass(frozen=True)
+class _State:
+    minute: int  # absolute minute (phase offset included) of the next minute to arrive
+    last: NDArray[np.float64]  # (N,)
+    ewma: NDArray[np.float64]  # (N, A)
+    prof_sum: NDArray[np.float64]  # (N, S) over completed seasons
+    prof_cnt: NDArray[np.float64]  # (N, S)
+    today: NDArray[np.float64]  # (N, S) this season so far (NaN = not seen)
+
+
+def _absorb(state: _State, new: NDArray[np.float64], alphas: NDArray[np.float64], season: int) -> _State:
+    last, ewma = state.last.copy(), state.ewma.copy()
+    prof_sum, prof_cnt, today = state.prof_sum, state.prof_cnt, state.today.copy()
+    minute = state.minute
+    for t in range(new.shape[1]):
+        y = new[:, t]
+        seen = np.isfinite(y)
+        last = np.where(seen, y, last)
+        first = seen[:, None] & ~np.isfinite(ewma)
+        upd = alphas[None, :] * y[:, None] + (1 - alphas[None, :]) * ewma
+        ewma = np.where(first, y[:, None], np.where(seen[:, None], upd, ewma))
+        phase = minute % season
+        today[:, phase] = y
+        minute += 1
+        if minute % season == 0:  # a season completed: fold it into the profile
+            fin = np.isfinite(today)
+            prof_sum = prof_sum + np.where(fin, today, 0.0)
+            prof_cnt = prof_cnt + fin
+            today = np.full_like(today, np.nan)
+    return _State(minute, last, ewma, prof_sum, prof_cnt, today)
+
+
+def _features(state: _State, horizon: int, season: int) -> NDArray[np.float64]:
+    """(N, horizon, k) regressors at the current origin."""
+    n_jobs = state.last.size
+    phases = (state.minute - 1 + np.arange(horizon + 1)) % season
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prof = state.prof_sum[:, phases] / state.prof_cnt[:, phases]
+    level = state.ewma[:, min(1, state.ewma.shape[1] - 1)]
+    prof = np.where(np.isfinite(prof), prof, level[:, None])  # unseen phase: assume the current level
+    base = np.column_stack([np.ones(n_jobs), state.last, state.ewma, prof[:, 0]])
+    out = np.empty((n_jobs, horizon, base.shape[1] + 1))
+    out[:, :, :-1] = base[:, None, :]
+    out[:, :, -1] = prof[:, 1:]
+    return out
+
+
+@dataclass(frozen=True)
+class FittedProfile:
+    alphas: NDArray[np.float64]
+    season: int
+    coef: NDArray[np.float64]  # (N, Hc, k) — full model; reduced jobs have zero profile weights
+    grid: NDArray[np.float64]  # (N, Hc, G)
+    state: _State
+    mode: NDArray[np.int8]  # per job: 2 = with profile, 1 = without, 0 = cold start (last value)
+
+    def update(self, new_counts: NDArray[np.float64]) -> FittedProfile:
+        new = check_update(new_counts, self.coef.shape[0])
+        state = _absorb(self.state, new, self.alphas, self.season)
+        return FittedProfile(self.alphas, self.season, self.coef, self.grid, state, self.mode)
+
+    def forecast(self, horizon: int, quantiles: Sequence[float] = (0.5, 0.9)) -> Forecast:
+        horizon, qs = check_request(horizon, quantiles)
+        h_cal = self.coef.shape[1]
+        X = _features(self.state, horizon, self.season)
+        coef = self.coef[:, np.minimum(np.arange(horizon), h_cal - 1)]
+        point = np.einsum("nhk,nhk->nh", np.nan_to_num(X), coef)
+        return make_forecast(point, self.grid, horizon, qs)
+
+
+@dataclass(frozen=True)
+class ProfileRegression:
+    season_min: int = 360
+    phase_offset_min: int = 0
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    train_min: int = 3600
+    ridge: float = 1e-3
+    min_train_rows: int = 60
+    max_horizon: int = DEFAULT_MAX_HORIZON
+    name: str = "profile"
+
+    def __post_init__(self) -> None:
+        if self.season_min < 2:
+            raise InvalidInputError("profile.season_min", f"must be ≥ 2, got {self.season_min}")
+        if not 0 <= self.phase_offset_min < self.season_min:
+            raise InvalidInputError(
+                "profile.phase_offset_min", f"must be in [0, season_min), got {self.phase_offset_min}"
+            )
+        if not self.alphas or any(not 0 < a <= 1 for a in self.alphas):
+            raise InvalidInputError("profile.alphas", f"each must be in (0, 1], got {self.alphas}")
+
+    def fit(self, history: NDArray[np.float64]) -> FittedProfile:
+        hist = as_history(history)
+        n_jobs, n_min = hist.shape
+        S, H = self.season_min, self.max_horizon
+        alphas = np.array(self.alphas, dtype=np.float64)
+        n_a = alphas.size
+
+        # Online regressors at every origin t (state after absorbing minute t).
+        start = self.phase_offset_min
+        last_seq = np.full((n_jobs, n_min), np.nan)
+        ewma_seq = np.full((n_jobs, n_min, n_a), np.nan)
+        last = np.full(n_jobs, np.nan)
+        ewma = np.full((n_jobs, n_a), np.nan)
+        for t in range(n_min):
+            y = hist[:, t]
+            seen = np.isfinite(y)
+            last = np.where(seen, y, last)
+            first = seen[:, None] & ~np.isfinite(ewma)
+            upd = alphas * y[:, None] + (1 - alphas) * ewma
+            ewma = np.where(first, y[:, None], np.where(seen[:, None], upd, ewma))
+            last_seq[:, t] = last
+            ewma_seq[:, t] = ewma
+
+        # Profile as known at each origin: mean over the seasons completed before it.
+        n_days = (start + n_min + S - 1) // S
+        padded = np.full((n_jobs, n_days * S), np.nan)
+        padded[:, start : start + n_min] = hist
+        days = padded.reshape(n_jobs, n_days, S)
+        fin = np.isfinite(days)
+        csum = np.cumsum(np.where(fin, days, 0.0), axis=1)
+        ccnt = np.cumsum(fin, axis=1).astype(np.float64)
+        known_sum = np.concatenate([np.zeros((n_jobs, 1, S)), csum[:, :-1]], axis=1)
+        known_cnt = np.concatenate([np.zeros((n_jobs, 1, S)), ccnt[:, :-1]], axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            known = known_sum / known_cnt  # (N, D, S): profile known during day d
+        abs_t = start + np.arange(n_min)
+        day_t, phase_t = abs_t // S, abs_t % S
+        prof_now = known[:, day_t, phase_t]  # (N, T)
+
+        lo = max(0, n_min - self.train_min - H)
+        origins = np.arange(lo, n_min)
+        R = origins.size
+        k = 2 + n_a + 2
+        X = np.empty((n_jobs, R, H, k))
+        X[..., 0] = 1.0
+        X[..., 1] = last_seq[:, origins, None]
+        X[..., 2 : 2 + n_a] = ewma_seq[:, origins, None, :]
+        X[..., 2 + n_a] = prof_now[:, origins, None]
+        Y = np.full((n_jobs, R, H), np.nan)
+        for h in range(1, H + 1):
+            X[:, :, h - 1, -1] = known[:, day_t[origins], (phase_t[origins] + h) % S]
+            ok = origins + h < n_min
+            Y[:, ok, h - 1] = hist[:, origins[ok] + h]
+
+        coef = np.zeros((n_jobs, H, k))
+        resid = np.full((n_jobs, R, H), np.nan)
+        mode = np.zeros(n_jobs, dtype=np.int8)
+        base_ok = np.isfinite(Y) & np.isfinite(X[..., : 2 + n_a]).all(axis=-1)
+        full_ok = base_ok & np.isfinite(X[..., 2 + n_a :]).all(axis=-1)
+        rows_full = full_ok[:, :, 0].sum(axis=1)
+        rows_base = base_ok[:, :, 0].sum(axis=1)
+        mode[rows_base >= self.min_train_rows] = 1
+        mode[rows_full >= self.min_train_rows] = 2
+        for h in range(H):
+            for m, cols, okm in ((1, slice(0, 2 + n_a), base_ok), (2, slice(0, k), full_ok)):
+                jobs = mode == m
+                if not jobs.any():
+                    continue
+                c = _ridge(X[jobs, :, h, cols], Y[jobs, :, h], okm[jobs, :, h], self.ridge)
+                coef[jobs, h, cols] = c
+                pred = np.einsum("nrk,nk->nr", np.nan_to_num(X[jobs, :, h, cols]), c)
+                resid[jobs, :, h] = np.where(okm[jobs, :, h], Y[jobs, :, h] - pred, np.nan)
+            coef[mode == 0, h, 1] = 1.0  # cold start: last value
+        sigma = fallback_sigma(hist)
+        grid = residual_grid(resid, sigma)
+        cold = mode == 0
+        if cold.any():  # too few rows for honest residuals: normal shape
+            grid[cold] = residual_grid(np.full((int(cold.sum()), 1, H), np.nan), sigma[cold])
+
+        # Online state at the end of the history.
+        end_day = (start + n_min) // S  # index of the season in progress
+        state = _State(
+            minute=start + n_min,
+            last=last,
+            ewma=ewma,
+            prof_sum=csum[:, end_day - 1] if end_day >= 1 else np.zeros((n_jobs, S)),
+            prof_cnt=ccnt[:, end_day - 1] if end_day >= 1 else np.zeros((n_jobs, S)),
+            today=days[:, end_day].copy() if end_day < n_days else np.full((n_jobs, S), np.nan),
+        )
+        return FittedProfile(alphas, S, coef, grid, state, mode)
