@@ -269,7 +269,8 @@ class KubeApiServer:
         try:
             kubernetes_validate.validate(obj, self.schema_version, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            where = f"{obj.get('kind')} {obj.get('metadata', {}).get('namespace', '')}/{obj.get('metadata', {}).get('name')}"
+            meta = obj.get("metadata", {})
+            where = f"{obj.get('kind')} {meta.get('namespace', '')}/{meta.get('name')}"
             message = f"{where}: {exc.message} at {'/'.join(map(str, exc.path))}"
             self.validation_errors.append(message)
             raise ApiError(422, "Invalid", message) from exc
@@ -512,7 +513,7 @@ def _handler_for(server: KubeApiServer) -> type[BaseHTTPRequestHandler]:
                 strategic = ctype.startswith("application/strategic")
                 change = lambda obj: merge_patch(obj, patch, strategic=strategic)  # noqa: E731
             else:
-                raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {ctype}")
+                raise ApiError(415, "UnsupportedMediaType", f"unknown patch format: {ctype}")
             self._send(200, server.update(rtype, ns, name, change, subresource=sub))
 
         def _watch(self, rtype: ResourceType, namespace: str | None, query: dict[str, str]) -> None:

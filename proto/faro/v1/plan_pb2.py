@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x66\x61ro/v1/plan.proto\x12\x07\x66\x61ro.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"-\n\x11WatchPlansRequest\x12\x18\n\x10\x61\x66ter_generation\x18\x01 \x01(\x04\"\x10\n\x0eGetPlanRequest\"\x86\x02\n\x04Plan\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12+\n\x07\x63reated\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x07targets\x18\x04 \x03(\x0b\x32\x0f.faro.v1.Target\x12\x0e\n\x06policy\x18\x05 \x01(\t\x12\x11\n\tobjective\x18\x06 \x01(\t\x12\x17\n\x0fobjective_value\x18\x07 \x01(\x01\x12\x10\n\x08solve_ms\x18\x08 \x01(\x01\x12\x0c\n\x04kind\x18\t \x01(\t\x12\x0e\n\x06leader\x18\n \x01(\t\"\x92\x02\n\x06Target\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x12\n\ndeployment\x18\x02 \x01(\t\x12\x18\n\x10\x64\x65sired_replicas\x18\x03 \x01(\x05\x12\x18\n\x10\x63urrent_replicas\x18\x04 \x01(\x05\x12\x14\n\x0c\x66orecast_rps\x18\x05 \x01(\x01\x12\x1b\n\x13\x65xpected_latency_ms\x18\x06 \x01(\x01\x12\x18\n\x10\x65xpected_utility\x18\x07 \x01(\x01\x12\x13\n\x0bheld_reason\x18\x08 \x01(\t\x12\x16\n\x0eslo_latency_ms\x18\t \x01(\x01\x12\x16\n\x0eslo_percentile\x18\n \x01(\x01\x12\x1b\n\x13observed_latency_ms\x18\x0b \x01(\x01\"\xc6\x02\n\x08SolveJob\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x16\n\x0eslo_latency_ms\x18\x03 \x01(\x01\x12\x16\n\x0eslo_percentile\x18\x04 \x01(\x01\x12\x1a\n\x12processing_time_ms\x18\x05 \x01(\x01\x12\x10\n\x08rate_rps\x18\x06 \x03(\x01\x12\x33\n\tresources\x18\x07 \x03(\x0b\x32 .faro.v1.SolveJob.ResourcesEntry\x12\x0e\n\x06weight\x18\x08 \x01(\x01\x12\x14\n\x0cmin_replicas\x18\t \x01(\x05\x12\x14\n\x0cmax_replicas\x18\n \x01(\x05\x12\x18\n\x10\x63urrent_replicas\x18\x0b \x01(\x05\x1a\x30\n\x0eResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xe1\x01\n\nSolveQuota\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12+\n\x04hard\x18\x03 \x03(\x0b\x32\x1d.faro.v1.SolveQuota.HardEntry\x12+\n\x04used\x18\x04 \x03(\x0b\x32\x1d.faro.v1.SolveQuota.UsedEntry\x1a+\n\tHardEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a+\n\tUsedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"w\n\x0cSolveRequest\x12\x11\n\tobjective\x18\x01 \x01(\t\x12\x1f\n\x04jobs\x18\x02 \x03(\x0b\x32\x11.faro.v1.SolveJob\x12#\n\x06quotas\x18\x03 \x03(\x0b\x32\x13.faro.v1.SolveQuota\x12\x0e\n\x06solver\x18\x04 \x01(\t\"d\n\nAllocation\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08replicas\x18\x03 \x01(\x05\x12\x12\n\nlatency_ms\x18\x04 \x01(\x01\x12\x0f\n\x07utility\x18\x05 \x01(\x01\"\x94\x01\n\rSolveResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x17\n\x0fobjective_value\x18\x03 \x01(\x01\x12\r\n\x05\x62ound\x18\x04 \x01(\x01\x12\x10\n\x08solve_ms\x18\x05 \x01(\x01\x12(\n\x0b\x61llocations\x18\x06 \x03(\x0b\x32\x13.faro.v1.Allocation2\xb3\x01\n\x0bPlanService\x12\x39\n\nWatchPlans\x12\x1a.faro.v1.WatchPlansRequest\x1a\r.faro.v1.Plan0\x01\x12\x31\n\x07GetPlan\x12\x17.faro.v1.GetPlanRequest\x1a\r.faro.v1.Plan\x12\x36\n\x05Solve\x12\x15.faro.v1.SolveRequest\x1a\x16.faro.v1.SolveResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x66\x61ro/v1/plan.proto\x12\x07\x66\x61ro.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"-\n\x11WatchPlansRequest\x12\x18\n\x10\x61\x66ter_generation\x18\x01 \x01(\x04\"\x10\n\x0eGetPlanRequest\"\x9d\x02\n\x04Plan\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12+\n\x07\x63reated\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x07targets\x18\x04 \x03(\x0b\x32\x0f.faro.v1.Target\x12\x0e\n\x06policy\x18\x05 \x01(\t\x12\x11\n\tobjective\x18\x06 \x01(\t\x12\x17\n\x0fobjective_value\x18\x07 \x01(\x01\x12\x10\n\x08solve_ms\x18\x08 \x01(\x01\x12\x0c\n\x04kind\x18\t \x01(\t\x12\x0e\n\x06leader\x18\n \x01(\t\x12\x15\n\rsolver_status\x18\x0b \x01(\t\"\xd0\x02\n\x06Target\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x12\n\ndeployment\x18\x02 \x01(\t\x12\x18\n\x10\x64\x65sired_replicas\x18\x03 \x01(\x05\x12\x18\n\x10\x63urrent_replicas\x18\x04 \x01(\x05\x12\x14\n\x0c\x66orecast_rps\x18\x05 \x01(\x01\x12\x1b\n\x13\x65xpected_latency_ms\x18\x06 \x01(\x01\x12\x18\n\x10\x65xpected_utility\x18\x07 \x01(\x01\x12\x13\n\x0bheld_reason\x18\x08 \x01(\t\x12\x16\n\x0eslo_latency_ms\x18\t \x01(\x01\x12\x16\n\x0eslo_percentile\x18\n \x01(\x01\x12\x1b\n\x13observed_latency_ms\x18\x0b \x01(\x01\x12\r\n\x05stale\x18\x0c \x01(\x08\x12\x1a\n\x12observations_age_s\x18\r \x01(\x01\x12\x11\n\tadmission\x18\x0e \x01(\x01\"\xc6\x02\n\x08SolveJob\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x16\n\x0eslo_latency_ms\x18\x03 \x01(\x01\x12\x16\n\x0eslo_percentile\x18\x04 \x01(\x01\x12\x1a\n\x12processing_time_ms\x18\x05 \x01(\x01\x12\x10\n\x08rate_rps\x18\x06 \x03(\x01\x12\x33\n\tresources\x18\x07 \x03(\x0b\x32 .faro.v1.SolveJob.ResourcesEntry\x12\x0e\n\x06weight\x18\x08 \x01(\x01\x12\x14\n\x0cmin_replicas\x18\t \x01(\x05\x12\x14\n\x0cmax_replicas\x18\n \x01(\x05\x12\x18\n\x10\x63urrent_replicas\x18\x0b \x01(\x05\x1a\x30\n\x0eResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xe1\x01\n\nSolveQuota\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12+\n\x04hard\x18\x03 \x03(\x0b\x32\x1d.faro.v1.SolveQuota.HardEntry\x12+\n\x04used\x18\x04 \x03(\x0b\x32\x1d.faro.v1.SolveQuota.UsedEntry\x1a+\n\tHardEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a+\n\tUsedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"w\n\x0cSolveRequest\x12\x11\n\tobjective\x18\x01 \x01(\t\x12\x1f\n\x04jobs\x18\x02 \x03(\x0b\x32\x11.faro.v1.SolveJob\x12#\n\x06quotas\x18\x03 \x03(\x0b\x32\x13.faro.v1.SolveQuota\x12\x0e\n\x06solver\x18\x04 \x01(\t\"d\n\nAllocation\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08replicas\x18\x03 \x01(\x05\x12\x12\n\nlatency_ms\x18\x04 \x01(\x01\x12\x0f\n\x07utility\x18\x05 \x01(\x01\"\x94\x01\n\rSolveResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x17\n\x0fobjective_value\x18\x03 \x01(\x01\x12\r\n\x05\x62ound\x18\x04 \x01(\x01\x12\x10\n\x08solve_ms\x18\x05 \x01(\x01\x12(\n\x0b\x61llocations\x18\x06 \x03(\x0b\x32\x13.faro.v1.Allocation2\xb3\x01\n\x0bPlanService\x12\x39\n\nWatchPlans\x12\x1a.faro.v1.WatchPlansRequest\x1a\r.faro.v1.Plan0\x01\x12\x31\n\x07GetPlan\x12\x17.faro.v1.GetPlanRequest\x1a\r.faro.v1.Plan\x12\x36\n\x05Solve\x12\x15.faro.v1.SolveRequest\x1a\x16.faro.v1.SolveResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,25 +43,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPLANREQUEST']._serialized_start=111
   _globals['_GETPLANREQUEST']._serialized_end=127
   _globals['_PLAN']._serialized_start=130
-  _globals['_PLAN']._serialized_end=392
-  _globals['_TARGET']._serialized_start=395
-  _globals['_TARGET']._serialized_end=669
-  _globals['_SOLVEJOB']._serialized_start=672
-  _globals['_SOLVEJOB']._serialized_end=998
-  _globals['_SOLVEJOB_RESOURCESENTRY']._serialized_start=950
-  _globals['_SOLVEJOB_RESOURCESENTRY']._serialized_end=998
-  _globals['_SOLVEQUOTA']._serialized_start=1001
-  _globals['_SOLVEQUOTA']._serialized_end=1226
-  _globals['_SOLVEQUOTA_HARDENTRY']._serialized_start=1138
-  _globals['_SOLVEQUOTA_HARDENTRY']._serialized_end=1181
-  _globals['_SOLVEQUOTA_USEDENTRY']._serialized_start=1183
-  _globals['_SOLVEQUOTA_USEDENTRY']._serialized_end=1226
-  _globals['_SOLVEREQUEST']._serialized_start=1228
-  _globals['_SOLVEREQUEST']._serialized_end=1347
-  _globals['_ALLOCATION']._serialized_start=1349
-  _globals['_ALLOCATION']._serialized_end=1449
-  _globals['_SOLVERESPONSE']._serialized_start=1452
-  _globals['_SOLVERESPONSE']._serialized_end=1600
-  _globals['_PLANSERVICE']._serialized_start=1603
-  _globals['_PLANSERVICE']._serialized_end=1782
+  _globals['_PLAN']._serialized_end=415
+  _globals['_TARGET']._serialized_start=418
+  _globals['_TARGET']._serialized_end=754
+  _globals['_SOLVEJOB']._serialized_start=757
+  _globals['_SOLVEJOB']._serialized_end=1083
+  _globals['_SOLVEJOB_RESOURCESENTRY']._serialized_start=1035
+  _globals['_SOLVEJOB_RESOURCESENTRY']._serialized_end=1083
+  _globals['_SOLVEQUOTA']._serialized_start=1086
+  _globals['_SOLVEQUOTA']._serialized_end=1311
+  _globals['_SOLVEQUOTA_HARDENTRY']._serialized_start=1223
+  _globals['_SOLVEQUOTA_HARDENTRY']._serialized_end=1266
+  _globals['_SOLVEQUOTA_USEDENTRY']._serialized_start=1268
+  _globals['_SOLVEQUOTA_USEDENTRY']._serialized_end=1311
+  _globals['_SOLVEREQUEST']._serialized_start=1313
+  _globals['_SOLVEREQUEST']._serialized_end=1432
+  _globals['_ALLOCATION']._serialized_start=1434
+  _globals['_ALLOCATION']._serialized_end=1534
+  _globals['_SOLVERESPONSE']._serialized_start=1537
+  _globals['_SOLVERESPONSE']._serialized_end=1685
+  _globals['_PLANSERVICE']._serialized_start=1688
+  _globals['_PLANSERVICE']._serialized_end=1867
 # @@protoc_insertion_point(module_scope)

@@ -20,7 +20,7 @@ class GetPlanRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Plan(_message.Message):
-    __slots__ = ("generation", "created", "valid_until", "targets", "policy", "objective", "objective_value", "solve_ms", "kind", "leader")
+    __slots__ = ("generation", "created", "valid_until", "targets", "policy", "objective", "objective_value", "solve_ms", "kind", "leader", "solver_status")
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     VALID_UNTIL_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class Plan(_message.Message):
     SOLVE_MS_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
+    SOLVER_STATUS_FIELD_NUMBER: _ClassVar[int]
     generation: int
     created: _timestamp_pb2.Timestamp
     valid_until: _timestamp_pb2.Timestamp
@@ -41,10 +42,11 @@ class Plan(_message.Message):
     solve_ms: float
     kind: str
     leader: str
-    def __init__(self, generation: _Optional[int] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., policy: _Optional[str] = ..., objective: _Optional[str] = ..., objective_value: _Optional[float] = ..., solve_ms: _Optional[float] = ..., kind: _Optional[str] = ..., leader: _Optional[str] = ...) -> None: ...
+    solver_status: str
+    def __init__(self, generation: _Optional[int] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., policy: _Optional[str] = ..., objective: _Optional[str] = ..., objective_value: _Optional[float] = ..., solve_ms: _Optional[float] = ..., kind: _Optional[str] = ..., leader: _Optional[str] = ..., solver_status: _Optional[str] = ...) -> None: ...
 
 class Target(_message.Message):
-    __slots__ = ("namespace", "deployment", "desired_replicas", "current_replicas", "forecast_rps", "expected_latency_ms", "expected_utility", "held_reason", "slo_latency_ms", "slo_percentile", "observed_latency_ms")
+    __slots__ = ("namespace", "deployment", "desired_replicas", "current_replicas", "forecast_rps", "expected_latency_ms", "expected_utility", "held_reason", "slo_latency_ms", "slo_percentile", "observed_latency_ms", "stale", "observations_age_s", "admission")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     DESIRED_REPLICAS_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +58,9 @@ class Target(_message.Message):
     SLO_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     SLO_PERCENTILE_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    OBSERVATIONS_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    ADMISSION_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     deployment: str
     desired_replicas: int
@@ -67,7 +72,10 @@ class Target(_message.Message):
     slo_latency_ms: float
     slo_percentile: float
     observed_latency_ms: float
-    def __init__(self, namespace: _Optional[str] = ..., deployment: _Optional[str] = ..., desired_replicas: _Optional[int] = ..., current_replicas: _Optional[int] = ..., forecast_rps: _Optional[float] = ..., expected_latency_ms: _Optional[float] = ..., expected_utility: _Optional[float] = ..., held_reason: _Optional[str] = ..., slo_latency_ms: _Optional[float] = ..., slo_percentile: _Optional[float] = ..., observed_latency_ms: _Optional[float] = ...) -> None: ...
+    stale: bool
+    observations_age_s: float
+    admission: float
+    def __init__(self, namespace: _Optional[str] = ..., deployment: _Optional[str] = ..., desired_replicas: _Optional[int] = ..., current_replicas: _Optional[int] = ..., forecast_rps: _Optional[float] = ..., expected_latency_ms: _Optional[float] = ..., expected_utility: _Optional[float] = ..., held_reason: _Optional[str] = ..., slo_latency_ms: _Optional[float] = ..., slo_percentile: _Optional[float] = ..., observed_latency_ms: _Optional[float] = ..., stale: _Optional[bool] = ..., observations_age_s: _Optional[float] = ..., admission: _Optional[float] = ...) -> None: ...
 
 class SolveJob(_message.Message):
     __slots__ = ("name", "namespace", "slo_latency_ms", "slo_percentile", "processing_time_ms", "rate_rps", "resources", "weight", "min_replicas", "max_replicas", "current_replicas")
