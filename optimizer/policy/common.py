@@ -237,7 +237,7 @@ def hpa_deadband(
         return out, held
     cur = current_replicas(view)
     for i, (d, c) in enumerate(zip(desired, cur, strict=True)):
-        if c <= 0 or d == c or abs(d / c - 1.0) > tolerance:
+        if c <= 0 or d == c or abs(d / c - 1.0) > tolerance + 1e-9:
             continue
         if d > c:
             out[i] = math.floor(c * (1.0 + tolerance)) + 1

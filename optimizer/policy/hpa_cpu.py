@@ -31,8 +31,9 @@ def hpa_recommendation(current: int, ready: int, utilization: float | None, *, t
     """The HPA's raw recommendation before stabilization and clamps."""
     if utilization is None or not math.isfinite(utilization) or ready <= 0:
         return current
-    ratio = utilization / target
-    if abs(ratio - 1.0) <= tolerance:
+    # The controller works in whole percent (utilisation truncated, as metrics/utilization.go does).
+    ratio = math.floor(round(utilization * 100.0, 6)) / round(target * 100.0, 6)
+    if abs(ratio - 1.0) <= tolerance + 1e-9:  # inclusive band, robust to 77/70 = 1.1000000000000000888
         return current
     return math.ceil(ratio * ready - 1e-9)
 
