@@ -14,7 +14,9 @@ from faro.optimizer.policy.registry import make_policy
 def job(name, *, replicas=3, ready=None, latency=None, mean=None, cpu=None, history=(), lo=1, hi=100):
     spec = JobSpec(name=name, slo=SLO(720.0), processing_time_ms=180.0, min_replicas=lo, max_replicas=hi)
     obs = JobObservation(rate_history_rpm=tuple(history), latency_ms=latency, mean_latency_ms=mean, cpu_utilization=cpu)
-    return JobView(spec=spec, observation=obs, current_replicas=replicas, ready_replicas=replicas if ready is None else ready)
+    return JobView(
+        spec=spec, observation=obs, current_replicas=replicas, ready_replicas=replicas if ready is None else ready
+    )
 
 
 def cluster(*jobs, cpus=None, now=10.0):
@@ -63,7 +65,9 @@ def test_aiad_uses_the_percentile_latency_when_asked():
 
 
 def test_aiad_scale_up_is_clipped_to_the_free_quota():
-    views = [cluster(job("a", replicas=3, mean=900.0), job("b", replicas=5), cpus=8, now=10.0 * (k + 1)) for k in range(3)]
+    views = [
+        cluster(job("a", replicas=3, mean=900.0), job("b", replicas=5), cpus=8, now=10.0 * (k + 1)) for k in range(3)
+    ]
     assert run(make_policy("aiad"), views)[-1] == 3
 
 
@@ -128,9 +132,12 @@ def test_hpa_cpu_scales_up_at_once_and_down_only_after_the_stabilization_window(
 
 def test_hpa_cpu_scale_up_rate_is_limited_to_double_or_four_pods():
     view = cluster(job("a", replicas=2, cpu=1.0 * 10), now=0.0)
-    assert make_policy("hpa-cpu").decide(view, None or make_policy("hpa-cpu").initial_state()).plan.desired()[
-        ("default", "a")
-    ] == 6
+    assert (
+        make_policy("hpa-cpu")
+        .decide(view, None or make_policy("hpa-cpu").initial_state())
+        .plan.desired()[("default", "a")]
+        == 6
+    )
 
 
 # --- FairShare ---------------------------------------------------------------------------------

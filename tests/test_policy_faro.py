@@ -23,9 +23,7 @@ def greedy_solve(problem, *, solver="auto", time_limit_s=None, initial=None):
     cons = problem.constraints()
     x = lo.copy()
     while True:
-        gains = [
-            curves.utility[i, x[i] + 1] - curves.utility[i, x[i]] if x[i] < hi[i] else -1.0 for i in range(n)
-        ]
+        gains = [curves.utility[i, x[i] + 1] - curves.utility[i, x[i]] if x[i] < hi[i] else -1.0 for i in range(n)]
         order = np.argsort(gains)[::-1]
         for i in order:
             if gains[i] <= 1e-12:
@@ -41,8 +39,13 @@ def greedy_solve(problem, *, solver="auto", time_limit_s=None, initial=None):
             break
     u = curves.utility[np.arange(n), x]
     return SolveResult(
-        status="optimal", replicas=x.astype(np.int64), objective_value=float(u.sum()), utility=u,
-        latency_ms=curves.latency_ms[np.arange(n), x], solver="test-greedy", solve_ms=0.1,
+        status="optimal",
+        replicas=x.astype(np.int64),
+        objective_value=float(u.sum()),
+        utility=u,
+        latency_ms=curves.latency_ms[np.arange(n), x],
+        solver="test-greedy",
+        solve_ms=0.1,
         admission=np.ones(n),
     )
 
@@ -83,10 +86,13 @@ class TableForecaster:
 def job(name, *, replicas=2, ready=None, mean=None, rate_rpm=600.0, minutes=20, future=None):
     spec = JobSpec(name=name, slo=SLO(720.0), processing_time_ms=180.0, min_replicas=1, max_replicas=40)
     obs = JobObservation(
-        rate_history_rpm=(rate_rpm,) * minutes, mean_latency_ms=mean,
+        rate_history_rpm=(rate_rpm,) * minutes,
+        mean_latency_ms=mean,
         future_rate_rpm=None if future is None else tuple(future),
     )
-    return JobView(spec=spec, observation=obs, current_replicas=replicas, ready_replicas=replicas if ready is None else ready)
+    return JobView(
+        spec=spec, observation=obs, current_replicas=replicas, ready_replicas=replicas if ready is None else ready
+    )
 
 
 def cluster(*jobs, cpus=32, now=60.0):
@@ -164,7 +170,9 @@ def test_reactive_step_stays_within_the_free_quota():
     policy = faro()
     state = policy.decide(cluster(job("a", replicas=2), job("b", replicas=6), cpus=8), policy.initial_state()).state
     for k in range(3):
-        d = policy.decide(cluster(job("a", replicas=2, mean=900.0), job("b", replicas=6), cpus=8, now=70.0 + 10 * k), state)
+        d = policy.decide(
+            cluster(job("a", replicas=2, mean=900.0), job("b", replicas=6), cpus=8, now=70.0 + 10 * k), state
+        )
         state = d.state
     assert d.plan.desired()[("default", "a")] == 2
 
@@ -203,8 +211,16 @@ def test_the_same_view_at_the_same_time_gives_the_same_plan():
 def test_a_failed_solve_holds_the_current_replicas():
     def failing(problem, **kw):
         n = len(problem.jobs)
-        return SolveResult(status="error", replicas=np.zeros(n, dtype=np.int64), objective_value=0.0,
-                           utility=np.zeros(n), latency_ms=np.zeros(n), solver="x", solve_ms=0.0, message="boom")
+        return SolveResult(
+            status="error",
+            replicas=np.zeros(n, dtype=np.int64),
+            objective_value=0.0,
+            utility=np.zeros(n),
+            latency_ms=np.zeros(n),
+            solver="x",
+            solve_ms=0.0,
+            message="boom",
+        )
 
     policy = faro(solve_fn=failing)
     d = policy.decide(cluster(job("a", replicas=4)), policy.initial_state())

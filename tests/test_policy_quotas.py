@@ -32,15 +32,21 @@ def views(draw):
         hi = draw(st.integers(max(lo, 1), 12))
         cpu = draw(st.sampled_from([0.5, 1.0, 2.0]))
         spec = JobSpec(
-            name=f"j{i}", namespace=draw(st.sampled_from(namespaces)), slo=SLO(draw(st.sampled_from([300.0, 720.0]))),
-            processing_time_ms=draw(st.sampled_from([50.0, 180.0])), resources={"cpu": cpu, "memory": 1e9},
-            min_replicas=lo, max_replicas=hi,
+            name=f"j{i}",
+            namespace=draw(st.sampled_from(namespaces)),
+            slo=SLO(draw(st.sampled_from([300.0, 720.0]))),
+            processing_time_ms=draw(st.sampled_from([50.0, 180.0])),
+            resources={"cpu": cpu, "memory": 1e9},
+            min_replicas=lo,
+            max_replicas=hi,
         )
         cur = draw(st.integers(lo, hi))
         lat = draw(st.one_of(st.none(), st.floats(1.0, 5000.0)))
         obs = JobObservation(
             rate_history_rpm=tuple(draw(st.lists(st.floats(0.0, 3000.0), min_size=0, max_size=6))),
-            latency_ms=lat, mean_latency_ms=lat, cpu_utilization=draw(st.one_of(st.none(), st.floats(0.0, 1.0))),
+            latency_ms=lat,
+            mean_latency_ms=lat,
+            cpu_utilization=draw(st.one_of(st.none(), st.floats(0.0, 1.0))),
             future_rate_rpm=tuple(draw(st.lists(st.floats(0.0, 3000.0), min_size=1, max_size=8))),
         )
         jobs.append(JobView(spec=spec, observation=obs, current_replicas=cur, ready_replicas=draw(st.integers(0, cur))))
@@ -79,18 +85,30 @@ def test_every_policy_plan_respects_quotas_and_min_max(name, view, ticks):
 
 def test_scale_ups_share_the_free_quota_fairly():
     jobs = tuple(
-        JobView(spec=JobSpec(name=n, slo=SLO(720.0), processing_time_ms=180.0), observation=JobObservation(),
-                current_replicas=2, ready_replicas=2)
+        JobView(
+            spec=JobSpec(name=n, slo=SLO(720.0), processing_time_ms=180.0),
+            observation=JobObservation(),
+            current_replicas=2,
+            ready_replicas=2,
+        )
         for n in ("a", "b", "c")
     )
     view = ClusterView(now_s=0.0, jobs=jobs, quotas=(Quota(name="cap", hard={"cpu": 12.0}),))
-    assert fit_to_quota(view, [10, 10, 3]).tolist() == [4, 5, 3] or fit_to_quota(view, [10, 10, 3]).tolist() == [5, 4, 3]
+    assert fit_to_quota(view, [10, 10, 3]).tolist() == [4, 5, 3] or fit_to_quota(view, [10, 10, 3]).tolist() == [
+        5,
+        4,
+        3,
+    ]
 
 
 def test_plan_over_a_lowered_quota_gives_replicas_back_from_the_largest_job():
     jobs = tuple(
-        JobView(spec=JobSpec(name=n, slo=SLO(720.0), processing_time_ms=180.0), observation=JobObservation(),
-                current_replicas=c, ready_replicas=c)
+        JobView(
+            spec=JobSpec(name=n, slo=SLO(720.0), processing_time_ms=180.0),
+            observation=JobObservation(),
+            current_replicas=c,
+            ready_replicas=c,
+        )
         for n, c in (("a", 8), ("b", 2))
     )
     view = ClusterView(now_s=0.0, jobs=jobs, quotas=(Quota(name="cap", hard={"cpu": 6.0}),))

@@ -38,9 +38,7 @@ from numpy.typing import NDArray
 SolveFn = Callable[..., Any]
 
 
-def build_problem(
-    view: ClusterView, rates_rpm: NDArray[np.float64], *, objective: str, model: ModelConfig
-) -> Problem:
+def build_problem(view: ClusterView, rates_rpm: NDArray[np.float64], *, objective: str, model: ModelConfig) -> Problem:
     """A ``Problem`` from the view's jobs and quotas and a (jobs × horizon) requests-per-minute table."""
     jobs = []
     for i, jv in enumerate(view.jobs):

@@ -37,7 +37,7 @@ def history_matrix(view: ClusterView) -> NDArray[np.float64]:
     for i, jv in enumerate(view.jobs):
         hist = jv.observation.rate_history_rpm
         if hist:
-            out[i, width - len(hist):] = np.asarray(hist, dtype=float)
+            out[i, width - len(hist) :] = np.asarray(hist, dtype=float)
     return out
 
 
@@ -106,7 +106,7 @@ class LoadForecaster:
                 fitted = self._make().fit(history)
                 state = ForecastState(fitted=fitted, job_keys=job_keys, minutes_seen=minutes, fitted_at_minutes=minutes)
             elif minutes > state.minutes_seen:
-                fitted = fitted.update(history[:, state.minutes_seen:])
+                fitted = fitted.update(history[:, state.minutes_seen :])
                 state = ForecastState(
                     fitted=fitted, job_keys=job_keys, minutes_seen=minutes, fitted_at_minutes=state.fitted_at_minutes
                 )
@@ -135,5 +135,5 @@ def oracle_forecast(view: ClusterView, horizon: int) -> tuple[NDArray[np.float64
         vals = np.asarray(fut[:horizon], dtype=float)
         vals = np.nan_to_num(vals, nan=0.0)
         out[i, : len(vals)] = vals
-        out[i, len(vals):] = vals[-1]
+        out[i, len(vals) :] = vals[-1]
     return out, complete
