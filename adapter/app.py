@@ -1,0 +1,215 @@
+"""Assembles and runs one adapter replica: plan source → ``PlanStore`` → HTTPS API and/or KEDA gRPC + /metrics.
+
+Called by ``adapter/cli.py`` (``faro adapter``) and by tests and ``bench/adapter.py``, which build an
+``AdapterConfig`` (ports 0 = pick a free port; the bound ports are read back from ``Adapter``) and inject the
+auth pieces and the clock. Everything runs on one asyncio loop; only Kubernetes review calls use threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import grpc
+from aiohttp import web
+from faro.adapter.auth import Authenticator, Authorizer
+from faro.adapter.keda import ExternalScalerServicer
+from faro.adapter.metrics import AdapterMetrics
+from faro.adapter.provider import PlanStore
+from faro.adapter.server import build_api_app, build_metrics_app
+from faro.adapter.sources import Backoff, PlanFileSource, PlanWatcher
+from faro.externalscaler import externalscaler_pb2_grpc
+from faro.optimizer.errors import InvalidInputError
+from prometheus_client import CollectorRegistry
+
+log = logging.getLogger("faro.adapter")
+
+Mode = Literal["apiService", "keda", "both"]
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """Validated settings of one replica (addresses are ``host:port``; port 0 picks a free one)."""
+
+    optimizer_address: str | None = None
+    plan_file: Path | None = None
+    ignore_plan_expiry: bool = False
+    plan_ttl_s: float = 600.0
+    mode: Mode = "apiService"
+    secure_address: str = "0.0.0.0:6443"
+    tls_cert_file: Path | None = None
+    tls_private_key_file: Path | None = None
+    keda_address: str = "0.0.0.0:9443"
+    keda_tls_cert_file: Path | None = None
+    keda_tls_private_key_file: Path | None = None
+    metrics_address: str | None = "0.0.0.0:8081"
+    plan_file_poll_s: float = 1.0
+    backoff: Backoff = field(default_factory=Backoff)
+
+    def __post_init__(self) -> None:
+        if (self.optimizer_address is None) == (self.plan_file is None):
+            raise InvalidInputError("faro adapter", "give exactly one of --optimizer-address or --plan-file")
+        if self.ignore_plan_expiry and self.plan_file is None:
+            raise InvalidInputError("--ignore-plan-expiry", "only applies with --plan-file")
+        if not self.plan_ttl_s > 0:
+            raise InvalidInputError("--plan-ttl-s", f"must be > 0, got {self.plan_ttl_s!r}")
+        if self.mode not in ("apiService", "keda", "both"):
+            raise InvalidInputError("--mode", f"must be apiService, keda or both, got {self.mode!r}")
+        if self.mode != "keda" and not (self.tls_cert_file and self.tls_private_key_file):
+            raise InvalidInputError(
+                "--tls-cert-file/--tls-private-key-file", "both are required: the External Metrics API is HTTPS only"
+            )
+        if bool(self.keda_tls_cert_file) != bool(self.keda_tls_private_key_file):
+            raise InvalidInputError("--keda-tls-cert-file/--keda-tls-private-key-file", "give both or neither")
+        for flag, address in (("--secure-address", self.secure_address), ("--keda-address", self.keda_address),
+                              ("--metrics-address", self.metrics_address or "x:0")):
+            split_address(address, flag)
+
+
+def split_address(address: str, flag: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise InvalidInputError(flag, f"must be HOST:PORT, got {address!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def server_ssl_context(cert_file: Path, key_file: Path, *, client_ca_pem: str | None) -> ssl.SSLContext:
+    """TLS ≥ 1.2; with ``client_ca_pem``, client certificates are requested (not required) and verified."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(str(cert_file), str(key_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidInputError(f"--tls-cert-file {cert_file}", f"cannot load the certificate/key: {exc}") from exc
+    if client_ca_pem:
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.load_verify_locations(cadata=client_ca_pem)
+    return ctx
+
+
+def _bind(address: str, flag: str) -> socket.socket:
+    host, port = split_address(address, flag)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise InvalidInputError(flag, f"cannot listen on {address}: {exc.strerror or exc}") from exc
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class Adapter:
+    """One running replica. ``await start()``, read the ``*_port`` attributes, ``await stop()``."""
+
+    def __init__(
+        self,
+        config: AdapterConfig,
+        *,
+        authenticator: Authenticator | None,
+        authorizer: Authorizer | None,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+        client_ca_pem: str | None = None,
+    ) -> None:
+        self.config = config
+        self.store = PlanStore(ttl_s=config.plan_ttl_s, clock=clock, ignore_expiry=config.ignore_plan_expiry)
+        self.metrics = AdapterMetrics(registry or CollectorRegistry(), self.store)
+        self._clock = clock
+        self._authenticator = authenticator
+        self._authorizer = authorizer
+        for reviewer in (authenticator, authorizer):
+            if reviewer is not None and reviewer.metrics is None:
+                reviewer.metrics = self.metrics
+        self._client_ca_pem = client_ca_pem
+        self._runners: list[web.AppRunner] = []
+        self._grpc: grpc.aio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.secure_port: int | None = None
+        self.keda_port: int | None = None
+        self.metrics_port: int | None = None
+        self.watcher: PlanWatcher | None = None
+
+    async def start(self) -> None:
+        cfg = self.config
+        if cfg.plan_file is not None:
+            source = PlanFileSource(
+                cfg.plan_file, store=self.store, metrics=self.metrics, poll_interval_s=cfg.plan_file_poll_s
+            )
+            source.load()  # fail fast on a bad file
+            self._tasks.append(asyncio.create_task(source.run(), name="plan-file"))
+        else:
+            assert cfg.optimizer_address is not None
+            self.watcher = PlanWatcher(
+                cfg.optimizer_address, store=self.store, metrics=self.metrics, backoff=cfg.backoff
+            )
+            self._tasks.append(asyncio.create_task(self.watcher.run(), name="watch-plans"))
+
+        if cfg.mode in ("apiService", "both"):
+            assert cfg.tls_cert_file and cfg.tls_private_key_file
+            ctx = server_ssl_context(cfg.tls_cert_file, cfg.tls_private_key_file, client_ca_pem=self._client_ca_pem)
+            app = build_api_app(
+                self.store,
+                metrics=self.metrics,
+                clock=self._clock,
+                authenticator=self._authenticator,
+                authorizer=self._authorizer,
+            )
+            self.secure_port = await self._serve(app, cfg.secure_address, "--secure-address", ctx)
+            log.info("External Metrics API on https://%s (port %d)", cfg.secure_address, self.secure_port)
+        if cfg.metrics_address:
+            app = build_metrics_app(self.store, metrics=self.metrics, clock=self._clock)
+            self.metrics_port = await self._serve(app, cfg.metrics_address, "--metrics-address", None)
+        if cfg.mode in ("keda", "both"):
+            server = grpc.aio.server()
+            externalscaler_pb2_grpc.add_ExternalScalerServicer_to_server(
+                ExternalScalerServicer(self.store, metrics=self.metrics), server
+            )
+            host, port = split_address(cfg.keda_address, "--keda-address")
+            bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            if cfg.keda_tls_cert_file and cfg.keda_tls_private_key_file:
+                creds = grpc.ssl_server_credentials(
+                    [(cfg.keda_tls_private_key_file.read_bytes(), cfg.keda_tls_cert_file.read_bytes())]
+                )
+                self.keda_port = server.add_secure_port(bind, creds)
+            else:
+                self.keda_port = server.add_insecure_port(bind)
+            if not self.keda_port:
+                raise InvalidInputError("--keda-address", f"cannot listen on {cfg.keda_address}")
+            await server.start()
+            self._grpc = server
+            log.info("KEDA external scaler on %s (port %d)", cfg.keda_address, self.keda_port)
+
+    async def _serve(self, app: web.Application, address: str, flag: str, ctx: ssl.SSLContext | None) -> int:
+        sock = _bind(address, flag)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.SockSite(runner, sock, ssl_context=ctx)
+        await site.start()
+        return int(sock.getsockname()[1])
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
+            self._grpc = None
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()

@@ -1,0 +1,424 @@
+"""Delegated authentication and authorisation, as an aggregated API server must do it.
+
+Called by ``adapter/server.py`` for every request except the health endpoints. Mirrors what
+``k8s.io/apiserver``'s delegating authenticator/authorizer do (and the ConfigMap
+``kube-system/extension-apiserver-authentication`` they read):
+
+1. **Front proxy** (request header): when the TLS client certificate was issued by the
+   ``requestheader-client-ca-file`` CA and its CN is in ``requestheader-allowed-names`` (empty = any), the user is
+   the first non-empty ``X-Remote-User`` (configurable header names), groups from ``X-Remote-Group`` and extras
+   from ``X-Remote-Extra-<key>``. The headers are ignored from anyone else.
+2. **Client certificate**: a certificate issued by ``client-ca-file`` names the user (CN) and groups (O).
+3. **Bearer token**: a ``TokenReview`` decides (answers cached ``token_ttl_s``).
+4. Otherwise 401. Then a ``SubjectAccessReview`` authorises the request (answers cached ``allowed_ttl_s`` /
+   ``denied_ttl_s``); members of ``system:masters`` are always allowed, as in the generic API server.
+
+TLS: the server *requests* a client certificate but does not require one; the handshake verifies any presented
+certificate against the union of both CAs, and ``Authenticator`` then checks which CA issued it (with
+``cryptography``) so a client-CA certificate can never assert front-proxy headers.
+
+The Kubernetes calls (blocking client) run in a worker thread; concurrent identical reviews share one call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from faro.adapter.errors import ForbiddenError, UnauthenticatedError
+from faro.adapter.metrics import AdapterMetrics
+from faro.optimizer.errors import InvalidInputError, TransientError
+
+log = logging.getLogger("faro.adapter.auth")
+
+AUTH_CONFIGMAP_NAMESPACE = "kube-system"
+AUTH_CONFIGMAP_NAME = "extension-apiserver-authentication"
+EXTERNAL_METRICS_GROUP = "external.metrics.k8s.io"
+EXTERNAL_METRICS_VERSION = "v1beta1"
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    name: str
+    groups: tuple[str, ...] = ()
+    uid: str = ""
+    extra: tuple[tuple[str, tuple[str, ...]], ...] = ()  # sorted (key, values) pairs: hashable for caches
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """What a request does, as a SubjectAccessReview sees it (resource or non-resource request)."""
+
+    verb: str
+    path: str = ""
+    namespace: str = ""
+    api_group: str = ""
+    version: str = ""
+    resource: str = ""
+    name: str = ""
+    is_resource: bool = False
+
+
+def request_attributes(method: str, path: str) -> Attributes:
+    """Attributes of an HTTP request the way ``k8s.io/apiserver`` RequestInfo derives them (GET only here)."""
+    verb = "get" if method in ("GET", "HEAD") else method.lower()
+    parts = [p for p in path.split("/") if p]
+    if (
+        len(parts) >= 6
+        and parts[:3] == ["apis", EXTERNAL_METRICS_GROUP, EXTERNAL_METRICS_VERSION]
+        and parts[3] == "namespaces"
+    ):
+        name = parts[6] if len(parts) > 6 else ""
+        if verb == "get" and not name:
+            verb = "list"
+        return Attributes(
+            verb=verb,
+            namespace=parts[4],
+            api_group=EXTERNAL_METRICS_GROUP,
+            version=EXTERNAL_METRICS_VERSION,
+            resource=parts[5],
+            name=name,
+            is_resource=True,
+        )
+    return Attributes(verb=verb, path=path)
+
+
+@dataclass(frozen=True)
+class RequestHeaderConfig:
+    """The front-proxy settings of ``extension-apiserver-authentication``."""
+
+    client_ca_pem: str
+    allowed_names: tuple[str, ...] = ()
+    username_headers: tuple[str, ...] = ("X-Remote-User",)
+    group_headers: tuple[str, ...] = ("X-Remote-Group",)
+    extra_headers_prefixes: tuple[str, ...] = ("X-Remote-Extra-",)
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    requestheader: RequestHeaderConfig | None = None
+    client_ca_pem: str | None = None
+
+    @property
+    def trusted_ca_pem(self) -> str:
+        """Every CA a client certificate may chain to (loaded into the TLS context)."""
+        parts = [self.requestheader.client_ca_pem if self.requestheader else "", self.client_ca_pem or ""]
+        return "\n".join(p.strip() for p in parts if p.strip()) + "\n"
+
+
+def _json_list(data: Mapping[str, str], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = data.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        where = f"ConfigMap {AUTH_CONFIGMAP_NAMESPACE}/{AUTH_CONFIGMAP_NAME} key {key}"
+        raise InvalidInputError(where, str(exc)) from exc
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidInputError(
+            f"ConfigMap {AUTH_CONFIGMAP_NAMESPACE}/{AUTH_CONFIGMAP_NAME} key {key}", "must be a JSON list of strings"
+        )
+    return tuple(value) or default
+
+
+def auth_config_from_configmap(data: Mapping[str, str], *, requestheader_ca_pem: str | None = None) -> AuthConfig:
+    """Build the config from the ConfigMap's ``data`` (``requestheader_ca_pem`` overrides the CA in it)."""
+    ca = requestheader_ca_pem or data.get("requestheader-client-ca-file") or ""
+    requestheader = None
+    if ca.strip():
+        _load_certs(ca, "requestheader-client-ca-file")
+        requestheader = RequestHeaderConfig(
+            client_ca_pem=ca,
+            allowed_names=_json_list(data, "requestheader-allowed-names", ()),
+            username_headers=_json_list(data, "requestheader-username-headers", ("X-Remote-User",)),
+            group_headers=_json_list(data, "requestheader-group-headers", ("X-Remote-Group",)),
+            extra_headers_prefixes=_json_list(data, "requestheader-extra-headers-prefix", ("X-Remote-Extra-",)),
+        )
+    client_ca = data.get("client-ca-file") or None
+    if client_ca:
+        _load_certs(client_ca, "client-ca-file")
+    return AuthConfig(requestheader=requestheader, client_ca_pem=client_ca)
+
+
+def _load_certs(pem: str, where: str) -> list[x509.Certificate]:
+    try:
+        certs = x509.load_pem_x509_certificates(pem.encode())
+    except ValueError as exc:
+        raise InvalidInputError(where, f"not a PEM certificate bundle: {exc}") from exc
+    return certs
+
+
+class TokenReviewer(Protocol):
+    def review_token(self, token: str) -> UserInfo | None:
+        """The user a bearer token belongs to, None when the API server says it is not authenticated."""
+        ...
+
+
+class AccessReviewer(Protocol):
+    def allowed(self, user: UserInfo, attrs: Attributes) -> bool:
+        """Whether ``user`` may do ``attrs`` (a SubjectAccessReview)."""
+        ...
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _TTLCache:
+    """A small expiring map with single-flight loading (no module state; clock injected)."""
+
+    def __init__(self, *, clock: Callable[[], float], max_entries: int = 4096) -> None:
+        self._clock = clock
+        self._max = max_entries
+        self._data: dict[Any, tuple[float, Any]] = {}
+        self._inflight: dict[Any, asyncio.Future[Any]] = {}
+
+    async def get(self, key: Any, load: Callable[[], Awaitable[tuple[Any, float]]]) -> Any:
+        hit = self._data.get(key)
+        now = self._clock()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+        try:
+            value, ttl_s = await load()
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved: waiters (if any) get it via shield
+            raise
+        finally:
+            self._inflight.pop(key, None)
+        if len(self._data) >= self._max:
+            self._data = {k: v for k, v in self._data.items() if v[0] > now}
+            if len(self._data) >= self._max:
+                self._data.clear()
+        self._data[key] = (now + ttl_s, value)
+        fut.set_result(value)
+        return value
+
+
+@dataclass
+class Authenticator:
+    """Who is asking: front-proxy headers, client certificate or bearer token (see the module docstring)."""
+
+    config: AuthConfig
+    token_reviewer: TokenReviewer | None
+    clock: Callable[[], float]
+    metrics: AdapterMetrics | None = None
+    token_ttl_s: float = 10.0
+    _front_proxy_cas: list[x509.Certificate] = field(init=False)
+    _client_cas: list[x509.Certificate] = field(init=False)
+    _issuer_cache: dict[bytes, tuple[str, str, tuple[str, ...]]] = field(init=False, default_factory=dict)
+    _tokens: _TTLCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        rh = self.config.requestheader
+        self._front_proxy_cas = _load_certs(rh.client_ca_pem, "requestheader-client-ca-file") if rh else []
+        self._client_cas = (
+            _load_certs(self.config.client_ca_pem, "client-ca-file") if self.config.client_ca_pem else []
+        )
+        self._tokens = _TTLCache(clock=self.clock)
+
+    def _classify(self, der: bytes) -> tuple[str, str, tuple[str, ...]]:
+        """("front-proxy" | "client" | "", CN, O values) of a peer certificate the TLS handshake verified."""
+        hit = self._issuer_cache.get(der)
+        if hit is not None:
+            return hit
+        try:
+            cert = x509.load_der_x509_certificate(der)
+        except ValueError:
+            return ("", "", ())
+        cn = ",".join(str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME))
+        orgs = tuple(str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
+        kind = ""
+        for label, cas in (("front-proxy", self._front_proxy_cas), ("client", self._client_cas)):
+            if any(_issued_by(cert, ca) for ca in cas):
+                kind = label
+                break
+        result = (kind, cn, orgs)
+        if len(self._issuer_cache) > 1024:
+            self._issuer_cache.clear()
+        self._issuer_cache[der] = result
+        return result
+
+    async def authenticate(self, *, peer_cert_der: bytes | None, headers: Mapping[str, str]) -> UserInfo:
+        """The user, or UnauthenticatedError (401). ``headers`` must be case-insensitive (aiohttp's are)."""
+        rh = self.config.requestheader
+        if peer_cert_der:
+            kind, cn, orgs = self._classify(peer_cert_der)
+            if kind == "front-proxy" and rh is not None:
+                if rh.allowed_names and cn not in rh.allowed_names:
+                    raise UnauthenticatedError(
+                        f"front-proxy client certificate CN {cn!r} is not in requestheader-allowed-names"
+                    )
+                user = _user_from_headers(rh, headers)
+                if user is not None:
+                    return user
+            elif kind == "client" and cn:
+                return UserInfo(name=cn, groups=(*orgs, "system:authenticated"))
+        auth = headers.get("Authorization", "")
+        scheme, _, token = auth.partition(" ")
+        token = token.strip()
+        if scheme.lower() == "bearer" and token and self.token_reviewer is not None:
+            user = await self._tokens.get(hashlib.sha256(token.encode()).digest(), lambda: self._review(token))
+            if user is not None:
+                return user
+            raise UnauthenticatedError("the bearer token was not accepted by TokenReview")
+        raise UnauthenticatedError("no valid front-proxy certificate, client certificate or bearer token")
+
+    async def _review(self, token: str) -> tuple[UserInfo | None, float]:
+        assert self.token_reviewer is not None
+        try:
+            user = await asyncio.to_thread(self.token_reviewer.review_token, token)
+        except Exception as exc:
+            self._count("tokenreview", "error")
+            log.warning("TokenReview failed: %s", exc)
+            raise TransientError(f"TokenReview failed: {exc}") from exc
+        self._count("tokenreview", "authenticated" if user else "rejected")
+        return user, self.token_ttl_s
+
+    def _count(self, kind: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.auth_reviews.labels(kind, outcome).inc()
+
+
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    if cert.issuer != ca.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, Exception):  # InvalidSignature and unsupported key types
+        return False
+    return True
+
+
+def _user_from_headers(rh: RequestHeaderConfig, headers: Mapping[str, str]) -> UserInfo | None:
+    getall = getattr(headers, "getall", None)
+
+    def values(name: str) -> list[str]:
+        if getall is not None:
+            return list(getall(name, []))
+        v = headers.get(name)
+        return [v] if v is not None else []
+
+    name = next((v.strip() for h in rh.username_headers for v in values(h) if v.strip()), "")
+    if not name:
+        return None
+    groups = tuple(g.strip() for h in rh.group_headers for v in values(h) for g in [v] if g.strip())
+    extra: dict[str, list[str]] = {}
+    for prefix in rh.extra_headers_prefixes:
+        low = prefix.lower()
+        for key in headers:
+            if key.lower().startswith(low) and len(key) > len(prefix):
+                extra.setdefault(key[len(prefix) :].lower(), []).extend(values(key))
+    return UserInfo(
+        name=name, groups=groups, extra=tuple(sorted((k, tuple(dict.fromkeys(v))) for k, v in extra.items()))
+    )
+
+
+@dataclass
+class Authorizer:
+    """SubjectAccessReview per (user, attributes), cached; ``system:masters`` always allowed."""
+
+    reviewer: AccessReviewer
+    clock: Callable[[], float]
+    metrics: AdapterMetrics | None = None
+    allowed_ttl_s: float = 10.0
+    denied_ttl_s: float = 10.0
+    always_allow_groups: tuple[str, ...] = ("system:masters",)
+    _cache: _TTLCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._cache = _TTLCache(clock=self.clock)
+
+    async def authorize(self, user: UserInfo, attrs: Attributes) -> None:
+        """Return if allowed; raise ForbiddenError (403) or TransientError when the review itself failed."""
+        if any(g in self.always_allow_groups for g in user.groups):
+            return
+        if not await self._cache.get((user, attrs), lambda: self._review(user, attrs)):
+            what = (
+                f'{attrs.verb} resource "{attrs.resource}" in API group "{attrs.api_group}" '
+                f'in the namespace "{attrs.namespace}"'
+                if attrs.is_resource
+                else f'{attrs.verb} path "{attrs.path}"'
+            )
+            raise ForbiddenError(f'User "{user.name}" cannot {what}')
+
+    async def _review(self, user: UserInfo, attrs: Attributes) -> tuple[bool, float]:
+        try:
+            ok = await asyncio.to_thread(self.reviewer.allowed, user, attrs)
+        except Exception as exc:
+            if self.metrics is not None:
+                self.metrics.auth_reviews.labels("subjectaccessreview", "error").inc()
+            log.warning("SubjectAccessReview failed: %s", exc)
+            raise TransientError(f"SubjectAccessReview failed: {exc}") from exc
+        if self.metrics is not None:
+            self.metrics.auth_reviews.labels("subjectaccessreview", "allowed" if ok else "denied").inc()
+        return ok, self.allowed_ttl_s if ok else self.denied_ttl_s
+
+
+class KubeReviewer:
+    """``TokenReviewer`` and ``AccessReviewer`` over the official ``kubernetes`` client (blocking calls)."""
+
+    def __init__(self, api_client: Any) -> None:
+        from kubernetes import client
+
+        self._client = client
+        self._authn = client.AuthenticationV1Api(api_client)
+        self._authz = client.AuthorizationV1Api(api_client)
+
+    def review_token(self, token: str) -> UserInfo | None:
+        c = self._client
+        review = self._authn.create_token_review(c.V1TokenReview(spec=c.V1TokenReviewSpec(token=token)))
+        status = review.status
+        if status is None or not status.authenticated or status.user is None:
+            return None
+        u = status.user
+        extra = tuple(sorted((k, tuple(v or ())) for k, v in (u.extra or {}).items()))
+        return UserInfo(name=u.username or "", groups=tuple(u.groups or ()), uid=u.uid or "", extra=extra)
+
+    def allowed(self, user: UserInfo, attrs: Attributes) -> bool:
+        c = self._client
+        spec = c.V1SubjectAccessReviewSpec(
+            user=user.name, groups=list(user.groups), uid=user.uid or None, extra={k: list(v) for k, v in user.extra}
+        )
+        if attrs.is_resource:
+            spec.resource_attributes = c.V1ResourceAttributes(
+                verb=attrs.verb,
+                group=attrs.api_group,
+                version=attrs.version,
+                resource=attrs.resource,
+                namespace=attrs.namespace,
+                name=attrs.name or None,
+            )
+        else:
+            spec.non_resource_attributes = c.V1NonResourceAttributes(path=attrs.path, verb=attrs.verb)
+        review = self._authz.create_subject_access_review(c.V1SubjectAccessReview(spec=spec))
+        return bool(review.status and review.status.allowed)
+
+
+def load_auth_configmap(api_client: Any) -> dict[str, str]:
+    """``data`` of ``kube-system/extension-apiserver-authentication`` (InvalidInputError when unreadable)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        cm = client.CoreV1Api(api_client).read_namespaced_config_map(AUTH_CONFIGMAP_NAME, AUTH_CONFIGMAP_NAMESPACE)
+    except ApiException as exc:
+        raise InvalidInputError(
+            f"ConfigMap {AUTH_CONFIGMAP_NAMESPACE}/{AUTH_CONFIGMAP_NAME}",
+            f"cannot read it ({exc.status} {exc.reason}); bind the adapter's ServiceAccount to the Role "
+            "extension-apiserver-authentication-reader, or use --disable-auth for local development",
+        ) from exc
+    return dict(cm.data or {})
