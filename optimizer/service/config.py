@@ -1,0 +1,65 @@
+"""Settings of the live optimizer (``faro optimizer``), with the unit of every field in its name.
+
+Built by ``faro.optimizer.commands.optimizer`` from flags (each also read from ``FARO_<FLAG>``) and
+validated here once; the service trusts it afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from faro.optimizer.errors import InvalidInputError
+
+POLICIES = ("faro-fairsum", "faro-sum", "faro-fair", "faro-penaltysum", "faro-penaltyfairsum")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    policy: str = "faro-fairsum"
+    interval_s: float = 300.0  # long-horizon solve interval
+    reactive_interval_s: float = 10.0  # control-loop tick: the fast reactive step cadence
+    horizon: int = 7  # forecast steps (minutes)
+    quantile: float = 0.9
+    cluster_cap: Mapping[str, float] = field(default_factory=dict)  # canonical units
+    plan_ttl_s: float = 900.0
+    history_minutes: int = 60  # per-minute rate history asked from the metrics source
+    metrics_preset: str = "generic"
+    default_max_replicas: int = 100  # when neither an annotation nor an HPA gives one
+    namespace: str | None = None
+    identity: str = "faro-optimizer"
+
+    def __post_init__(self) -> None:
+        for name in ("interval_s", "reactive_interval_s", "plan_ttl_s"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise InvalidInputError(f"--{name.replace('_', '-')}", f"must be a positive number, got {value!r}")
+        if self.horizon < 1:
+            raise InvalidInputError("--horizon", f"must be >= 1, got {self.horizon}")
+        if not 0 < self.quantile < 1:
+            raise InvalidInputError("--quantile", f"must be in (0, 1), got {self.quantile}")
+        if self.metrics_preset not in ("generic", "ray-serve"):
+            raise InvalidInputError("--metrics-preset", f"must be generic or ray-serve, got {self.metrics_preset!r}")
+        if self.history_minutes < 1:
+            raise InvalidInputError("--history-minutes", "must be >= 1")
+
+    @property
+    def objective(self) -> str:
+        return self.policy.removeprefix("faro-") if self.policy.startswith("faro-") else ""
+
+
+def parse_cluster_cap(text: str) -> dict[str, float]:
+    """``cpu=320,memory=1Ti,nvidia.com/gpu=8`` → canonical floats (cores, bytes, count)."""
+    from kubernetes.utils import parse_quantity
+
+    cap: dict[str, float] = {}
+    for item in filter(None, (p.strip() for p in (text or "").split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInputError("--cluster-cap", f"{item!r} is not RESOURCE=QUANTITY")
+        try:
+            cap[key.strip()] = float(parse_quantity(value.strip()))
+        except ValueError as exc:
+            raise InvalidInputError("--cluster-cap", f"{value!r} is not a Kubernetes quantity") from exc
+    return cap

@@ -1,0 +1,233 @@
+"""The control loop: cluster state + metrics → ``ClusterView`` → policy → versioned plan → publish.
+
+Created by ``app.py`` (or a test) with everything injected: the policy (the same objects the
+simulator uses), a snapshot function over the informers, the metrics source, the plan store the
+gRPC API reads, actuators, an Event recorder, telemetry and the clock. ``tick()`` is one cycle;
+``run()`` ticks every ``reactive_interval_s`` while this replica leads (the policy itself decides
+when a long-horizon solve is due from ``view.now_s``).
+
+Nothing in a cycle takes the loop down: a metrics outage keeps the last good observations (marked
+stale), a Deployment with bad annotations is held and reported, a policy error publishes a hold
+plan, an actuator failure is counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from faro.optimizer.kube.events import EventRecorder
+from faro.optimizer.kube.state import DeploymentInfo, KubeSnapshot
+from faro.optimizer.policy.base import Plan, Target
+from faro.optimizer.service.actuator import Actuator
+from faro.optimizer.service.config import ServiceConfig
+from faro.optimizer.service.plans import PlannedTarget, PlanStore, PublishedPlan
+from faro.optimizer.service.telemetry import Telemetry
+from faro.optimizer.service.view import Cycle, Observed, _demand, build_cycle, is_metrics, parse_all, refs_for
+
+log = logging.getLogger(__name__)
+
+INVALID_REASON = "FaroInvalidSLO"
+HPA_REASON = "FaroHPAMissing"
+
+
+def hpa_hint(info: DeploymentInfo) -> str:
+    return (f"No HorizontalPodAutoscaler scales Deployment {info.namespace}/{info.name} on Faro's plan: create an "
+            f"autoscaling/v2 HPA with scaleTargetRef Deployment/{info.name} and metric type External, metric.name "
+            f"faro_desired_replicas, selector matchLabels deployment={info.name}, target type AverageValue "
+            f"averageValue \"1\" (see docs/annotations.md)")
+
+
+class ControlLoop:
+    def __init__(self, *, config: ServiceConfig, policy: Any, snapshot: Callable[[], KubeSnapshot],
+                 metrics_source: Any, store: PlanStore, telemetry: Telemetry, clock: Callable[[], float],
+                 events: EventRecorder | None = None, actuators: Sequence[Actuator] = ()) -> None:
+        self.config = config
+        self.policy = policy
+        self._snapshot = snapshot
+        self._metrics = metrics_source
+        self.store = store
+        self.telemetry = telemetry
+        self._clock = clock
+        self._events = events
+        self._actuators = tuple(actuators)
+        self._state = policy.initial_state()
+        self.last_good: dict[tuple[str, str], Observed] = {}
+        self.last_cycle: Cycle | None = None
+
+    def reset(self) -> None:
+        """Start from a fresh policy state (on gaining leadership: another replica may have planned since)."""
+        self._state = self.policy.initial_state()
+
+    # ------------------------------------------------------------------------------------------ one cycle
+    def tick(self) -> PublishedPlan | None:
+        """One control cycle; returns the published plan (None when the caches are not synced yet)."""
+        started = time.perf_counter()
+        now_s = self._clock()
+        snapshot = self._snapshot()
+        if not snapshot.synced:
+            log.info("cluster caches not synced yet; no plan this tick")
+            return None
+        parsed = parse_all(snapshot)
+        self._report_problems(snapshot, parsed)
+        errors = self._observe(snapshot, parsed, now_s)
+        cycle = build_cycle(snapshot, self.last_good, now_s=now_s, parsed=parsed, errors=errors,
+                            cluster_cap=self.config.cluster_cap, default_max_replicas=self.config.default_max_replicas,
+                            stale_after_s=1.5 * self.config.reactive_interval_s)
+        self.last_cycle = cycle
+        for info in cycle.missing_hpa:
+            self._event(info, "Normal", HPA_REASON, hpa_hint(info), once=True)
+        decide_started = time.perf_counter()
+        try:
+            decision = self.policy.decide(cycle.view, self._state)
+            self._state = decision.state
+            plan = decision.plan
+        except Exception as exc:  # a policy bug must not stop the loop: hold everything this tick
+            log.exception("policy %s failed; holding every Deployment this tick", self.config.policy)
+            self.telemetry.cycle_errors.inc()
+            plan = Plan(targets=tuple(Target(j.spec.namespace, j.spec.name, j.current_replicas, j.current_replicas,
+                                             held_reason=f"policy error: {exc}") for j in cycle.view.jobs),
+                        kind="hold", solver_status="error")
+        decide_s = time.perf_counter() - decide_started
+        published = self._publish(cycle, plan, now_s)
+        self.telemetry.solve_seconds.labels(plan.kind or "hold").observe(decide_s)
+        self._actuate(published)
+        self.telemetry.cycle_seconds.observe(time.perf_counter() - started)
+        return published
+
+    def _event(self, info: DeploymentInfo, kind: str, reason: str, message: str, *, once: bool = False) -> None:
+        if self._events is not None:
+            self._events.record(namespace=info.namespace, name=info.name, uid=info.uid, event_type=kind,
+                                reason=reason, message=message, once=once)
+
+    def _report_problems(self, snapshot: KubeSnapshot, parsed: Mapping[tuple[str, str], Any]) -> None:
+        for info in snapshot.deployments:
+            _, problems = parsed[info.key]
+            for problem in problems:
+                self.telemetry.invalid.labels(info.namespace, info.name, problem.annotation).inc()
+            if problems:
+                message = "Faro holds this Deployment at its current replicas: " + "; ".join(map(str, problems))
+                self._event(info, "Warning", INVALID_REASON, message)
+
+    def _observe(self, snapshot: KubeSnapshot, parsed: Mapping[tuple[str, str], Any],
+                 now_s: float) -> dict[tuple[str, str], str]:
+        refs = refs_for(snapshot, parsed, default_preset=self.config.metrics_preset)
+        errors: dict[tuple[str, str], str] = {}
+        try:
+            results = self._metrics.observe(refs, now_s=now_s, history_minutes=self.config.history_minutes) if refs \
+                else {}
+        except Exception as exc:  # the source should report per Deployment; be safe if it raises anyway
+            log.warning("metrics source failed: %s", exc)
+            results = {ref.key: f"metrics source failed: {exc}" for ref in refs}
+        for ref in refs:
+            value = results.get(ref.key, "no result from the metrics source")
+            if is_metrics(value) and len(getattr(value, "rate_history_rpm", ())) > 0:
+                self.last_good[ref.key] = Observed(value, now_s)
+            else:
+                errors[ref.key] = str(getattr(value, "message", value))
+                self.telemetry.metrics_errors.inc()
+        present = {d.key for d in snapshot.deployments}
+        for key in [k for k in self.last_good if k not in present]:
+            del self.last_good[key]  # deleted Deployment: forget it, and its Event dedup state
+            if self._events is not None:
+                self._events.forget(*key)
+        return errors
+
+    def _publish(self, cycle: Cycle, plan: Plan, now_s: float) -> PublishedPlan:
+        by_key = {(t.namespace, t.name): t for t in plan.targets}
+        targets: list[PlannedTarget] = []
+        for job in cycle.view.jobs:
+            key = job.spec.key
+            t = by_key.get(key)
+            if t is None:
+                t = Target(key[0], key[1], job.current_replicas, job.current_replicas,
+                           held_reason="the policy returned no target")
+            obs = job.observation
+            targets.append(PlannedTarget(
+                namespace=key[0], deployment=key[1], desired_replicas=int(t.desired_replicas),
+                current_replicas=job.current_replicas, forecast_rps=float(t.forecast_rps),
+                expected_latency_ms=float(t.expected_latency_ms), expected_utility=float(t.expected_utility),
+                held_reason=t.held_reason, slo_latency_ms=job.spec.slo.latency_ms,
+                slo_percentile=job.spec.slo.percentile, observed_latency_ms=float(obs.latency_ms or 0.0),
+                stale=key in cycle.stale_age_s, observations_age_s=float(cycle.stale_age_s.get(key, 0.0)),
+                admission=float(getattr(t, "admission", 1.0)),
+            ))
+        for held in cycle.held:
+            settings = held.annotations
+            targets.append(PlannedTarget(
+                namespace=held.info.namespace, deployment=held.info.name, desired_replicas=held.info.replicas,
+                current_replicas=held.info.replicas, held_reason=held.reason,
+                slo_latency_ms=settings.slo_latency_ms if settings else 0.0,
+                slo_percentile=settings.slo_percentile if settings else 0.0,
+            ))
+        targets.sort(key=lambda t: (t.namespace, t.deployment))
+        generation = max(self.store.generation + 1, int(now_s * 1000))  # monotonic across leader changes
+        published = PublishedPlan(
+            generation=generation, created_s=now_s, valid_until_s=now_s + self.config.plan_ttl_s,
+            targets=tuple(targets), policy=self.config.policy, objective=self.config.objective,
+            objective_value=float(plan.objective_value or 0.0), solve_ms=float(plan.solve_ms), kind=plan.kind,
+            leader=self.config.identity, solver_status=plan.solver_status,
+        )
+        self.store.publish(published)
+        self._report(cycle, published)
+        return published
+
+    def _report(self, cycle: Cycle, plan: PublishedPlan) -> None:
+        t = self.telemetry
+        t.plan_generation.set(plan.generation)
+        t.plans_published.labels(plan.kind).inc()
+        t.forget_deployments({(x.namespace, x.deployment) for x in plan.targets})
+        for target in plan.targets:
+            t.set_target(target)
+            if target.held_reason:
+                t.held.labels(target.namespace, target.deployment, target.held_reason.split(":")[0][:60]).set(1)
+        t.held_total.set(sum(1 for x in plan.targets if x.held_reason))
+        desired = plan.desired()
+        for quota in cycle.view.quotas:
+            jobs = [j for j in cycle.view.jobs if quota.namespace is None or j.spec.namespace == quota.namespace]
+            for resource in quota.hard:
+                planned = sum(desired.get(j.spec.key, 0) * _demand(cycle.infos[j.spec.key], resource)
+                              for j in jobs if j.spec.key in cycle.infos)
+                t.headroom.labels(quota.name, resource).set(quota.free(resource) - planned)
+        if plan.kind == "solve" or any(x.held_reason for x in plan.targets):
+            log.info("published plan", extra={"generation": plan.generation, "kind": plan.kind,
+                                               "targets": len(plan.targets),
+                                               "held": sum(1 for x in plan.targets if x.held_reason)})
+
+    def _actuate(self, plan: PublishedPlan) -> None:
+        if not self._actuators:
+            return
+        policy_plan = Plan(targets=tuple(Target(x.namespace, x.deployment, x.desired_replicas, x.current_replicas,
+                                                x.forecast_rps, x.expected_latency_ms, x.expected_utility,
+                                                x.held_reason) for x in plan.targets), kind=plan.kind)
+        for actuator in self._actuators:
+            try:
+                failures = actuator.apply(policy_plan)
+            except Exception as exc:
+                log.exception("actuator %s failed", actuator.name)
+                failures = {("*", "*"): str(exc)}
+            for (ns, name), message in failures.items():
+                log.warning("actuator %s: %s/%s: %s", actuator.name, ns, name, message)
+            if failures:
+                self.telemetry.actuator_errors.labels(actuator.name).inc(len(failures))
+
+    # ------------------------------------------------------------------------------------------ the loop
+    def run(self, stop: threading.Event, *, is_leader: Callable[[], bool] = lambda: True) -> None:
+        """Tick every ``reactive_interval_s`` while leading, until ``stop`` is set."""
+        leading = False
+        while not stop.is_set():
+            now_leader = is_leader()
+            self.telemetry.is_leader.set(1 if now_leader else 0)
+            if now_leader and not leading:
+                self.reset()
+            leading = now_leader
+            if leading:
+                try:
+                    self.tick()
+                except Exception:
+                    log.exception("control cycle failed")
+                    self.telemetry.cycle_errors.inc()
+            stop.wait(self.config.reactive_interval_s)
