@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
+import json
 import shutil
 import subprocess
 import sys
@@ -86,19 +88,95 @@ def kubectl() -> str | None:
 
 
 def kustomize_build(path: Path) -> list[dict[str, Any]]:
-    """``kubectl kustomize <path>`` parsed into objects."""
-    exe = kubectl()
-    if exe is None:
-        raise FileNotFoundError("kubectl is not installed")
-    proc = subprocess.run([exe, "kustomize", str(path)], capture_output=True, text=True, timeout=120, check=False)
+    """``kubectl kustomize <path>`` parsed into objects; without kubectl, ``read_kustomization``."""
+    if kubectl() is None:
+        return read_kustomization(path)
+    return [doc for doc in yaml.safe_load_all(_kubectl_kustomize(str(path))) if doc]
+
+
+@functools.lru_cache(maxsize=64)
+def _kubectl_kustomize(path: str) -> str:
+    proc = subprocess.run(
+        [str(kubectl()), "kustomize", path], capture_output=True, text=True, timeout=120, check=False
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"kubectl kustomize {path} failed: {proc.stderr.strip()}")
-    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+    return proc.stdout
+
+
+def _merge(into: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    for k, v in patch.items():
+        if isinstance(v, Mapping) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = copy.deepcopy(v)
+
+
+def read_kustomization(path: Path) -> list[dict[str, Any]]:
+    """The fallback when kubectl is missing: read the files a kustomization names (``resources``,
+    ``bases``, and ``patchesStrategicMerge`` applied as a map merge by kind and name). Enough for our
+    kustomizations, which use nothing else; tests check it agrees with kubectl where kubectl exists."""
+    spec = yaml.safe_load((path / "kustomization.yaml").read_text()) or {}
+    unknown = set(spec) - {"resources", "bases", "patchesStrategicMerge"}
+    if unknown:
+        raise ValueError(f"{path}/kustomization.yaml uses {sorted(unknown)}, which read_kustomization cannot do")
+    objects: list[dict[str, Any]] = []
+    for entry in [*spec.get("bases", []), *spec.get("resources", [])]:
+        target = (path / entry).resolve()
+        if target.is_dir():
+            objects.extend(read_kustomization(target))
+        else:
+            objects.extend(doc for doc in yaml.safe_load_all(target.read_text()) if doc)
+    for entry in spec.get("patchesStrategicMerge", []):
+        for patch in yaml.safe_load_all((path / entry).read_text()):
+            target_key = (patch["kind"], patch["metadata"]["name"])
+            matches = [o for o in objects if (o["kind"], o["metadata"]["name"]) == target_key]
+            if len(matches) != 1:
+                raise ValueError(f"patch {entry} matches {len(matches)} objects")
+            _merge(matches[0], patch)
+    return objects
 
 
 def key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
     meta = obj.get("metadata", {})
     return (obj["kind"], meta.get("namespace", ""), meta["name"])
+
+
+# Kinds kubernetes-validate has no schema for (CRDs): checked structurally instead.
+CRD_REQUIRED_SPEC: dict[str, tuple[str, ...]] = {
+    "cert-manager.io/v1/Certificate": ("secretName", "issuerRef"),
+    "cert-manager.io/v1/Issuer": (),
+    "monitoring.coreos.com/v1/ServiceMonitor": ("selector", "endpoints"),
+    "keda.sh/v1alpha1/ScaledObject": ("scaleTargetRef", "triggers"),
+}
+
+
+def validate_object(obj: Mapping[str, Any], version: str) -> None:
+    """``validate_object_uncached`` once per distinct object and version (chart variants share most
+    objects; kubernetes-validate re-reads its schema file on every call)."""
+    _validate_json(json.dumps(obj, sort_keys=True), version)
+
+
+@functools.lru_cache(maxsize=4096)
+def _validate_json(text: str, version: str) -> None:
+    validate_object_uncached(json.loads(text), version)
+
+
+def validate_object_uncached(obj: Mapping[str, Any], version: str) -> None:
+    """Validate one object against Kubernetes ``version``'s OpenAPI schema with kubernetes-validate in
+    strict mode (unknown fields fail); the CRDs above get a structural check. Raises on failure."""
+    import kubernetes_validate
+
+    kind_key = f"{obj.get('apiVersion')}/{obj.get('kind')}"
+    if kind_key in CRD_REQUIRED_SPEC:
+        meta = obj.get("metadata") or {}
+        if not meta.get("name") or not isinstance(obj.get("spec"), dict):
+            raise ValueError(f"{kind_key} needs metadata.name and spec")
+        missing = [f for f in CRD_REQUIRED_SPEC[kind_key] if f not in obj["spec"]]
+        if missing:
+            raise ValueError(f"{kind_key} {meta['name']}: spec lacks {missing}")
+        return
+    kubernetes_validate.validate(dict(obj), version, strict=True)
 
 
 def _strip_labels(labels: dict[str, str] | None) -> None:
@@ -183,8 +261,6 @@ def main(argv: list[str] | None = None) -> int:
         for path in write_base():
             print(path.relative_to(REPO))
         return 0
-    import json
-
     for path, text in sorted(render_chart_files(json.loads(args.set_json)).items()):
         if text.strip():
             print(f"---\n# Source: {path}\n{text.strip()}")
