@@ -1,0 +1,199 @@
+"""Load an allocation problem from a YAML or JSON file (the ``faro plan`` format).
+
+Called by ``faro plan`` and the solver benchmark. This is the I/O edge: it reads files and parses
+Kubernetes quantities with ``kubernetes.utils.parse_quantity``; every mistake becomes an
+``InvalidInputError`` naming the field, e.g. ``jobs[2].slo.latency_ms: must be a positive number``.
+
+Format::
+
+    objective: fairsum            # sum | fair | fairsum | penaltysum | penaltyfairsum
+    cluster: {cpu: "320"}         # optional cap over all jobs
+    model: {rho_max: 0.95, alpha: 1, step_s: 60, cold_start_s: 35}   # optional
+    quotas:
+      - namespace: team-a
+        name: compute             # optional, default the namespace
+        hard: {cpu: "32", memory: 64Gi, nvidia.com/gpu: "4"}
+        used: {cpu: "2"}          # used by pods Faro does not manage
+    jobs:
+      - name: resnet34
+        namespace: team-a         # default "default"
+        slo: {latency_ms: 720, percentile: 99}
+        processing_time_ms: 180
+        rate_rps: [15.9, 16.4, 17.0]   # or one number
+        resources: {cpu: "1", memory: 1Gi}
+        weight: 1
+        min_replicas: 1
+        max_replicas: 100
+        current_replicas: 3
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from faro.optimizer.errors import InvalidInputError
+from faro.optimizer.model.problem import OBJECTIVES, SLO, Job, ModelConfig, Problem, Quota
+
+_JOB_KEYS = {
+    "name", "namespace", "slo", "processing_time_ms", "rate_rps", "resources", "limits", "weight",
+    "min_replicas", "max_replicas", "current_replicas",
+}
+_TOP_KEYS = {"objective", "cluster", "quotas", "jobs", "model"}
+
+
+def load_problem(path: str | Path, *, objective: str | None = None) -> Problem:
+    """Read ``path`` (``.json`` as JSON, anything else as YAML) into a ``Problem``."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise InvalidInputError(str(p), f"cannot read: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidInputError(str(p), f"not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {first}") from None
+    return problem_from_dict(data, objective=objective)
+
+
+def problem_from_dict(data: Any, *, objective: str | None = None) -> Problem:
+    """Validate a parsed document; ``objective`` overrides the file's."""
+    if not isinstance(data, Mapping):
+        raise InvalidInputError("problem", "must be a mapping with a 'jobs' list")
+    _no_unknown(data, _TOP_KEYS, "problem")
+    obj = objective if objective is not None else data.get("objective", "sum")
+    if obj not in OBJECTIVES:
+        raise InvalidInputError("objective", f"must be one of {', '.join(OBJECTIVES)}, got {obj!r}")
+    jobs_raw = data.get("jobs")
+    if not isinstance(jobs_raw, list) or not jobs_raw:
+        raise InvalidInputError("jobs", "must be a non-empty list")
+    jobs = tuple(_job(raw, f"jobs[{i}]") for i, raw in enumerate(jobs_raw))
+    seen: dict[tuple[str, str], int] = {}
+    for i, job in enumerate(jobs):
+        key = (job.namespace, job.name)
+        if key in seen:
+            raise InvalidInputError(f"jobs[{i}].name", f"{job.namespace}/{job.name} repeats jobs[{seen[key]}]")
+        seen[key] = i
+    quotas = []
+    for i, raw in enumerate(_list(data.get("quotas", []), "quotas")):
+        quotas.append(_quota(raw, f"quotas[{i}]"))
+    if data.get("cluster") is not None:
+        hard = _quantities(data["cluster"], "cluster")
+        quotas.append(Quota(name="cluster", hard=hard, namespace=None))
+    model = _model(data.get("model") or {}, "model")
+    return Problem(jobs=jobs, quotas=tuple(quotas), objective=obj, model=model)
+
+
+def _no_unknown(raw: Mapping, allowed: set[str], where: str) -> None:
+    for key in raw:
+        if key not in allowed:
+            raise InvalidInputError(f"{where}.{key}", f"unknown field (expected one of {', '.join(sorted(allowed))})")
+
+
+def _list(value: Any, where: str) -> list:
+    if not isinstance(value, list):
+        raise InvalidInputError(where, "must be a list")
+    return value
+
+
+def _mapping(value: Any, where: str) -> Mapping:
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(where, "must be a mapping")
+    return value
+
+
+def _number(value: Any, where: str, *, positive: bool = False, minimum: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInputError(where, "must be a positive number" if positive else "must be a number")
+    if positive and value <= 0:
+        raise InvalidInputError(where, "must be a positive number")
+    if minimum is not None and value < minimum:
+        raise InvalidInputError(where, f"must be >= {minimum:g}")
+    return float(value)
+
+
+def _integer(value: Any, where: str, *, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(where, "must be an integer")
+    if value < minimum:
+        raise InvalidInputError(where, f"must be >= {minimum}")
+    return int(value)
+
+
+def _quantities(raw: Any, where: str) -> dict[str, float]:
+    from kubernetes.utils import parse_quantity
+
+    out: dict[str, float] = {}
+    for key, value in _mapping(raw, where).items():
+        try:
+            q = float(parse_quantity(value))
+        except (ValueError, TypeError):
+            raise InvalidInputError(f"{where}.{key}", f"not a Kubernetes quantity: {value!r}") from None
+        if q < 0 or not math.isfinite(q):
+            raise InvalidInputError(f"{where}.{key}", "must be >= 0")
+        out[str(key)] = q
+    return out
+
+
+def _job(raw: Any, where: str) -> Job:
+    raw = _mapping(raw, where)
+    _no_unknown(raw, _JOB_KEYS, where)
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidInputError(f"{where}.name", "must be a non-empty string")
+    namespace = raw.get("namespace", "default")
+    if not isinstance(namespace, str) or not namespace:
+        raise InvalidInputError(f"{where}.namespace", "must be a non-empty string")
+    slo_raw = _mapping(raw.get("slo"), f"{where}.slo") if "slo" in raw else None
+    if slo_raw is None:
+        raise InvalidInputError(f"{where}.slo", "is required ({latency_ms: ..., percentile: 99})")
+    latency = _number(slo_raw.get("latency_ms"), f"{where}.slo.latency_ms", positive=True)
+    pct = _number(slo_raw.get("percentile", 99), f"{where}.slo.percentile", positive=True)
+    if not pct < 100:
+        raise InvalidInputError(f"{where}.slo.percentile", "must be in (0, 100)")
+    proc = _number(raw.get("processing_time_ms"), f"{where}.processing_time_ms", positive=True)
+    rates_raw = raw.get("rate_rps")
+    rates_list = rates_raw if isinstance(rates_raw, list) else [rates_raw]
+    if not rates_list:
+        raise InvalidInputError(f"{where}.rate_rps", "needs at least one horizon step")
+    rates = tuple(_number(r, f"{where}.rate_rps", minimum=0.0) for r in rates_list)
+    resources = _quantities(raw.get("resources", {"cpu": "1"}), f"{where}.resources")
+    limits = _quantities(raw.get("limits", {}), f"{where}.limits")
+    weight = _number(raw.get("weight", 1), f"{where}.weight", minimum=0.0)
+    lo = _integer(raw.get("min_replicas", 1), f"{where}.min_replicas")
+    hi = _integer(raw.get("max_replicas", 100), f"{where}.max_replicas")
+    if hi < lo:
+        raise InvalidInputError(f"{where}.max_replicas", f"{hi} is below min_replicas {lo}")
+    cur = _integer(raw.get("current_replicas", lo), f"{where}.current_replicas")
+    return Job(
+        name=name, namespace=namespace, slo=SLO(latency, pct), processing_time_ms=proc, rate_rps=rates,
+        resources=resources, limits=limits, weight=weight, min_replicas=lo, max_replicas=hi, current_replicas=cur,
+    )
+
+
+def _quota(raw: Any, where: str) -> Quota:
+    raw = _mapping(raw, where)
+    _no_unknown(raw, {"namespace", "name", "hard", "used"}, where)
+    namespace = raw.get("namespace")
+    if not isinstance(namespace, str) or not namespace:
+        raise InvalidInputError(f"{where}.namespace", "must be a non-empty string")
+    name = raw.get("name", namespace)
+    if not isinstance(name, str) or not name:
+        raise InvalidInputError(f"{where}.name", "must be a non-empty string")
+    if "hard" not in raw:
+        raise InvalidInputError(f"{where}.hard", "is required")
+    hard = _quantities(raw["hard"], f"{where}.hard")
+    used = _quantities(raw.get("used", {}), f"{where}.used")
+    return Quota(name=name, hard=hard, used=used, namespace=namespace)
+
+
+def _model(raw: Any, where: str) -> ModelConfig:
+    raw = _mapping(raw, where)
+    _no_unknown(raw, {"rho_max", "alpha", "step_s", "cold_start_s"}, where)
+    kwargs = {key: _number(value, f"{where}.{key}") for key, value in raw.items()}
+    return ModelConfig(**kwargs)
