@@ -13,6 +13,15 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from faro.optimizer.errors import InvalidInputError
+from faro.optimizer.metrics.base import (
+    ANNOTATION_PRESET,
+    ANNOTATION_RAY_APP,
+    ANNOTATION_RAY_DEPLOYMENT,
+    OVERRIDE_ANNOTATIONS,
+    DeploymentRef,
+)
+
 PREFIX = "faro.dev/"
 ENABLED_LABEL = "faro.dev/enabled"
 SLO_LATENCY_MS = "faro.dev/slo-latency-ms"
@@ -21,16 +30,10 @@ PROCESSING_TIME_MS = "faro.dev/processing-time-ms"
 WEIGHT = "faro.dev/weight"
 MIN_REPLICAS = "faro.dev/min-replicas"
 MAX_REPLICAS = "faro.dev/max-replicas"
-METRICS_PRESET = "faro.dev/metrics-preset"
-PROMQL = {  # annotation -> quantity name used by the metrics source
-    "faro.dev/promql-rate": "rate",
-    "faro.dev/promql-latency": "latency",
-    "faro.dev/promql-processing-time": "processing_time",
-    "faro.dev/promql-queue": "queue",
-}
-PRESETS = ("generic", "ray-serve")
+METRICS_PRESET = ANNOTATION_PRESET  # these and the PromQL overrides are the metrics source's schema
+PROMQL = OVERRIDE_ANNOTATIONS  # annotation -> quantity (rate, latency, ...)
 KNOWN = {SLO_LATENCY_MS, SLO_PERCENTILE, PROCESSING_TIME_MS, WEIGHT, MIN_REPLICAS, MAX_REPLICAS, METRICS_PRESET,
-         *PROMQL}
+         ANNOTATION_RAY_APP, ANNOTATION_RAY_DEPLOYMENT, *PROMQL}
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class FaroAnnotations:
     max_replicas: int | None = None
     metrics_preset: str | None = None
     promql: Mapping[str, str] = field(default_factory=dict)
+    ref: DeploymentRef | None = None  # what the metrics source is asked (preset, overrides, Ray names)
 
 
 def _number(annotations: Mapping[str, str], key: str, problems: list[AnnotationProblem], *,
@@ -81,8 +85,12 @@ def _number(annotations: Mapping[str, str], key: str, problems: list[AnnotationP
     return value
 
 
-def parse_annotations(annotations: Mapping[str, str] | None) -> tuple[FaroAnnotations | None, list[AnnotationProblem]]:
+def parse_annotations(annotations: Mapping[str, str] | None, *, namespace: str = "default", name: str = "?",
+                      default_preset: str = "generic") -> tuple[FaroAnnotations | None, list[AnnotationProblem]]:
     """Parse a Deployment's annotations; returns the settings (None when unusable) and every problem.
+
+    The metrics part (preset, PromQL overrides, Ray names) is read by the metrics source's own
+    ``DeploymentRef.from_annotations``, so both agree on one schema.
 
     A problem in an optional annotation still makes the settings unusable: a Deployment whose owner
     asked for something Faro cannot honour is held rather than planned on a guess.
@@ -99,16 +107,14 @@ def parse_annotations(annotations: Mapping[str, str] | None) -> tuple[FaroAnnota
     high = _number(annotations, MAX_REPLICAS, problems, low=1.0, integer=True)
     if low is not None and high is not None and high < low:
         problems.append(AnnotationProblem(MAX_REPLICAS, f"{int(high)} is below {MIN_REPLICAS} {int(low)}"))
-    preset = annotations.get(METRICS_PRESET)
-    if preset is not None and preset not in PRESETS:
-        problems.append(AnnotationProblem(METRICS_PRESET, f"{preset!r} is not one of {', '.join(PRESETS)}"))
-    promql = {}
-    for key, quantity in PROMQL.items():
-        if key in annotations:
-            if not annotations[key].strip():
-                problems.append(AnnotationProblem(key, "must not be empty"))
-            promql[quantity] = annotations[key]
-    if problems or latency is None:
+    ref = None
+    try:
+        ref = DeploymentRef.from_annotations(namespace, name, annotations, default_preset=default_preset,
+                                             percentile=99.0 if percentile is None else percentile)
+    except InvalidInputError as exc:
+        annotation = next((k for k in (METRICS_PRESET, *PROMQL) if k in exc.where), METRICS_PRESET)
+        problems.append(AnnotationProblem(annotation, exc.reason))
+    if problems or latency is None or ref is None:
         return None, problems
     return FaroAnnotations(
         slo_latency_ms=latency,
@@ -117,6 +123,7 @@ def parse_annotations(annotations: Mapping[str, str] | None) -> tuple[FaroAnnota
         weight=1.0 if weight is None else weight,
         min_replicas=None if low is None else int(low),
         max_replicas=None if high is None else int(high),
-        metrics_preset=preset,
-        promql=promql,
+        metrics_preset=ref.preset,
+        promql=dict(ref.overrides),
+        ref=ref,
     ), []

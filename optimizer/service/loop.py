@@ -71,7 +71,7 @@ class ControlLoop:
         if not snapshot.synced:
             log.info("cluster caches not synced yet; no plan this tick")
             return None
-        parsed = parse_all(snapshot)
+        parsed = parse_all(snapshot, default_preset=self.config.metrics_preset)
         self._report_problems(snapshot, parsed)
         errors = self._observe(snapshot, parsed, now_s)
         cycle = build_cycle(snapshot, self.last_good, now_s=now_s, parsed=parsed, errors=errors,
@@ -114,7 +114,7 @@ class ControlLoop:
 
     def _observe(self, snapshot: KubeSnapshot, parsed: Mapping[tuple[str, str], Any],
                  now_s: float) -> dict[tuple[str, str], str]:
-        refs = refs_for(snapshot, parsed, default_preset=self.config.metrics_preset)
+        refs = refs_for(snapshot, parsed)
         errors: dict[tuple[str, str], str] = {}
         try:
             results = self._metrics.observe(refs, now_s=now_s, history_minutes=self.config.history_minutes) if refs \

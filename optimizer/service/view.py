@@ -11,29 +11,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from faro.optimizer.errors import InvalidInputError
 from faro.optimizer.kube.annotations import AnnotationProblem, FaroAnnotations, parse_annotations
 from faro.optimizer.kube.state import DeploymentInfo, HpaInfo, KubeSnapshot
+from faro.optimizer.metrics.base import DeploymentRef
 from faro.optimizer.model.problem import SLO, Quota
 from faro.optimizer.policy.base import ClusterView, JobObservation, JobSpec, JobView
-
-
-@dataclass(frozen=True)
-class DeploymentRef:
-    """What the metrics source needs to query one Deployment (contracts: MetricsSource.observe)."""
-
-    namespace: str
-    name: str
-    preset: str
-    percentile: float
-    promql: Mapping[str, str] = field(default_factory=dict)  # quantity (rate/latency/...) -> PromQL
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.namespace, self.name)
 
 
 @dataclass(frozen=True)
@@ -64,20 +50,18 @@ class Cycle:
     infos: Mapping[tuple[str, str], DeploymentInfo]
 
 
-def parse_all(snapshot: KubeSnapshot) -> dict[tuple[str, str], tuple[FaroAnnotations | None, list[AnnotationProblem]]]:
-    return {d.key: parse_annotations(d.annotations) for d in snapshot.deployments}
+Parsed = Mapping[tuple[str, str], tuple[FaroAnnotations | None, list[AnnotationProblem]]]
 
 
-def refs_for(snapshot: KubeSnapshot, parsed: Mapping[tuple[str, str], tuple[FaroAnnotations | None, Any]], *,
-             default_preset: str) -> list[DeploymentRef]:
-    refs = []
-    for info in snapshot.deployments:
-        settings, _ = parsed[info.key]
-        if settings is None:
-            continue
-        refs.append(DeploymentRef(info.namespace, info.name, settings.metrics_preset or default_preset,
-                                  settings.slo_percentile, dict(settings.promql)))
-    return refs
+def parse_all(snapshot: KubeSnapshot, *, default_preset: str = "generic") -> Parsed:
+    return {d.key: parse_annotations(d.annotations, namespace=d.namespace, name=d.name, default_preset=default_preset)
+            for d in snapshot.deployments}
+
+
+def refs_for(snapshot: KubeSnapshot, parsed: Parsed) -> list[DeploymentRef]:
+    """What to ask the metrics source: every Deployment with usable annotations."""
+    return [settings.ref for settings, _ in (parsed[d.key] for d in snapshot.deployments)
+            if settings is not None and settings.ref is not None]
 
 
 def is_metrics(value: Any) -> bool:
@@ -100,7 +84,7 @@ def _demand(info: DeploymentInfo, key: str) -> float:
 
 
 def build_cycle(snapshot: KubeSnapshot, observations: Mapping[tuple[str, str], Observed], *, now_s: float,
-                parsed: Mapping[tuple[str, str], tuple[FaroAnnotations | None, list[AnnotationProblem]]] | None = None,
+                parsed: Parsed | None = None,
                 errors: Mapping[tuple[str, str], str] | None = None, cluster_cap: Mapping[str, float] | None = None,
                 default_max_replicas: int = 100, stale_after_s: float = 60.0) -> Cycle:
     """Jobs for the policy from Deployments with valid annotations and usable observations.

@@ -1,0 +1,158 @@
+"""``faro optimizer``: run the live optimizer (control loop + plan gRPC API) against a cluster.
+
+Registered in ``faro.optimizer.cli``. Every flag also reads ``FARO_<FLAG_IN_UPPER_SNAKE>`` (the
+Helm chart templates these; keep them stable). Heavy imports happen inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import threading
+
+from faro.optimizer.errors import InvalidInputError
+
+POLICIES = ("faro-fairsum", "faro-sum", "faro-fair", "faro-penaltysum", "faro-penaltyfairsum")
+
+
+def _env(flag: str, default: object) -> object:
+    return os.environ.get("FARO_" + flag.upper().replace("-", "_"), default)
+
+
+def _bool_env(flag: str, default: bool) -> bool:
+    value = os.environ.get("FARO_" + flag.upper().replace("-", "_"))
+    return default if value is None else value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    def add(flag: str, default: object, help_text: str, **kw: object) -> None:
+        parser.add_argument(f"--{flag}", default=_env(flag, default), help=f"{help_text} (env FARO_"
+                            f"{flag.upper().replace('-', '_')}; default: %(default)s)", **kw)  # type: ignore[arg-type]
+
+    add("kubeconfig", None, "kubeconfig file (default: in-cluster config, else ~/.kube/config)")
+    add("namespace", None, "watch only this namespace (default: all namespaces)")
+    add("prometheus-url", None, "Prometheus base URL (required unless --metrics-source none)")
+    add("metrics-source", "prometheus", "where observations come from", choices=("prometheus", "none"))
+    add("metrics-preset", "generic", "PromQL preset (annotation faro.dev/metrics-preset overrides)",
+        choices=("generic", "ray-serve"))
+    add("policy", "faro-fairsum", "scaling policy", choices=POLICIES)
+    add("interval-s", 300.0, "long-horizon solve interval", type=float)
+    add("reactive-interval-s", 10.0, "control-loop tick: the fast reactive step cadence", type=float)
+    add("horizon", 7, "forecast steps (minutes)", type=int)
+    add("quantile", 0.9, "forecast quantile fed to the model (the policy starts at min(0.6, q) and raises it "
+        "up to q while resources are left)", type=float)
+    add("hpa-tolerance", None, "HPA dead-band the plan accounts for (default 0.1 with --actuator hpa, else 0)",
+        type=float)
+    add("cluster-cap", "", "optional cluster-wide cap, e.g. cpu=320,memory=1Ti,nvidia.com/gpu=8")
+    add("plan-ttl-s", 900.0, "plan valid_until = created + ttl", type=float)
+    add("history-minutes", 60, "per-minute rate history asked from Prometheus each tick", type=int)
+    add("grpc-address", "0.0.0.0:50051", "plan gRPC API (faro.v1.PlanService + grpc.health.v1)")
+    add("metrics-address", "0.0.0.0:8080", "plain HTTP: /metrics, /healthz, /readyz")
+    parser.add_argument("--leader-elect", action=argparse.BooleanOptionalAction,
+                        default=_bool_env("leader-elect", True),
+                        help="elect one active replica on a coordination.k8s.io Lease (env FARO_LEADER_ELECT; "
+                        "default: %(default)s)")
+    add("lease-name", "faro-optimizer", "Lease name")
+    add("lease-namespace", os.environ.get("POD_NAMESPACE", "faro-system"), "Lease namespace")
+    add("lease-duration-s", 15, "Lease duration", type=int)
+    add("renew-deadline-s", 10, "leader gives up after failing to renew for this long", type=int)
+    add("retry-period-s", 2, "Lease retry/renew period", type=int)
+    add("identity", os.environ.get("POD_NAME") or socket.gethostname(), "this replica's identity in the Lease")
+    add("actuator", "hpa", "hpa = publish plans only; ray-serve also scales Ray Serve directly",
+        choices=("hpa", "ray-serve"))
+    add("ray-dashboard-url", None, "Ray dashboard URL (ray-serve actuator)")
+    add("ray-token-file", None, "bearer token file for the Ray dashboard")
+    add("log-format", "text", "log format", choices=("text", "json"))
+
+
+def _api_client(kubeconfig: str | None):
+    from kubernetes import client, config
+
+    try:
+        if kubeconfig:
+            return config.new_client_from_config(config_file=kubeconfig)
+        try:
+            config.load_incluster_config()
+            return client.ApiClient()
+        except config.ConfigException:
+            return config.new_client_from_config()
+    except (config.ConfigException, OSError) as exc:
+        raise InvalidInputError("--kubeconfig", f"cannot load a Kubernetes configuration: {exc}") from exc
+
+
+def build_service(args: argparse.Namespace, *, api_client=None, metrics_source=None, registry=None):
+    """The ``OptimizerService`` the flags describe (tests inject the client and metrics source)."""
+    from faro.optimizer.policy.registry import make_policy
+    from faro.optimizer.service.app import LeaderSettings, OptimizerService
+    from faro.optimizer.service.config import ServiceConfig, parse_cluster_cap
+
+    config = ServiceConfig(
+        policy=args.policy, interval_s=float(args.interval_s), reactive_interval_s=float(args.reactive_interval_s),
+        horizon=int(args.horizon), quantile=float(args.quantile), cluster_cap=parse_cluster_cap(args.cluster_cap),
+        plan_ttl_s=float(args.plan_ttl_s), history_minutes=int(args.history_minutes),
+        metrics_preset=args.metrics_preset, namespace=args.namespace or None, identity=args.identity,
+    )
+    tolerance = args.hpa_tolerance if args.hpa_tolerance is not None else (0.1 if args.actuator == "hpa" else 0.0)
+    policy = make_policy(config.policy, interval_s=config.interval_s, horizon=config.horizon,
+                         quantile=min(0.6, config.quantile), max_quantile=config.quantile,
+                         hpa_tolerance=float(tolerance))
+    if metrics_source is None:
+        metrics_source = _metrics_source(args)
+    actuators = []
+    if args.actuator == "ray-serve":
+        actuators.append(_ray_actuator(args))
+    leader = LeaderSettings(enabled=bool(args.leader_elect), name=args.lease_name, namespace=args.lease_namespace,
+                            lease_duration_s=int(args.lease_duration_s), renew_deadline_s=int(args.renew_deadline_s),
+                            retry_period_s=int(args.retry_period_s))
+    return OptimizerService(config, api_client=api_client or _api_client(args.kubeconfig), policy=policy,
+                            metrics_source=metrics_source, registry=registry, grpc_address=args.grpc_address,
+                            metrics_address=args.metrics_address or None, leader=leader, actuators=actuators)
+
+
+class _NoMetrics:
+    """``--metrics-source none``: every Deployment is held ("no metrics"); useful to dry-run wiring."""
+
+    def observe(self, deployments, *, now_s, history_minutes):
+        return {ref.key: "metrics source disabled (--metrics-source none)" for ref in deployments}
+
+
+def _metrics_source(args: argparse.Namespace):
+    if args.metrics_source == "none":
+        return _NoMetrics()
+    if not args.prometheus_url:
+        raise InvalidInputError("--prometheus-url", "is required unless --metrics-source none")
+    from faro.optimizer.metrics.prometheus import PrometheusClient, PrometheusSource
+
+    return PrometheusSource(PrometheusClient(args.prometheus_url))
+
+
+def _ray_actuator(args: argparse.Namespace):
+    if not args.ray_dashboard_url:
+        raise InvalidInputError("--ray-dashboard-url", "is required with --actuator ray-serve")
+    try:
+        from faro.optimizer.actuate.ray_serve import RayServeActuator
+    except ImportError as exc:
+        raise InvalidInputError("--actuator", f"ray-serve actuator unavailable: {exc}") from exc
+    token = None
+    if args.ray_token_file:
+        try:
+            with open(args.ray_token_file) as fh:
+                token = fh.read().strip()
+        except OSError as exc:
+            raise InvalidInputError("--ray-token-file", str(exc)) from exc
+    return RayServeActuator(args.ray_dashboard_url, token=token)
+
+
+def run(args: argparse.Namespace) -> int:
+    from faro.optimizer.service.logs import configure
+
+    configure(args.log_format)
+    service = build_service(args).start()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    service.stop()
+    return 0
