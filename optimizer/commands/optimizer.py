@@ -82,7 +82,7 @@ def _api_client(kubeconfig: str | None):
         raise InvalidInputError("--kubeconfig", f"cannot load a Kubernetes configuration: {exc}") from exc
 
 
-def build_service(args: argparse.Namespace, *, api_client=None, metrics_source=None, registry=None):
+def build_service(args: argparse.Namespace, *, api_client=None, metrics_source=None, registry=None, clock=None):
     """The ``OptimizerService`` the flags describe (tests inject the client and metrics source)."""
     from faro.optimizer.policy.registry import make_policy
     from faro.optimizer.service.app import LeaderSettings, OptimizerService
@@ -108,7 +108,8 @@ def build_service(args: argparse.Namespace, *, api_client=None, metrics_source=N
                             retry_period_s=int(args.retry_period_s))
     return OptimizerService(config, api_client=api_client or _api_client(args.kubeconfig), policy=policy,
                             metrics_source=metrics_source, registry=registry, grpc_address=args.grpc_address,
-                            metrics_address=args.metrics_address or None, leader=leader, actuators=actuators)
+                            metrics_address=args.metrics_address or None, leader=leader, actuators=actuators,
+                            **({"clock": clock} if clock is not None else {}))
 
 
 class _NoMetrics:

@@ -74,7 +74,10 @@ class ControlLoop:
         parsed = parse_all(snapshot, default_preset=self.config.metrics_preset)
         self._report_problems(snapshot, parsed)
         errors = self._observe(snapshot, parsed, now_s)
-        cycle = build_cycle(snapshot, self.last_good, now_s=now_s, parsed=parsed, errors=errors,
+        previous = self.store.current()
+        asked = {(t.namespace, t.deployment): t.desired_replicas for t in previous.targets if not t.held_reason} \
+            if previous is not None and previous.leader == self.config.identity else {}
+        cycle = build_cycle(snapshot, self.last_good, now_s=now_s, parsed=parsed, errors=errors, asked=asked,
                             cluster_cap=self.config.cluster_cap, default_max_replicas=self.config.default_max_replicas,
                             stale_after_s=1.5 * self.config.reactive_interval_s)
         self.last_cycle = cycle
@@ -148,7 +151,7 @@ class ControlLoop:
             obs = job.observation
             targets.append(PlannedTarget(
                 namespace=key[0], deployment=key[1], desired_replicas=int(t.desired_replicas),
-                current_replicas=job.current_replicas, forecast_rps=float(t.forecast_rps),
+                current_replicas=cycle.infos[key].replicas, forecast_rps=float(t.forecast_rps),
                 expected_latency_ms=float(t.expected_latency_ms), expected_utility=float(t.expected_utility),
                 held_reason=t.held_reason, slo_latency_ms=job.spec.slo.latency_ms,
                 slo_percentile=job.spec.slo.percentile, observed_latency_ms=float(obs.latency_ms or 0.0),

@@ -86,14 +86,20 @@ def _demand(info: DeploymentInfo, key: str) -> float:
 def build_cycle(snapshot: KubeSnapshot, observations: Mapping[tuple[str, str], Observed], *, now_s: float,
                 parsed: Parsed | None = None,
                 errors: Mapping[tuple[str, str], str] | None = None, cluster_cap: Mapping[str, float] | None = None,
-                default_max_replicas: int = 100, stale_after_s: float = 60.0) -> Cycle:
+                default_max_replicas: int = 100, stale_after_s: float = 60.0,
+                asked: Mapping[tuple[str, str], int] | None = None) -> Cycle:
     """Jobs for the policy from Deployments with valid annotations and usable observations.
 
     ``observations`` holds the last good metrics per Deployment (the loop keeps them across a
     metrics outage); ``errors`` this tick's metrics failures (reported when nothing good is known).
     Quotas get ``used`` = what the quota reports minus what the planned Deployments take now, so
     the policy's constraint is over the planned Deployments alone.
+
+    ``asked`` are the replicas the previous plan asked for: with HPA actuation ``spec.replicas``
+    lags the plan, so the policy's "current" (what is asked for now) is the last desired count,
+    else its reactive steps would hold — and re-publish — the old ``spec.replicas``.
     """
+    asked = asked or {}
     parsed = parsed if parsed is not None else parse_all(snapshot)
     errors = errors or {}
     jobs: list[JobView] = []
@@ -143,7 +149,7 @@ def build_cycle(snapshot: KubeSnapshot, observations: Mapping[tuple[str, str], O
             queue_length=getattr(metrics, "queue_length", None),
             mean_latency_ms=getattr(metrics, "mean_latency_ms", None),
         )
-        jobs.append(JobView(spec=spec, observation=observation, current_replicas=info.replicas,
+        jobs.append(JobView(spec=spec, observation=observation, current_replicas=asked.get(info.key, info.replicas),
                             ready_replicas=info.ready_replicas))
         planned.append(info)
         if hpa is None or not hpa.uses_faro_metric:
