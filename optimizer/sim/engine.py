@@ -1,0 +1,381 @@
+"""The trace-driven cluster simulator: replays a workload under one policy and records every request.
+
+Called by ``faro simulate`` and ``bench/simulate.py`` through ``simulate(workload, policy, config)``.
+Pure and seeded: the same inputs and seed give the same result.
+
+Model (after the Faro artifact's simulator, ``src/simulation`` of github.com/beomyeol/faro):
+
+* Arrivals: each minute's count as exponential gaps of mean ``60/count`` (``workload.arrivals_for_minute``).
+* Service: lognormal per request (artifact fit, mean ≈ 154 ms) plus two routing passes through the proxy
+  (≈ 4.6 ms each), modelled as pure delays. Queueing per job: ``queueing.JobServer`` (artifact round-robin
+  with ≤ 4 requests per replica by default, or ``mgc``), ≤ 50 waiting, more are dropped.
+* Pods and replicas: one replica per pod of ``cpu_per_replica`` CPUs (the paper's setup: 1 CPU). A removed
+  replica leaves its pod idle for ``idle_pod_timeout_s`` (30 s, as the artifact's Ray clusters) before the
+  CPU is released; a scale-up reuses an idle pod of the same job (ready after ``hot_start_s`` = 3 s) or
+  creates a pod (``cold_start_s`` = 35 s) if the cluster cap has room; what does not fit is retried every
+  step. Pods (running, starting and idle) never exceed ``cpus``.
+* Control: every ``policy_interval_s`` (10 s) the policy sees a ``ClusterView`` and returns a plan.
+  ``actuation="direct"`` sets the target replicas to the plan (as the artifact did); ``"hpa"`` serves the plan
+  as an External AverageValue metric (target 1) to an emulated HPA per job (``hpa.py``, 15 s sync).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+from faro.optimizer.errors import InvalidInputError
+from faro.optimizer.model.problem import SLO, Quota
+from faro.optimizer.policy.base import ClusterView, JobObservation, JobSpec, JobView
+from faro.optimizer.sim.hpa import HPABehavior, HPASpec, HPAState, hpa_step
+from faro.optimizer.sim.queueing import JobServer
+from faro.optimizer.sim.workload import (
+    ARTIFACT_ROUTING,
+    ARTIFACT_SERVICE,
+    LogNormal,
+    ServiceDistribution,
+    Workload,
+    arrivals_for_minute,
+)
+from numpy.typing import NDArray
+
+DISCIPLINES = {"artifact": 4, "mgc": 1}
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Settings of one simulation run; every time in seconds, latency in ms, CPU in cores."""
+
+    cpus: float = 32.0
+    slo_ms: float = 720.0
+    slo_percentile: float = 99.0
+    processing_time_ms: float = 180.0  # what the policies are told (the paper's 180 ms)
+    service: ServiceDistribution = ARTIFACT_SERVICE
+    routing: LogNormal | None = ARTIFACT_ROUTING
+    routing_passes: int = 2
+    discipline: Literal["artifact", "mgc"] = "artifact"
+    max_queue: int | None = 50
+    cpu_per_replica: float = 1.0
+    initial_replicas: int = 1
+    min_replicas: int = 1
+    max_replicas: int = 100
+    cold_start_s: float = 35.0
+    hot_start_s: float = 3.0
+    idle_pod_timeout_s: float = 30.0
+    step_s: float = 5.0
+    policy_interval_s: float = 10.0
+    observation_window_s: float = 30.0
+    future_minutes: int = 60
+    actuation: Literal["direct", "hpa"] = "direct"
+    hpa_behavior: HPABehavior = field(default_factory=HPABehavior.recommended_for_faro)
+    hpa_sync_period_s: float = 15.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.cpus > 0:
+            raise InvalidInputError("--cpus", f"must be > 0, got {self.cpus}")
+        if not self.slo_ms > 0:
+            raise InvalidInputError("--slo-ms", f"must be > 0, got {self.slo_ms}")
+        if self.discipline not in DISCIPLINES:
+            raise InvalidInputError("discipline", f"must be one of {sorted(DISCIPLINES)}, got {self.discipline!r}")
+        if self.actuation not in ("direct", "hpa"):
+            raise InvalidInputError("--actuation", f"must be direct or hpa, got {self.actuation!r}")
+        if self.initial_replicas < 0 or self.min_replicas < 0 or self.max_replicas < self.min_replicas:
+            raise InvalidInputError("replicas", "need 0 <= min_replicas <= max_replicas")
+        if not self.step_s > 0 or self.policy_interval_s % self.step_s or self.hpa_sync_period_s % self.step_s:
+            raise InvalidInputError(
+                "step_s", "policy_interval_s and hpa_sync_period_s must be multiples of step_s"
+            )
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """Everything a run produced, per request and per step (see ``metrics.summarize``)."""
+
+    job_names: tuple[str, ...]
+    config: SimConfig
+    policy: str
+    duration_s: float
+    arrivals_rpm: NDArray[np.int64]  # [job, minute] offered load
+    # Per request: job index, arrival (s), latency (ms; inf = dropped).
+    req_job: NDArray[np.int32]
+    req_arrival_s: NDArray[np.float64]
+    req_latency_ms: NDArray[np.float32]
+    # Per step: time, target replicas, ready replicas, pods held (CPU accounting).
+    step_time_s: NDArray[np.float64]
+    target_replicas: NDArray[np.int32]  # [step, job]
+    ready_replicas: NDArray[np.int32]
+    pods: NDArray[np.int32]
+    max_cpus_used: float
+    policy_calls: int
+    policy_time_s: float
+
+
+class _Pods:
+    """Pod accounting for one job: idle pods with their release times."""
+
+    def __init__(self) -> None:
+        self.idle_until: deque[float] = deque()
+
+    def expire(self, now_s: float) -> None:
+        while self.idle_until and self.idle_until[0] <= now_s:
+            self.idle_until.popleft()
+
+
+def simulate(
+    workload: Workload,
+    policy: Any,
+    config: SimConfig | None = None,
+    *,
+    progress: Callable[[float], None] | None = None,
+    clock: Callable[[], float] | None = None,
+) -> SimResult:
+    """Replay ``workload`` under ``policy`` (a ``Policy``: ``initial_state()``, ``decide(view, state)``).
+
+    ``progress`` is called with the fraction done after every simulated minute; ``clock`` (e.g.
+    ``time.perf_counter``) only measures how long the policy took and never changes the outcome.
+    """
+    cfg = config or SimConfig()
+    num_jobs, num_minutes = workload.counts_rpm.shape
+    duration_s = num_minutes * 60.0
+    root = np.random.default_rng(cfg.seed)
+    seeds = root.integers(0, 2**63 - 1, size=(num_jobs, 3))
+    arr_rng = [np.random.default_rng(s[0]) for s in seeds]
+    svc_rng = [np.random.default_rng(s[1]) for s in seeds]
+    srv_rng = [np.random.default_rng(s[2]) for s in seeds]
+    cap = DISCIPLINES[cfg.discipline]
+    servers = [JobServer(concurrency=cap, max_queue=cfg.max_queue, rng=srv_rng[j]) for j in range(num_jobs)]
+    pods = [_Pods() for _ in range(num_jobs)]
+    specs = tuple(
+        JobSpec(
+            name=name,
+            slo=SLO(cfg.slo_ms, cfg.slo_percentile),
+            processing_time_ms=cfg.processing_time_ms,
+            resources={"cpu": cfg.cpu_per_replica},
+            min_replicas=cfg.min_replicas,
+            max_replicas=cfg.max_replicas,
+        )
+        for name in workload.names
+    )
+    quotas = (Quota(name="cluster", hard={"cpu": float(cfg.cpus)}),)
+    max_pods_total = math.floor(cfg.cpus / cfg.cpu_per_replica + 1e-9)
+    if cfg.initial_replicas * num_jobs > max_pods_total:
+        raise InvalidInputError(
+            "--cpus", f"{cfg.cpus} CPUs cannot hold {cfg.initial_replicas} replica(s) for each of {num_jobs} jobs"
+        )
+    target = np.full(num_jobs, cfg.initial_replicas, dtype=np.int64)
+    for j in range(num_jobs):
+        for _ in range(cfg.initial_replicas):
+            servers[j].add(0.0)
+    admission = np.ones(num_jobs)
+    hpa_spec = HPASpec(
+        min_replicas=max(cfg.min_replicas, 1 if cfg.min_replicas > 0 else 0),
+        max_replicas=max(cfg.max_replicas, 1),
+        behavior=cfg.hpa_behavior,
+        sync_period_s=cfg.hpa_sync_period_s,
+    )
+    hpa_states = [HPAState() for _ in range(num_jobs)]
+    planned = target.copy()  # the metric value the adapter would serve
+    needs_future = bool(getattr(policy, "needs_future", False))
+    state = policy.initial_state()
+
+    # Arrivals and service times per job, generated a minute at a time (bounded memory).
+    pending_arr: list[np.ndarray] = [np.empty(0)] * num_jobs
+    results: list[list[tuple[np.ndarray, ...]]] = [[] for _ in range(num_jobs)]
+    recent: list[deque[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [deque() for _ in range(num_jobs)]
+    n_steps = round(duration_s / cfg.step_s)
+    steps_per_policy = round(cfg.policy_interval_s / cfg.step_s)
+    steps_per_minute = 60.0 / cfg.step_s
+    rec_target = np.zeros((n_steps, num_jobs), dtype=np.int32)
+    rec_ready = np.zeros((n_steps, num_jobs), dtype=np.int32)
+    rec_pods = np.zeros((n_steps, num_jobs), dtype=np.int32)
+    max_used = 0.0
+    policy_calls = 0
+    policy_time = 0.0
+    route_passes = cfg.routing_passes if cfg.routing is not None else 0
+
+    def _generate_minute(j: int, m: int) -> None:
+        count = int(workload.counts_rpm[j, m])
+        arr = arrivals_for_minute(arr_rng[j], count, m * 60.0)
+        pending_arr[j] = np.concatenate([pending_arr[j], arr]) if pending_arr[j].size else arr
+
+    history_cache: dict[int, tuple[int, tuple[float, ...]]] = {}
+
+    def _history(j: int, minute: int) -> tuple[float, ...]:
+        cached = history_cache.get(j)
+        if cached is None or cached[0] != minute:
+            cached = (minute, tuple(workload.counts_rpm[j, :minute].astype(float).tolist()))
+            history_cache[j] = cached
+        return cached[1]
+
+    def _observe(j: int, now_s: float) -> JobObservation:
+        lo = now_s - cfg.observation_window_s
+        chunks = [c for c in recent[j] if c[0].size]
+        p_lat = mean_lat = util = None
+        ready = servers[j].num_active
+        if chunks:
+            a = np.concatenate([c[0] for c in chunks])
+            st = np.concatenate([c[1] for c in chunks])
+            f = np.concatenate([c[2] for c in chunks])
+            mask = (f > lo) & (f <= now_s)
+            if mask.any():
+                lat = (f[mask] - a[mask]) * 1000.0
+                p_lat = float(np.percentile(lat, cfg.slo_percentile))
+                mean_lat = float(lat.mean())
+            busy = np.minimum(f, now_s) - np.maximum(st, lo)
+            if ready:
+                util = min(1.0, float(busy[busy > 0].sum()) / (ready * cfg.observation_window_s))
+        elif ready:
+            util = 0.0
+        minute = int(now_s // 60)
+        future = None
+        if needs_future:
+            future = tuple(workload.counts_rpm[j, minute : minute + cfg.future_minutes].astype(float).tolist())
+        return JobObservation(
+            rate_history_rpm=_history(j, minute),
+            latency_ms=p_lat,
+            mean_latency_ms=mean_lat,
+            cpu_utilization=util,
+            queue_length=float(len(servers[j].queue)),
+            future_rate_rpm=future,
+        )
+
+    def _reconcile(now_s: float) -> None:
+        # Scale downs first so their pods can be reused or released; then scale ups within the cap.
+        for j in range(num_jobs):
+            pods[j].expire(now_s)
+            have = servers[j].num_active + servers[j].num_pending
+            if target[j] < have:
+                removed = servers[j].remove(int(have - target[j]))
+                pods[j].idle_until.extend([now_s + cfg.idle_pod_timeout_s] * removed)
+        used = sum(s.num_active + s.num_pending + len(p.idle_until) for s, p in zip(servers, pods, strict=True))
+        for j in range(num_jobs):
+            have = servers[j].num_active + servers[j].num_pending
+            want = int(target[j] - have)
+            if want <= 0:
+                continue
+            reuse = min(want, len(pods[j].idle_until))
+            for _ in range(reuse):
+                pods[j].idle_until.pop()
+                servers[j].add(now_s + cfg.hot_start_s)
+            new = min(want - reuse, max_pods_total - used)
+            for _ in range(max(new, 0)):
+                servers[j].add(now_s + cfg.cold_start_s)
+            used += max(new, 0)
+
+    for k in range(n_steps):
+        now = k * cfg.step_s
+        if k % steps_per_minute == 0:
+            m = round(now / 60.0)
+            for j in range(num_jobs):
+                _generate_minute(j, m)
+        if k % steps_per_policy == 0:
+            views = tuple(
+                JobView(
+                    spec=specs[j],
+                    observation=_observe(j, now),
+                    current_replicas=int(target[j]),
+                    ready_replicas=servers[j].num_active,
+                )
+                for j in range(num_jobs)
+            )
+            t0 = clock() if clock else 0.0
+            decision = policy.decide(ClusterView(now_s=now, jobs=views, quotas=quotas), state)
+            if clock:
+                policy_time += clock() - t0
+            policy_calls += 1
+            state = decision.state
+            by_key = {(t.namespace, t.name): t for t in decision.plan.targets}
+            for j, spec in enumerate(specs):
+                t = by_key.get(spec.key)
+                if t is None:
+                    continue
+                planned[j] = min(max(int(t.desired_replicas), cfg.min_replicas), cfg.max_replicas)
+                admission[j] = float(getattr(t, "admission", 1.0))
+                if cfg.actuation == "direct":
+                    target[j] = planned[j]
+        if cfg.actuation == "hpa":
+            for j in range(num_jobs):
+                new_target, hpa_states[j] = hpa_step(
+                    hpa_spec, hpa_states[j], now_s=now, current_replicas=int(target[j]), metric_value=float(planned[j])
+                )
+                target[j] = new_target
+        _reconcile(now)
+        used = 0
+        for j in range(num_jobs):
+            n_pods = servers[j].num_active + servers[j].num_pending + len(pods[j].idle_until)
+            used += n_pods
+            rec_pods[k, j] = n_pods
+            rec_target[k, j] = target[j]
+            rec_ready[k, j] = servers[j].num_active
+        max_used = max(max_used, used * cfg.cpu_per_replica)
+
+        end = now + cfg.step_s
+        for j in range(num_jobs):
+            arr = pending_arr[j]
+            cut = int(np.searchsorted(arr, end, side="left"))
+            batch, pending_arr[j] = arr[:cut], arr[cut:]
+            srv = servers[j]
+            if batch.size:
+                service_s = cfg.service.draw_ms(svc_rng[j], batch.size) / 1000.0
+                extra_s = np.zeros(batch.size)
+                for _ in range(route_passes):
+                    extra_s += cfg.routing.draw_ms(svc_rng[j], batch.size) / 1000.0  # type: ignore[union-attr]
+                admit = None
+                if admission[j] < 1.0:
+                    admit = svc_rng[j].random(batch.size) < admission[j]
+                srv.serve(batch, service_s, extra_s, admit)
+            srv.drain(end)
+            a, st, f, e, dropped = srv.take_results()
+            if a.size or dropped.size:
+                results[j].append((a, f - a + e, dropped))
+            rec = recent[j]
+            rec.append((a, st, f))
+            while len(rec) > max(2, int(2 * cfg.observation_window_s / cfg.step_s) + 4):
+                rec.popleft()
+        if progress and (k + 1) % steps_per_minute == 0:
+            progress((k + 1) / n_steps)
+
+    # Requests still waiting when the trace ends are served by the replicas left (not dropped).
+    for j in range(num_jobs):
+        arr = pending_arr[j]
+        srv = servers[j]
+        if arr.size:
+            service_s = cfg.service.draw_ms(svc_rng[j], arr.size) / 1000.0
+            srv.serve(arr, service_s, np.zeros(arr.size))
+        srv.drain(float("inf"))
+        a, _st, f, e, dropped = srv.take_results()
+        if a.size or dropped.size:
+            results[j].append((a, f - a + e, dropped))
+
+    req_job, req_arr, req_lat = [], [], []
+    for j in range(num_jobs):
+        for a, lat_s, dropped in results[j]:
+            req_job.append(np.full(a.size + dropped.size, j, dtype=np.int32))
+            req_arr.append(np.concatenate([a, dropped]))
+            req_lat.append(np.concatenate([lat_s * 1000.0, np.full(dropped.size, np.inf)]).astype(np.float32))
+    return SimResult(
+        job_names=workload.names,
+        config=cfg,
+        policy=str(getattr(policy, "name", type(policy).__name__)),
+        duration_s=duration_s,
+        arrivals_rpm=workload.counts_rpm.copy(),
+        req_job=np.concatenate(req_job) if req_job else np.empty(0, np.int32),
+        req_arrival_s=np.concatenate(req_arr) if req_arr else np.empty(0),
+        req_latency_ms=np.concatenate(req_lat) if req_lat else np.empty(0, np.float32),
+        step_time_s=np.arange(n_steps) * cfg.step_s,
+        target_replicas=rec_target,
+        ready_replicas=rec_ready,
+        pods=rec_pods,
+        max_cpus_used=max_used,
+        policy_calls=policy_calls,
+        policy_time_s=policy_time,
+    )
+
+
+def with_overrides(config: SimConfig, **changes: Any) -> SimConfig:
+    return replace(config, **changes)

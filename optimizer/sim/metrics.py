@@ -1,0 +1,111 @@
+"""Scores of a simulation run: per job-minute SLO satisfaction, tail latency, utility, drops; cluster totals.
+
+Called by ``faro simulate`` and ``bench/simulate.py`` on an ``engine.SimResult``.
+
+Definitions (as the Faro artifact computes them): a request is *satisfied* when its latency is ≤ the
+SLO; drops count as violations (latency ∞). Per job and minute (by arrival): satisfaction = satisfied /
+arrived, pN = the N-th percentile latency of the served requests (linear interpolation; ∞ when all were
+dropped), utility = min(1, SLO/pN)
+(1 for a minute without requests). Cluster: ``slo_violation`` = 1 − mean satisfaction over job-minutes
+with requests; ``request_slo_violation`` = 1 − satisfied/arrived over all requests; ``lost_utility`` =
+N − mean over minutes of Σ_jobs utility; ``cpu_minutes`` = CPU held by pods (running, starting, idle).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from faro.optimizer.sim.engine import SimResult
+from numpy.typing import NDArray
+
+
+@dataclass(frozen=True)
+class JobMinuteStats:
+    """Arrays ``[job, minute]``."""
+
+    arrived: NDArray[np.int64]
+    satisfied: NDArray[np.int64]
+    dropped: NDArray[np.int64]
+    tail_latency_ms: NDArray[np.float64]  # NaN where no request arrived
+    satisfaction: NDArray[np.float64]  # NaN where no request arrived
+    utility: NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Summary:
+    slo_violation: float
+    request_slo_violation: float
+    lost_utility: float
+    cpu_minutes: float
+    requests: int
+    dropped: int
+    mean_latency_ms: float
+    max_cpus_used: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.__dict__.items()}
+
+
+def job_minute_stats(result: SimResult) -> JobMinuteStats:
+    cfg = result.config
+    num_jobs = len(result.job_names)
+    num_minutes = max(1, int(np.ceil(result.duration_s / 60.0)))
+    minute = np.minimum((result.req_arrival_s // 60.0).astype(np.int64), num_minutes - 1)
+    cell = result.req_job.astype(np.int64) * num_minutes + minute
+    size = num_jobs * num_minutes
+    lat = result.req_latency_ms.astype(np.float64)
+    arrived = np.bincount(cell, minlength=size)
+    satisfied = np.bincount(cell, weights=(lat <= cfg.slo_ms), minlength=size).astype(np.int64)
+    dropped = np.bincount(cell, weights=~np.isfinite(lat), minlength=size).astype(np.int64)
+    # Group-wise percentile of the served requests: sort by (cell, latency), interpolate in each group.
+    ok = np.isfinite(lat)
+    served_cell, served_lat = cell[ok], lat[ok]
+    served = np.bincount(served_cell, minlength=size)
+    order = np.lexsort((served_lat, served_cell))
+    sorted_lat = served_lat[order]
+    starts = np.concatenate([[0], np.cumsum(served)[:-1]])
+    tail = np.full(size, np.nan)
+    tail[(arrived > 0) & (served == 0)] = np.inf  # everything dropped
+    has_served = served > 0
+    pos = (served[has_served] - 1) * (cfg.slo_percentile / 100.0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, served[has_served] - 1)
+    frac = pos - lo
+    v_lo = sorted_lat[starts[has_served] + lo]
+    v_hi = sorted_lat[starts[has_served] + hi]
+    tail[has_served] = v_lo + (v_hi - v_lo) * frac
+    has = arrived > 0
+    satisfaction = np.full(size, np.nan)
+    satisfaction[has] = satisfied[has] / arrived[has]
+    utility = np.ones(size)
+    with np.errstate(divide="ignore"):
+        utility[has] = np.minimum(1.0, cfg.slo_ms / tail[has])
+    shape = (num_jobs, num_minutes)
+    return JobMinuteStats(
+        arrived=arrived.reshape(shape),
+        satisfied=satisfied.reshape(shape),
+        dropped=dropped.reshape(shape),
+        tail_latency_ms=tail.reshape(shape),
+        satisfaction=satisfaction.reshape(shape),
+        utility=utility.reshape(shape),
+    )
+
+
+def summarize(result: SimResult, stats: JobMinuteStats | None = None) -> Summary:
+    s = stats or job_minute_stats(result)
+    num_jobs = len(result.job_names)
+    arrived = int(s.arrived.sum())
+    sat = s.satisfaction[~np.isnan(s.satisfaction)]
+    finite = result.req_latency_ms[np.isfinite(result.req_latency_ms)]
+    cpu_minutes = float(result.pods.sum()) * result.config.cpu_per_replica * result.config.step_s / 60.0
+    return Summary(
+        slo_violation=float(1.0 - sat.mean()) if sat.size else 0.0,
+        request_slo_violation=float(1.0 - s.satisfied.sum() / arrived) if arrived else 0.0,
+        lost_utility=float(num_jobs - s.utility.sum(axis=0).mean()),
+        cpu_minutes=cpu_minutes,
+        requests=arrived,
+        dropped=int(s.dropped.sum()),
+        mean_latency_ms=float(finite.mean()) if finite.size else float("nan"),
+        max_cpus_used=float(result.max_cpus_used),
+    )
