@@ -28,6 +28,7 @@ _NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _INTEGER = re.compile(r"^-?[0-9]+$")
 _SPECIAL = "=!(),<>"
+_OPERATOR_TOKENS = frozenset({*_SPECIAL, "==", "!="})
 
 
 class SelectorError(InvalidInputError):
@@ -135,7 +136,7 @@ def _tokens(text: str, selector: str) -> list[str]:
 
 def _check_key(key: str, selector: str) -> str:
     prefix, slash, name = key.rpartition("/")
-    if not key or key in _SPECIAL or key in ("in", "notin"):
+    if not key or key in _OPERATOR_TOKENS or key in ("in", "notin"):
         raise SelectorError(selector, f"expected a label key, got {key!r}")
     if slash and not (prefix and len(prefix) <= 253 and _DNS1123_SUBDOMAIN.match(prefix)):
         raise SelectorError(selector, f"invalid label key {key!r}: prefix must be a DNS-1123 subdomain")
@@ -187,7 +188,7 @@ def parse(selector: str) -> Selector:
                 pos += 1
                 nxt = peek()
                 value = "" if nxt is None or nxt == "," else take("a value")
-                if value in _SPECIAL or value in ("==", "!="):
+                if value in _OPERATOR_TOKENS:
                     raise SelectorError(selector, f"expected a value after {key}{op}, got {value!r}")
                 reqs.append(Requirement(key, "!=" if op == "!=" else "=", (_check_value(value, selector),)))
             elif op in ("in", "notin"):

@@ -9,6 +9,7 @@ ever raises out of its loop: failures are logged and counted (``AdapterMetrics``
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
@@ -102,8 +103,11 @@ def read_plan_file(path: Path) -> plan_pb2.Plan:
     except OSError as exc:
         raise InvalidInputError(f"--plan-file {path}", f"cannot read: {exc.strerror or exc}") from exc
     try:
-        return json_format.Parse(text, plan_pb2.Plan())
-    except json_format.ParseError as exc:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise json_format.ParseError(f"expected a JSON object, got {type(data).__name__}")
+        return json_format.ParseDict(data, plan_pb2.Plan())
+    except (ValueError, json_format.ParseError) as exc:
         raise InvalidInputError(f"--plan-file {path}", f"not a faro.v1.Plan in protobuf JSON: {exc}") from exc
 
 
