@@ -217,7 +217,8 @@ def test_the_metric_answers_one_value_for_the_selected_deployment(served: Served
 )
 def test_bad_requests_get_a_status_with_their_api_meaning(served: Served, path: str, code: int, reason: str) -> None:
     got, body = as_front_proxy(served, path)
-    assert (got, body["kind"], body["status"], body["reason"], body["code"]) == (code, "Status", "Failure", reason, code)
+    assert (got, body["kind"], body["status"], body["reason"]) == (code, "Status", "Failure", reason)
+    assert body["code"] == code
     assert body["message"]
 
 
@@ -239,7 +240,9 @@ def test_health_endpoints_need_no_authentication(served: Served) -> None:
         pytest.param(None, {"Authorization": "Bearer bad-token"}, id="rejected-token"),
     ],
 )
-def test_requests_without_a_verified_identity_get_401(served: Served, cert: str | None, headers: dict[str, str]) -> None:
+def test_requests_without_a_verified_identity_get_401(
+    served: Served, cert: str | None, headers: dict[str, str]
+) -> None:
     code, body = get(served, METRIC_PATH + "?labelSelector=deployment%3Dresnet",
                      cert=getattr(served.pki, cert) if cert else None, headers=headers)
     assert (code, body["reason"]) == (401, "Unauthorized")
@@ -343,8 +346,8 @@ def test_kubectl_get_raw_returns_the_metric(served: Served, tmp_path: Path) -> N
 
 # --- fuzz ---------------------------------------------------------------------------------------------------
 
-_SEGMENTS = st.sampled_from(["apis", "external.metrics.k8s.io", "v1beta1", "namespaces", "default", "faro_desired_replicas",
-                             "", "..", "%2F", "healthz", "readyz", "x" * 300])
+_SEGMENTS = st.sampled_from(["apis", "external.metrics.k8s.io", "v1beta1", "namespaces", "default",
+                             "faro_desired_replicas", "", "..", "%2F", "healthz", "readyz", "x" * 300])
 _SAFE_TEXT = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=80)
 
 
