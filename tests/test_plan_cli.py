@@ -1,0 +1,96 @@
+"""``faro plan``: a readable plan from a problem file, JSON for machines, one-line errors naming the field."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from faro.optimizer.cli import main
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "problem.yaml"
+
+
+def write(tmp_path, doc, name="p.yaml"):
+    path = tmp_path / name
+    path.write_text(json.dumps(doc) if name.endswith(".json") else yaml.safe_dump(doc))
+    return str(path)
+
+
+def example():
+    return yaml.safe_load(EXAMPLE.read_text())
+
+
+def test_the_example_plans_as_a_table_with_quota_usage(capsys):
+    assert main(["plan", str(EXAMPLE)]) == 0
+    out = capsys.readouterr().out
+    assert "team-a/resnet34" in out and "p99<=720ms" in out
+    assert "nvidia.com/gpu" in out and "faro uses" in out
+    assert " NO" not in out
+
+
+def test_json_output_has_the_documented_fields(capsys, tmp_path):
+    assert main(["plan", write(tmp_path, example(), "p.json"), "--output", "json", "--objective", "sum"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {"objective", "objective_value", "bound", "solve_ms", "status", "jobs", "quotas"} <= doc.keys()
+    assert doc["objective"] == "sum" and doc["status"] in ("optimal", "feasible")
+    assert [j["name"] for j in doc["jobs"]] == ["resnet34", "resnet18", "bert", "yolo"]
+    assert {"name", "namespace", "replicas", "latency_ms", "utility"} <= doc["jobs"][0].keys()
+    assert all(q["respected"] for q in doc["quotas"])
+
+
+@pytest.mark.parametrize("solver", ["greedy", "dp", "cvxpy"])
+def test_every_solver_can_be_chosen(capsys, solver):
+    assert main(["plan", str(EXAMPLE), "--solver", solver, "--output", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["solver"] == solver
+
+
+def break_field(doc, path, value):
+    node = doc
+    for key in path[:-1]:
+        node = node[key]
+    if value is KeyError:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        pytest.param(("jobs", 2, "slo", "latency_ms"), -5, "jobs[2].slo.latency_ms: must be a positive number",
+                     id="negative-slo"),
+        pytest.param(("jobs", 0, "processing_time_ms"), "fast", "jobs[0].processing_time_ms", id="text-time"),
+        pytest.param(("jobs", 1, "resources", "memory"), "lots", "jobs[1].resources.memory", id="bad-quantity"),
+        pytest.param(("jobs", 3, "max_replicas"), 0, "jobs[3].max_replicas", id="max-below-min"),
+        pytest.param(("jobs", 0, "slo"), KeyError, "jobs[0].slo", id="missing-slo"),
+        pytest.param(("jobs", 0, "replicas"), 3, "jobs[0].replicas: unknown field", id="unknown-field"),
+        pytest.param(("quotas", 0, "hard", "cpu"), "-1", "quotas[0].hard.cpu", id="negative-quota"),
+        pytest.param(("objective",), "most", "objective", id="bad-objective"),
+        pytest.param(("jobs", 1, "rate_rps"), [1, -2], "jobs[1].rate_rps", id="negative-rate"),
+    ],
+)
+def test_invalid_files_exit_2_with_one_line_naming_the_field(capsys, tmp_path, path, value, field):
+    doc = break_field(example(), path, value)
+    assert main(["plan", write(tmp_path, doc)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert field in err
+    assert "Traceback" not in err
+
+
+def test_unreadable_and_unparsable_files_exit_2(capsys, tmp_path):
+    assert main(["plan", str(tmp_path / "missing.yaml")]) == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main(["plan", str(bad)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_quotas_that_cannot_hold_the_minimums_plan_degraded(capsys, tmp_path):
+    doc = example()
+    doc["cluster"] = {"cpu": "3"}
+    assert main(["plan", write(tmp_path, doc), "--output", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "degraded" and "scaled by" in out["message"]
+    assert all(q["respected"] for q in out["quotas"])
