@@ -1,0 +1,116 @@
+"""Cluster state through the official client's informers against the test API server."""
+
+import time
+
+import pytest
+from faro.optimizer.kube.events import EventRecorder
+from faro.optimizer.kube.state import ClusterState
+from kubeapi.objects import deployment, hpa, quota
+from kubernetes import client
+
+
+def wait_for(predicate, timeout_s=20.0, what="condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def state(kube_client):
+    s = ClusterState(kube_client, watch_timeout_s=30, backoff_max_s=1.0)
+    s.start()
+    assert s.wait_synced(20)
+    yield s
+    s.stop()
+
+
+def names(state):
+    return sorted(d.name for d in state.snapshot().deployments)
+
+
+def test_labelled_deployments_quotas_and_hpas_are_read_with_their_resources(kube_client, state):
+    apps, core = client.AppsV1Api(kube_client), client.CoreV1Api(kube_client)
+    hpas = client.AutoscalingV2Api(kube_client)
+    apps.create_namespaced_deployment("team-a", deployment("a", replicas=3, cpu="500m", memory="1Gi", containers=2,
+                                                           annotations={"faro.dev/slo-latency-ms": "100"}))
+    apps.create_namespaced_deployment("team-a", deployment("other", enabled=False))
+    apps.patch_namespaced_deployment_status("a", "team-a", {"status": {"readyReplicas": 2}})
+    core.create_namespaced_resource_quota("team-a", quota("q", {"requests.cpu": "10", "limits.memory": "20Gi",
+                                                                "pods": "30", "count/services": "5"},
+                                                          used={"requests.cpu": "1500m"}))
+    hpas.create_namespaced_horizontal_pod_autoscaler("team-a", hpa("a", min_replicas=2, max_replicas=7))
+    def complete():
+        s = state.snapshot()
+        return s if s.deployments and s.deployments[0].ready_replicas == 2 and s.quotas and s.hpas else None
+
+    snap = wait_for(complete, what="cache")
+    [dep] = snap.deployments
+    assert (dep.namespace, dep.name, dep.replicas, dep.ready_replicas) == ("team-a", "a", 3, 2)
+    assert dep.requests == {"cpu": 1.0, "memory": 2 * 2**30}  # summed over the two containers
+    assert dep.annotations["faro.dev/slo-latency-ms"] == "100"
+    [q] = snap.quotas
+    assert q.hard == {"requests.cpu": 10.0, "limits.memory": 20 * 2**30, "pods": 30.0}  # count/* is not planned
+    assert q.used == {"requests.cpu": 1.5}
+    assert snap.hpa_for("team-a", "a").uses_faro_metric
+    assert (snap.hpa_for("team-a", "a").min_replicas, snap.hpa_for("team-a", "a").max_replicas) == (2, 7)
+
+
+def test_dropped_watches_and_410_gone_lose_and_duplicate_nothing(kubeapi, kube_client, state):
+    apps = client.AppsV1Api(kube_client)
+    for name in ("a", "b", "c"):
+        apps.create_namespaced_deployment("team-a", deployment(name))
+    wait_for(lambda: names(state) == ["a", "b", "c"], what="three Deployments")
+    kubeapi.drop_watches()
+    apps.delete_namespaced_deployment("b", "team-a")  # while the watch is down
+    apps.create_namespaced_deployment("team-a", deployment("d"))
+    wait_for(lambda: names(state) == ["a", "c", "d"], what="resume from the last resourceVersion")
+    lists_before = state.deployments.stats.lists
+    kubeapi.fail_requests = lambda entry: 500 if entry.verb == "watch" else None  # keep the watch down ...
+    kubeapi.drop_watches()
+    apps.delete_namespaced_deployment("a", "team-a")
+    apps.create_namespaced_deployment("team-a", deployment("e"))
+    kubeapi.compact()  # ... while history is compacted: resuming gets 410 Expired, the informer must re-list
+    kubeapi.fail_requests = lambda entry: None
+    wait_for(lambda: names(state) == ["c", "d", "e"], what="re-list after 410")
+    assert state.deployments.stats.lists > lists_before
+    assert "watch" in kubeapi.verbs("deployments")
+    assert len(state.snapshot().deployments) == 3
+
+
+def test_watch_errors_back_off_instead_of_spinning(kubeapi, kube_client, state):
+    kubeapi.fail_requests = lambda entry: 500 if entry.verb == "watch" else None
+    kubeapi.drop_watches()
+    time.sleep(2.0)
+    watches = kubeapi.verbs("deployments").count("watch")
+    assert state.deployments.stats.errors >= 1
+    assert watches < 15  # back-off 0.5 s, 1 s, 1 s ... (a tight loop would make hundreds)
+    kubeapi.fail_requests = lambda entry: None
+    client.AppsV1Api(kube_client).create_namespaced_deployment("team-a", deployment("late"))
+    wait_for(lambda: names(state) == ["late"], what="recovery after errors")
+
+
+def test_events_are_created_once_then_counted(kubeapi, kube_client):
+    now = [1000.0]
+    recorder = EventRecorder(client.CoreV1Api(kube_client), clock=lambda: now[0], repeat_interval_s=60)
+    for _ in range(3):
+        recorder.record(namespace="team-a", name="a", uid="", event_type="Warning", reason="FaroInvalidSLO",
+                        message="invalid annotation faro.dev/weight: '-1' must be >= 0")
+    events = kubeapi.objects("", "events", "team-a")
+    assert len(events) == 1 and events[0]["count"] == 1 and events[0]["type"] == "Warning"
+    now[0] += 61
+    recorder.record(namespace="team-a", name="a", uid="", event_type="Warning", reason="FaroInvalidSLO",
+                    message="invalid annotation faro.dev/weight: '-1' must be >= 0")
+    [event] = kubeapi.objects("", "events", "team-a")
+    assert event["count"] == 4
+    for _ in range(2):
+        recorder.record(namespace="team-a", name="a", uid="", event_type="Normal", reason="FaroHPAMissing",
+                        message="create an HPA", once=True)
+    now[0] += 1000
+    recorder.record(namespace="team-a", name="a", uid="", event_type="Normal", reason="FaroHPAMissing",
+                    message="create an HPA", once=True)
+    assert [e["reason"] for e in kubeapi.objects("", "events", "team-a")].count("FaroHPAMissing") == 1
+    assert kubeapi.verbs("events").count("create") == 2
