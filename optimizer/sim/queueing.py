@@ -43,6 +43,7 @@ class JobServer:
         self.pending: list[float] = []  # heap of ready times of starting replicas
         self.queue: deque[tuple[float, float, float]] = deque()  # (arrival_s, service_s, extra_s)
         self.t_sched = 0.0
+        self._room_s: float | None = None  # cached _next_room_s(); None = recompute
         # Results of every request handed in, in dispatch order (drops separately).
         self.out_arrival: list[float] = []
         self.out_start: list[float] = []
@@ -83,6 +84,7 @@ class JobServer:
             changed = True
         if changed:
             self._reshuffle()
+        self._room_s = None
         return removed
 
     def _reshuffle(self) -> None:
@@ -98,6 +100,7 @@ class JobServer:
             self.inflight.append(deque())
             self.replicas.append(rid)
         self._reshuffle()
+        self._room_s = None
 
     # -- serving -----------------------------------------------------------------------------------
 
@@ -126,6 +129,7 @@ class JobServer:
         finish = start + service
         self.free_at[r] = finish
         self.inflight[r].append(finish)
+        self._room_s = None
         self.out_arrival.append(arrival)
         self.out_start.append(start)
         self.out_finish.append(finish)
@@ -133,6 +137,8 @@ class JobServer:
 
     def _next_room_s(self) -> float:
         """Earliest time a replica can take a request (a running one frees a slot, or one becomes ready)."""
+        if self._room_s is not None:
+            return self._room_s if self._room_s > self.t_sched else self.t_sched
         cap = self.cap
         best = self.pending[0] if self.pending else float("inf")
         for r in self.cycle:
@@ -140,6 +146,7 @@ class JobServer:
             room = d[len(d) - cap] if len(d) >= cap else self.t_sched
             if room < best:
                 best = room
+        self._room_s = best
         return best if best > self.t_sched else self.t_sched
 
     def drain(self, until_s: float) -> None:
@@ -154,6 +161,7 @@ class JobServer:
             r = self._assign(t)
             if r < 0:  # a tie resolved by an activation or float rounding; look again
                 self.t_sched = t
+                self._room_s = None
                 if self._next_room_s() == t and not (self.pending and self.pending[0] <= t):
                     break  # defensive: nothing can take it at t
                 continue
@@ -224,6 +232,7 @@ class JobServer:
             finish = start + services[i]
             free_at[r] = finish
             d.append(finish)
+            self._room_s = None
             o_arr(a)
             o_start(start)
             o_fin(finish)
