@@ -194,3 +194,13 @@ def test_tables_match_the_model_and_stop_at_saturation():
         at_max = utility_curves(problem.jobs, maxes, config=problem.model, penalty=objective == "penaltysum")
         at_hi = tables.utility[np.arange(len(problem.jobs)), tables.hi - tables.lo]
         np.testing.assert_allclose(at_max.utility[:, 0], at_hi, atol=1e-12)
+
+
+def test_fast_quota_constraints_equal_the_models():
+    from faro.optimizer.solve.tables import quota_constraints
+
+    problem = random_problem(np.random.default_rng(9), n=7, objective="sum")
+    fast, ref = quota_constraints(problem), problem.constraints()
+    assert fast.labels == ref.labels
+    np.testing.assert_array_equal(fast.matrix, ref.matrix)
+    np.testing.assert_array_equal(fast.bound, ref.bound)

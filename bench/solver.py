@@ -1,0 +1,151 @@
+"""Solver benchmark: random instances shaped like the Faro paper, every solver, N = 10 … 10,000.
+
+Run: ``python bench/solver.py`` (``--sizes 10,100,1000,10000 --instances 5 --objectives sum,fairsum``).
+Prints a table (median/max solve time, objective, certified gap to the bound, quotas respected,
+peak traced memory) and writes ``bench/results/solver.json``.
+
+Instances: rates 1–1,600 req/min per job (7 one-minute forecast steps around a per-job level),
+180 ms processing time, SLO 720 ms at p99, ≈ 3.2 CPUs of budget per job; three resources (cpu,
+memory, nvidia.com/gpu on a tenth of the jobs) under one ResourceQuota per namespace (⌈N/25⌉
+namespaces, 2–8) plus a cluster cap. COBYLA (the artifact's method) runs only up to
+``--cobyla-max`` jobs and cvxpy up to ``--cvxpy-max``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+from faro.optimizer.model import SLO, Job, Problem, Quota
+from faro.optimizer.solve import solve
+from tqdm import tqdm
+
+GI = 2.0**30
+RESULTS = Path(__file__).resolve().parent / "results" / "solver.json"
+
+
+def paper_instance(n: int, seed: int, objective: str) -> Problem:
+    rng = np.random.default_rng(seed)
+    spaces = int(np.clip(np.ceil(n / 25), 2, 8))
+    level_rpm = rng.uniform(1, 1600, n)
+    jobs = []
+    for i in range(n):
+        steps = np.clip(level_rpm[i] * rng.normal(1.0, 0.08, 7), 1, 1600) / 60.0
+        gpu = 1.0 if i % 10 == 0 else 0.0
+        jobs.append(Job(
+            name=f"job{i}", namespace=f"ns{i % spaces}", slo=SLO(720.0, 99.0), processing_time_ms=180.0,
+            rate_rps=tuple(float(r) for r in steps),
+            resources={"cpu": 1.0, "memory": float(rng.choice([1.0, 2.0])) * GI, "nvidia.com/gpu": gpu},
+            min_replicas=1, max_replicas=64, current_replicas=int(rng.integers(1, 8)),
+        ))
+    budget = 3.2 * n
+    quotas = [
+        Quota(name=f"ns{s}", namespace=f"ns{s}",
+              hard={"cpu": 1.25 * budget / spaces, "memory": 1.25 * 2.2 * budget / spaces * GI,
+                    "nvidia.com/gpu": max(1.0, 0.5 * n / 10 / spaces * 3)},
+              used={"cpu": float(rng.uniform(0, 0.05)) * budget / spaces})
+        for s in range(spaces)
+    ]
+    quotas.append(Quota(name="cluster", hard={"cpu": budget, "memory": 2.0 * budget * GI, "nvidia.com/gpu": 0.12 * n}))
+    return Problem(jobs=tuple(jobs), quotas=tuple(quotas), objective=objective)
+
+
+def measure(problem: Problem, solver: str, *, traced: bool) -> dict:
+    if traced:
+        tracemalloc.start()
+    result = solve(problem, solver=solver, clock=time.perf_counter, time_limit_s=300.0)
+    peak = None
+    if traced:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    cons = problem.constraints()
+    respected = bool(np.all(cons.usage(result.replicas) <= cons.bound + 1e-9 * np.maximum(1, np.abs(cons.bound))))
+    return {
+        "solve_ms": result.solve_ms, "objective_value": result.objective_value, "bound": result.bound,
+        "gap": result.gap, "status": result.status, "quota_respected": respected, "peak_bytes": peak,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10,100,1000,10000")
+    parser.add_argument("--instances", type=int, default=5)
+    parser.add_argument("--objectives", default="sum,fairsum")
+    parser.add_argument("--solvers", default="auto,greedy,cvxpy,cobyla")
+    parser.add_argument("--cobyla-max", type=int, default=100)
+    parser.add_argument("--cvxpy-max", type=int, default=1000)
+    parser.add_argument("--output", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows = []
+    for objective in args.objectives.split(","):
+        for n in sizes:
+            count = args.instances if n <= 1000 else max(1, min(args.instances, 3))
+            problems = [paper_instance(n, seed, objective) for seed in range(count)]
+            solve(problems[0], solver="greedy")  # warm imports and caches outside the timings
+            for solver in args.solvers.split(","):
+                if (solver == "cobyla" and n > args.cobyla_max) or (solver == "cvxpy" and n > args.cvxpy_max):
+                    continue
+                runs = []
+                for seed, problem in enumerate(tqdm(problems, desc=f"{objective} n={n} {solver}", file=sys.stderr,
+                                                    leave=False)):
+                    run = measure(problem, solver, traced=False)
+                    run["seed"] = seed
+                    runs.append(run)
+                peak = measure(problems[0], solver, traced=True)["peak_bytes"]
+                times = [r["solve_ms"] for r in runs]
+                gaps = [r["gap"] for r in runs if r["gap"] is not None]
+                rows.append({
+                    "objective": objective, "n": n, "solver": solver, "instances": len(runs),
+                    "median_ms": statistics.median(times), "max_ms": max(times),
+                    "mean_objective": statistics.fmean(r["objective_value"] for r in runs),
+                    "max_gap": max(gaps) if gaps else None,
+                    "quota_respected": all(r["quota_respected"] for r in runs),
+                    "peak_mib": peak / 2**20, "runs": runs,
+                })
+    _compare_with_cobyla(rows)
+    print(_table(rows))
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"command": "python bench/solver.py " + " ".join(argv or sys.argv[1:]),
+                               "rows": rows}, indent=1))
+    print(f"\nwrote {out}")
+    return 0
+
+
+def _compare_with_cobyla(rows: list[dict]) -> None:
+    """Mark, per row, whether it scored at least COBYLA's objective on every instance COBYLA ran."""
+    by_key = {(r["objective"], r["n"], r["solver"]): r for r in rows}
+    for r in rows:
+        ref = by_key.get((r["objective"], r["n"], "cobyla"))
+        if ref is None or r["solver"] == "cobyla":
+            r["beats_cobyla"] = None
+            continue
+        r["beats_cobyla"] = all(
+            a["objective_value"] >= b["objective_value"] - 1e-9 for a, b in zip(r["runs"], ref["runs"], strict=True)
+        )
+
+
+def _table(rows: list[dict]) -> str:
+    head = ("objective", "N", "solver", "median ms", "max ms", "objective", "max gap", "quota ok", "≥ COBYLA",
+            "peak MiB")
+    lines = [head]
+    for r in rows:
+        lines.append((
+            r["objective"], str(r["n"]), r["solver"], f"{r['median_ms']:.1f}", f"{r['max_ms']:.1f}",
+            f"{r['mean_objective']:.3f}", "-" if r["max_gap"] is None else f"{100 * r['max_gap']:.4f}%",
+            "yes" if r["quota_respected"] else "NO",
+            {None: "-", True: "yes", False: "NO"}[r["beats_cobyla"]], f"{r['peak_mib']:.1f}",
+        ))
+    widths = [max(len(line[c]) for line in lines) for c in range(len(head))]
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)) for line in lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
