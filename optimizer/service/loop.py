@@ -13,7 +13,9 @@ plan, an actuator failure is counted.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -44,7 +46,8 @@ def hpa_hint(info: DeploymentInfo) -> str:
 class ControlLoop:
     def __init__(self, *, config: ServiceConfig, policy: Any, snapshot: Callable[[], KubeSnapshot],
                  metrics_source: Any, store: PlanStore, telemetry: Telemetry, clock: Callable[[], float],
-                 events: EventRecorder | None = None, actuators: Sequence[Actuator] = ()) -> None:
+                 events: EventRecorder | None = None, actuators: Sequence[Actuator] = (),
+                 max_history_minutes: int = 1440) -> None:
         self.config = config
         self.policy = policy
         self._snapshot = snapshot
@@ -56,6 +59,8 @@ class ControlLoop:
         self._actuators = tuple(actuators)
         self._state = policy.initial_state()
         self.last_good: dict[tuple[str, str], Observed] = {}
+        self.history: dict[tuple[str, str], tuple[int, list[float]]] = {}  # key -> (first minute index, rpm)
+        self.max_history_minutes = max_history_minutes
         self.last_cycle: Cycle | None = None
 
     def reset(self) -> None:
@@ -128,16 +133,42 @@ class ControlLoop:
         for ref in refs:
             value = results.get(ref.key, "no result from the metrics source")
             if is_metrics(value) and len(getattr(value, "rate_history_rpm", ())) > 0:
-                self.last_good[ref.key] = Observed(value, now_s)
+                self.last_good[ref.key] = Observed(self._accumulate(ref.key, value, now_s), now_s)
             else:
                 errors[ref.key] = str(getattr(value, "message", value))
                 self.telemetry.metrics_errors.inc()
         present = {d.key for d in snapshot.deployments}
         for key in [k for k in self.last_good if k not in present]:
-            del self.last_good[key]  # deleted Deployment: forget it, and its Event dedup state
+            del self.last_good[key]
+            self.history.pop(key, None)  # deleted Deployment: forget it, and its Event dedup state
             if self._events is not None:
                 self._events.forget(*key)
         return errors
+
+    def _accumulate(self, key: tuple[str, str], metrics: Any, now_s: float) -> Any:
+        """Merge the source's window into a growing per-minute history and return metrics carrying it.
+
+        The metrics source answers a fixed window (``history_minutes``) ending at the last completed
+        minute; policies (like the simulator) expect the history to grow minute by minute, and fit
+        and update their forecasters on that. Trimmed by an hour at ``max_history_minutes`` (the
+        policy then refits, as it does hourly anyway).
+        """
+        window = [float(x) for x in metrics.rate_history_rpm]
+        end = int(now_s // 60) - 1  # index of the last completed minute
+        start = end - len(window) + 1
+        first, series = self.history.get(key, (start, []))
+        if start < first:  # rewind (clock moved back): start over from this window
+            first, series = start, []
+        series = series + [math.nan] * (start - first - len(series))  # minutes nobody observed
+        series = series[: start - first] + window
+        if len(series) > self.max_history_minutes:
+            cut = len(series) - self.max_history_minutes + 60
+            first, series = first + cut, series[cut:]
+        self.history[key] = (first, series)
+        try:
+            return dataclasses.replace(metrics, rate_history_rpm=tuple(series))
+        except TypeError:  # not a dataclass: keep the source's window
+            return metrics
 
     def _publish(self, cycle: Cycle, plan: Plan, now_s: float) -> PublishedPlan:
         by_key = {(t.namespace, t.name): t for t in plan.targets}
