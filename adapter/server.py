@@ -10,6 +10,7 @@ answered with a 500 InternalError Status (the fuzz test makes sure none happen).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import time
@@ -82,6 +83,9 @@ def rfc3339(ts_s: float) -> str:
     return dt.datetime.fromtimestamp(int(ts_s), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# Selectors are immutable and each HPA repeats its own: parse each distinct string once (bounded).
+_parse_cached = functools.lru_cache(maxsize=4096)(parse_selector)
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -125,6 +129,8 @@ class ExternalMetricsAPI:
         self._provider = provider
         self._metrics = metrics
         self._clock = clock
+        self._ok = metrics.requests.labels("http", "metric", "200")  # bound once: the hot path
+        self._seconds = metrics.request_seconds.labels("http")
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -157,7 +163,7 @@ class ExternalMetricsAPI:
         try:
             namespace = request.match_info["namespace"]
             metric_name = request.match_info["metric"]
-            selector = parse_selector(request.query.get("labelSelector", ""))
+            selector = _parse_cached(request.query.get("labelSelector", ""))
             value = self._provider.get_external_metric(namespace, metric_name, selector)
         except Exception as exc:
             response = error_response(exc)
@@ -179,8 +185,8 @@ class ExternalMetricsAPI:
                 ],
             }
             response = web.Response(text=json.dumps(body), content_type=_JSON)
-        self._metrics.requests.labels("http", "metric", code).inc()
-        self._metrics.request_seconds.labels("http").observe(time.perf_counter() - start)
+        (self._ok if code == "200" else self._metrics.requests.labels("http", "metric", code)).inc()
+        self._seconds.observe(time.perf_counter() - start)
         return response
 
 
