@@ -103,8 +103,11 @@ class LeaseElector:
     def _release(self) -> None:
         now = str(datetime.datetime.now())
         try:
-            if self.lock.lease_reference is None:
-                self.lock.get(self.lock.name, self.lock.namespace)
+            # LeaseLock.update does not keep the replaced object, so its resourceVersion is stale after
+            # a renew: read the Lease again, and only give it up if it is still ours.
+            found, record = self.lock.get(self.lock.name, self.lock.namespace)
+            if not found or record.holder_identity != self.identity:
+                return
             self.lock.update(self.lock.name, self.lock.namespace, LeaderElectionRecord("", "1", now, now))
         except Exception as exc:
             log.warning("could not release the Lease: %s", exc)

@@ -1,0 +1,127 @@
+"""End to end: `faro optimizer` wiring (flags → service) against the test API server, plans over gRPC,
+leader election with a second replica taking over."""
+
+import argparse
+import time
+
+import grpc
+import pytest
+from faro.optimizer.commands import optimizer as command
+from faro.v1 import plan_pb2, plan_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from kubeapi.objects import deployment, hpa, quota
+from kubernetes import client
+from prometheus_client import CollectorRegistry
+from service_fakes import AcceleratedClock, FakeMetrics
+
+ANN = {"faro.dev/slo-latency-ms": "300", "faro.dev/processing-time-ms": "100"}
+
+
+def start_service(kube_client, metrics, clock, identity, *, leader_elect=True):
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = parser.parse_args([
+        "--grpc-address", "127.0.0.1:0", "--metrics-address", "127.0.0.1:0", "--interval-s", "60",
+        "--reactive-interval-s", "0.25", "--identity", identity, "--lease-namespace", "faro-system",
+        "--lease-duration-s", "3", "--renew-deadline-s", "2", "--retry-period-s", "1",
+        *([] if leader_elect else ["--no-leader-elect"]),
+    ])
+    return command.build_service(args, api_client=kube_client, metrics_source=metrics, registry=CollectorRegistry(),
+                                 clock=clock).start()
+
+
+def stub(service):
+    channel = grpc.insecure_channel(f"127.0.0.1:{service.grpc_port}")
+    return channel, plan_pb2_grpc.PlanServiceStub(channel)
+
+
+def wait_plan(plans, predicate, timeout_s=60.0):
+    """Read the WatchPlans stream until a plan satisfies ``predicate``."""
+    deadline = time.monotonic() + timeout_s
+    for plan in plans:
+        if predicate(plan):
+            return plan
+        if time.monotonic() > deadline:
+            break
+    raise AssertionError("no matching plan in time")
+
+
+def desired(plan):
+    return {t.deployment: t.desired_replicas for t in plan.targets}
+
+
+@pytest.fixture
+def cluster(kube_client):
+    apps, core = client.AppsV1Api(kube_client), client.CoreV1Api(kube_client)
+    hpas = client.AutoscalingV2Api(kube_client)
+    core.create_namespaced_resource_quota("team-a", quota("compute", {"requests.cpu": "16"}))
+    for name in ("a", "b"):
+        apps.create_namespaced_deployment("team-a", deployment(name, annotations=dict(ANN)))
+        hpas.create_namespaced_horizontal_pod_autoscaler("team-a", hpa(name, max_replicas=40))
+    return kube_client
+
+
+def test_plans_over_grpc_rise_with_load_respect_the_quota_and_fall_back(cluster):
+    metrics = FakeMetrics(default_rpm=300)
+    service = start_service(cluster, metrics, AcceleratedClock(factor=120), "opt-0", leader_elect=False)
+    channel, plans_api = stub(service)
+    try:
+        plans = plans_api.WatchPlans(plan_pb2.WatchPlansRequest(), timeout=120)
+        low = wait_plan(plans, lambda p: p.kind == "solve" and len(p.targets) == 2)
+        assert max(desired(low).values()) <= 3 and low.valid_until.seconds > low.created.seconds
+        for name in ("a", "b"):
+            metrics.set_load(("team-a", name), 12000)  # 200 rps each: far more than the quota allows
+        high = wait_plan(plans, lambda p: p.kind == "solve" and min(desired(p).values()) >= 7)
+        assert sum(desired(high).values()) <= 16  # requests.cpu quota, 1 CPU per replica
+        assert all(t.forecast_rps > 100 and t.expected_latency_ms > 0 for t in high.targets)
+        for name in ("a", "b"):
+            metrics.set_load(("team-a", name), 300)
+        wait_plan(plans, lambda p: p.kind == "solve" and max(desired(p).values()) <= 3)
+        got = plans_api.GetPlan(plan_pb2.GetPlanRequest(), timeout=10)
+        assert got.generation >= high.generation and got.leader == "opt-0"
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="faro.v1.PlanService"))
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        channel.close()
+        service.stop()
+
+
+def wait_leader(services, timeout_s=20.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        leaders = [s for s in services if s.is_leader()]
+        if len(leaders) == 1 and leaders[0].store.current() is not None:
+            return leaders[0]
+        time.sleep(0.05)
+    raise AssertionError("no leader with a plan")
+
+
+@pytest.mark.parametrize("release", [pytest.param(True, id="graceful-stop"), pytest.param(False, id="crash")])
+def test_a_second_replica_takes_over_within_one_lease_duration(cluster, kubeapi, release):
+    clock = AcceleratedClock(factor=60)
+    first = start_service(cluster, FakeMetrics(), clock, "opt-1")
+    second = None
+    try:
+        assert wait_leader([first]) is first
+        second = start_service(cluster, FakeMetrics(), clock, "opt-2")
+        time.sleep(1.5)
+        assert not second.is_leader()
+        channel, follower = stub(second)
+        with pytest.raises(grpc.RpcError) as err:
+            follower.GetPlan(plan_pb2.GetPlanRequest(), timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "opt-1" in err.value.details()
+        stopped = time.monotonic()
+        first.stop(release=release)
+        new = wait_leader([second], timeout_s=15)
+        took_s = time.monotonic() - stopped
+        lease_s, retry_s = 3, 1
+        assert took_s < (lease_s if release else lease_s + 2 * retry_s)  # crash: expiry after the last renew
+        plan = follower.GetPlan(plan_pb2.GetPlanRequest(), timeout=10)
+        assert new is second and plan.leader == "opt-2" and len(plan.targets) == 2
+        [lease] = kubeapi.objects("coordination.k8s.io", "leases", "faro-system")
+        assert lease["spec"]["holderIdentity"] == "opt-2"
+        channel.close()
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
