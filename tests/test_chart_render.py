@@ -38,7 +38,7 @@ VARIANTS = {
         }
     },
     "no-leader-election-one-replica": {
-        "optimizer": {"replicas": 1, "leaderElection": {"enabled": False}},
+        "optimizer": {"replicas": 1, "leaderElection": {"enabled": False}, "hpaTolerance": 0},
         "adapter": {"replicas": 1},
     },
 }
@@ -258,12 +258,16 @@ def test_optimizer_flags_carry_the_values(rendered):
         _one(rendered["no-leader-election-one-replica"], "Deployment", "faro-optimizer")
     )["args"]
     assert "PodDisruptionBudget" not in _kinds(rendered["no-leader-election-one-replica"])
+    assert "--hpa-tolerance=0" in _container(
+        _one(rendered["no-leader-election-one-replica"], "Deployment", "faro-optimizer")
+    )["args"]
+    assert not any(a.startswith("--hpa-tolerance") for a in defaults)
 
 
 # The flags of helper-contracts.md; the real parsers are checked below when the commands exist.
 OPTIMIZER_FLAGS = {
     "--kubeconfig", "--namespace", "--prometheus-url", "--metrics-preset", "--policy", "--interval-s",
-    "--reactive-interval-s", "--horizon", "--quantile", "--cluster-cap", "--plan-ttl-s", "--grpc-address",
+    "--reactive-interval-s", "--horizon", "--quantile", "--hpa-tolerance", "--cluster-cap", "--plan-ttl-s", "--grpc-address",
     "--metrics-address", "--leader-elect", "--no-leader-elect", "--lease-name", "--lease-namespace", "--actuator",
     "--ray-dashboard-url", "--ray-token-file", "--log-format",
 }  # fmt: skip
