@@ -76,15 +76,16 @@ def _opted_in(objects):
 def test_example_deployments_opt_in_with_a_latency_slo_and_known_annotations(built):
     deployments = _opted_in(built["examples/apps"])
     assert set(deployments) == {"resnet", "sentiment"}
-    known = {
-        "faro.dev/slo-latency-ms", "faro.dev/slo-percentile", "faro.dev/processing-time-ms", "faro.dev/weight",
-        "faro.dev/min-replicas", "faro.dev/max-replicas", "faro.dev/metrics-preset",
-    }  # fmt: skip
+    from faro.optimizer.kube.annotations import KNOWN, parse_annotations
+
+    known = set(KNOWN)
     for name, dep in deployments.items():
         annotations = dep["metadata"]["annotations"]
         assert float(annotations["faro.dev/slo-latency-ms"]) > 0, name
         faro_keys = {k for k in annotations if k.startswith("faro.dev/")}
         assert faro_keys <= known, f"{name}: unknown annotations {faro_keys - known}"
+        parsed, problems = parse_annotations(annotations, namespace="ml-serving", name=name)
+        assert parsed is not None and not problems, f"{name}: the optimizer rejects {problems}"
         assert dep["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"], name
     assert deployments["sentiment"]["metadata"]["annotations"]["faro.dev/metrics-preset"] == "ray-serve"
 
