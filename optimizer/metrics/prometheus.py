@@ -249,7 +249,10 @@ class PrometheusSource:
                 values[quantity] = None
                 continue
             if len(samples) > 1:
-                reason = f"{quantity} query returned {len(samples)} series, expected one (aggregate it)"
+                reason = (
+                    f"{quantity} query returned {len(samples)} series, expected one "
+                    "(wrap it in sum(), max() or another aggregation)"
+                )
                 if quantity in REQUIRED or quantity in ref.overrides:
                     return MetricsError(f"{who}: {reason}", kind="bad_result", quantity=quantity, query=expr)
                 notes.append(reason)
