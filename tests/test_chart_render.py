@@ -267,9 +267,9 @@ def test_optimizer_flags_carry_the_values(rendered):
 # The flags of helper-contracts.md; the real parsers are checked below when the commands exist.
 OPTIMIZER_FLAGS = {
     "--kubeconfig", "--namespace", "--prometheus-url", "--metrics-preset", "--policy", "--interval-s",
-    "--reactive-interval-s", "--horizon", "--quantile", "--hpa-tolerance", "--cluster-cap", "--plan-ttl-s", "--grpc-address",
-    "--metrics-address", "--leader-elect", "--no-leader-elect", "--lease-name", "--lease-namespace", "--actuator",
-    "--ray-dashboard-url", "--ray-token-file", "--log-format",
+    "--reactive-interval-s", "--horizon", "--quantile", "--hpa-tolerance", "--cluster-cap", "--plan-ttl-s",
+    "--grpc-address", "--metrics-address", "--leader-elect", "--no-leader-elect", "--lease-name", "--lease-namespace",
+    "--actuator", "--ray-dashboard-url", "--ray-token-file", "--log-format",
 }  # fmt: skip
 ADAPTER_FLAGS = {
     "--optimizer-address", "--plan-file", "--ignore-plan-expiry", "--plan-ttl-s", "--mode", "--secure-address",
