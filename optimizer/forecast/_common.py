@@ -21,6 +21,8 @@ from .base import Forecast
 GRID: NDArray[np.float64] = np.round(np.linspace(0.01, 0.99, 99), 4)
 #: Horizon steps calibrated at fit time unless a model says otherwise.
 DEFAULT_MAX_HORIZON = 15
+#: Minutes a recursion runs before the calibration window so its state has forgotten its start.
+WARMUP_MIN = 720
 #: Fewer finite residuals than this at a step and the job falls back to a normal shape.
 MIN_RESIDUALS = 30
 
@@ -97,10 +99,22 @@ def residual_grid(
         count = np.isfinite(r).sum(axis=1)
         ok = count >= min_residuals
         if ok.any():
-            out[ok, h] = np.nanquantile(r[ok], GRID, axis=1).T
+            out[ok, h] = nan_quantiles(r[ok], GRID)
         if (~ok).any():
             out[~ok, h] = sigma[~ok, None] * np.sqrt(h + 1.0) * normal[None, :]
     return out
+
+
+def nan_quantiles(values: NDArray[np.float64], levels: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Per-row quantiles ignoring NaN, (rows, M) → (rows, L), linear interpolation like numpy's default;
+    vectorised (``np.nanquantile`` loops over rows in Python). Every row needs ≥ 1 finite value."""
+    ordered = np.sort(values, axis=1)  # NaN sorts last
+    count = np.isfinite(values).sum(axis=1)
+    pos = levels[None, :] * (count[:, None] - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, count[:, None] - 1)
+    w = pos - lo
+    return (1 - w) * np.take_along_axis(ordered, lo, axis=1) + w * np.take_along_axis(ordered, hi, axis=1)
 
 
 def grid_quantiles(grid: NDArray[np.float64], horizon: int, qs: Sequence[float]) -> dict[float, NDArray[np.float64]]:

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from ._common import (
     DEFAULT_MAX_HORIZON,
+    WARMUP_MIN,
     as_history,
     check_request,
     check_update,
@@ -43,24 +44,37 @@ class Kernel(Protocol):
 
 
 def run_kernel(
-    kernel: Kernel, history: NDArray[np.float64], *, record_from: int, horizon: int
+    kernel: Kernel,
+    history: NDArray[np.float64],
+    *,
+    record_from: int,
+    horizon: int,
+    stride: int = 1,
+    warmup_min: int | None = WARMUP_MIN,
 ) -> tuple[State, NDArray[np.float64]]:
-    """Run over all minutes; returns the final state and the h-step errors of forecasts made at
-    origins ``record_from..T-1``: (N, M, horizon), NaN where no actual exists."""
+    """Run over the minutes from ``warmup_min`` before ``record_from`` (all with None); returns the
+    final state and the h-step errors of forecasts made at origins ``record_from..T-1``:
+    (N, M, horizon) (every ``stride``-th origin), NaN where no actual exists. The smoothing states forget their start
+    geometrically, so the warm-up bounds the cost of long histories."""
     n_jobs, n_min = history.shape
     state = kernel.init(n_jobs)
     record_from = max(0, min(record_from, n_min))
-    preds = np.full((n_jobs, n_min - record_from, horizon), np.nan)
-    for t in range(n_min):
+    first = 0 if warmup_min is None else max(0, record_from - warmup_min)
+    origins = np.arange(record_from, n_min, stride)
+    preds = np.full((n_jobs, origins.size, horizon), np.nan)
+    i = 0
+    for t in range(first, n_min):
         state = kernel.step(state, history[:, t])
-        if t >= record_from:
-            preds[:, t - record_from] = kernel.predict(state, horizon)
+        if i < origins.size and t == origins[i]:
+            preds[:, i] = kernel.predict(state, horizon)
+            i += 1
     actual = np.full_like(preds, np.nan)
     for h in range(1, horizon + 1):
-        lo = record_from + h
-        if lo < n_min:
-            actual[:, : n_min - lo, h - 1] = history[:, lo:]
-    return state, actual - preds
+        ok = origins + h < n_min
+        actual[:, ok, h - 1] = history[:, origins[ok] + h]
+    preds -= actual
+    preds *= -1.0
+    return state, preds
 
 
 @dataclass(frozen=True)
@@ -95,11 +109,12 @@ def fit_recursive(
     calibration_min: int,
     max_horizon: int = DEFAULT_MAX_HORIZON,
     sigma: NDArray[np.float64] | None = None,
+    stride: int = 2,
 ) -> FittedRecursive:
     """Run ``kernel`` over ``history`` and calibrate residual quantiles on its last minutes."""
     n_min = history.shape[1]
     state, residuals = run_kernel(
-        kernel, history, record_from=n_min - calibration_min - max_horizon, horizon=max_horizon
+        kernel, history, record_from=n_min - calibration_min - max_horizon, horizon=max_horizon, stride=stride
     )
     sigma = fallback_sigma(history) if sigma is None else sigma
     grid = residual_grid(residuals, sigma)
@@ -113,6 +128,7 @@ def select_per_job(
     *,
     window_min: int,
     horizon: int,
+    stride: int = 5,
 ) -> NDArray[np.int64]:
     """Index of the candidate parameter row (P, k) with the least mean squared h-step error per job,
     all candidates run at once by tiling the jobs."""
@@ -120,11 +136,13 @@ def select_per_job(
     n_cand = candidates.shape[0]
     tiled = np.repeat(history, n_cand, axis=0)  # job-major: rows j*P .. j*P+P-1
     params = np.tile(candidates, (n_jobs, 1))
-    _, residuals = run_kernel(make(params), tiled, record_from=history.shape[1] - window_min - horizon, horizon=horizon)
-    with np.errstate(invalid="ignore"):
-        sq = residuals**2
-        count = np.isfinite(sq).sum(axis=(1, 2))
-        mse = np.where(count > 0, np.nansum(sq, axis=(1, 2)) / np.maximum(count, 1), np.inf)
+    _, residuals = run_kernel(
+        make(params), tiled, record_from=history.shape[1] - window_min - horizon, horizon=horizon, stride=stride
+    )
+    fin = np.isfinite(residuals)
+    count = fin.sum(axis=(1, 2))
+    sq = np.square(np.where(fin, residuals, 0.0)).sum(axis=(1, 2))
+    mse = np.where(count > 0, sq / np.maximum(count, 1), np.inf)
     return np.argmin(mse.reshape(n_jobs, n_cand), axis=1)
 
 

@@ -27,7 +27,7 @@ from faro.optimizer.errors import InvalidInputError
 from numpy.typing import NDArray
 
 from ._common import (
-    DEFAULT_MAX_HORIZON,
+    WARMUP_MIN,
     as_history,
     check_request,
     check_update,
@@ -56,8 +56,9 @@ def _ridge(
     scale = np.where(scale > 1e-9, scale, 1.0)
     scale[:, 0] = 1.0
     Xs = Xz / scale[:, None, :]
-    A = np.einsum("nrk,nrl->nkl", Xs, Xs)
-    b = np.einsum("nrk,nr->nk", Xs, yz)
+    Xt = Xs.transpose(0, 2, 1)
+    A = Xt @ Xs  # batched BLAS
+    b = (Xt @ yz[..., None])[..., 0]
     penalty = np.full(k, ridge)
     penalty[0] = 0.0
     A = A + (penalty[None, :] * n[:, None])[:, :, None] * np.eye(k)[None]
@@ -142,9 +143,10 @@ class ProfileRegression:
     phase_offset_min: int = 0
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
     train_min: int = 3600
+    train_stride: int = 2
     ridge: float = 1e-3
     min_train_rows: int = 60
-    max_horizon: int = DEFAULT_MAX_HORIZON
+    max_horizon: int = 7  # weights per step up to here; beyond, the last step's weights and √h-wider quantiles
     name: str = "profile"
 
     def __post_init__(self) -> None:
@@ -154,6 +156,8 @@ class ProfileRegression:
             raise InvalidInputError(
                 "profile.phase_offset_min", f"must be in [0, season_min), got {self.phase_offset_min}"
             )
+        if self.train_stride < 1:
+            raise InvalidInputError("profile.train_stride", f"must be ≥ 1, got {self.train_stride}")
         if not self.alphas or any(not 0 < a <= 1 for a in self.alphas):
             raise InvalidInputError("profile.alphas", f"each must be in (0, 1], got {self.alphas}")
 
@@ -170,7 +174,8 @@ class ProfileRegression:
         ewma_seq = np.full((n_jobs, n_min, n_a), np.nan)
         last = np.full(n_jobs, np.nan)
         ewma = np.full((n_jobs, n_a), np.nan)
-        for t in range(n_min):
+        lo = max(0, n_min - self.train_min - H)
+        for t in range(max(0, lo - WARMUP_MIN), n_min):  # EWMAs forget their start; only recent origins train
             y = hist[:, t]
             seen = np.isfinite(y)
             last = np.where(seen, y, last)
@@ -196,40 +201,38 @@ class ProfileRegression:
         day_t, phase_t = abs_t // S, abs_t % S
         prof_now = known[:, day_t, phase_t]  # (N, T)
 
-        lo = max(0, n_min - self.train_min - H)
-        origins = np.arange(lo, n_min)
-        R = origins.size
+        origins = np.arange(n_min - 1, lo - 1, -self.train_stride)[::-1]  # always includes the latest
         k = 2 + n_a + 2
-        X = np.empty((n_jobs, R, H, k))
-        X[..., 0] = 1.0
-        X[..., 1] = last_seq[:, origins, None]
-        X[..., 2 : 2 + n_a] = ewma_seq[:, origins, None, :]
-        X[..., 2 + n_a] = prof_now[:, origins, None]
-        Y = np.full((n_jobs, R, H), np.nan)
-        for h in range(1, H + 1):
-            X[:, :, h - 1, -1] = known[:, day_t[origins], (phase_t[origins] + h) % S]
-            ok = origins + h < n_min
-            Y[:, ok, h - 1] = hist[:, origins[ok] + h]
+        base = np.empty((n_jobs, origins.size, k - 1))
+        base[..., 0] = 1.0
+        base[..., 1] = last_seq[:, origins]
+        base[..., 2 : 2 + n_a] = ewma_seq[:, origins]
+        base[..., 2 + n_a] = prof_now[:, origins]
+        base_fin = np.isfinite(base[..., : 2 + n_a]).all(axis=-1)
 
         coef = np.zeros((n_jobs, H, k))
-        resid = np.full((n_jobs, R, H), np.nan)
+        resid = np.full((n_jobs, origins.size, H), np.nan)
         mode = np.zeros(n_jobs, dtype=np.int8)
-        base_ok = np.isfinite(Y) & np.isfinite(X[..., : 2 + n_a]).all(axis=-1)
-        full_ok = base_ok & np.isfinite(X[..., 2 + n_a :]).all(axis=-1)
-        rows_full = full_ok[:, :, 0].sum(axis=1)
-        rows_base = base_ok[:, :, 0].sum(axis=1)
-        mode[rows_base >= self.min_train_rows] = 1
-        mode[rows_full >= self.min_train_rows] = 2
-        for h in range(H):
+        for h in range(1, H + 1):
+            X = np.concatenate([base, known[:, day_t[origins], (phase_t[origins] + h) % S][..., None]], axis=-1)
+            Y = np.full((n_jobs, origins.size), np.nan)
+            ok_y = origins + h < n_min
+            Y[:, ok_y] = hist[:, origins[ok_y] + h]
+            base_ok = np.isfinite(Y) & base_fin
+            full_ok = base_ok & np.isfinite(X[..., 2 + n_a :]).all(axis=-1)
+            if h == 1:  # the model per job is decided once, on the 1-step rows
+                mode[base_ok.sum(axis=1) >= self.min_train_rows] = 1
+                mode[full_ok.sum(axis=1) >= self.min_train_rows] = 2
             for m, cols, okm in ((1, slice(0, 2 + n_a), base_ok), (2, slice(0, k), full_ok)):
-                jobs = mode == m
-                if not jobs.any():
+                jobs = np.flatnonzero(mode == m)
+                if not jobs.size:
                     continue
-                c = _ridge(X[jobs, :, h, cols], Y[jobs, :, h], okm[jobs, :, h], self.ridge)
-                coef[jobs, h, cols] = c
-                pred = np.einsum("nrk,nk->nr", np.nan_to_num(X[jobs, :, h, cols]), c)
-                resid[jobs, :, h] = np.where(okm[jobs, :, h], Y[jobs, :, h] - pred, np.nan)
-            coef[mode == 0, h, 1] = 1.0  # cold start: last value
+                Xm = X[jobs][:, :, cols]
+                c = _ridge(Xm, Y[jobs], okm[jobs], self.ridge)
+                coef[jobs, h - 1, cols] = c
+                pred = (np.where(np.isfinite(Xm), Xm, 0.0) @ c[..., None])[..., 0]
+                resid[jobs, :, h - 1] = np.where(okm[jobs], Y[jobs] - pred, np.nan)
+            coef[mode == 0, h - 1, 1] = 1.0  # cold start: last value
         sigma = fallback_sigma(hist)
         grid = residual_grid(resid, sigma)
         cold = mode == 0

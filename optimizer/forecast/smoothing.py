@@ -31,7 +31,7 @@ def _fit_grid(
     grid: NDArray[np.float64], history: NDArray[np.float64], *, selection_min: int, calibration_min: int,
     max_horizon: int,
 ) -> FittedRecursive:
-    choice = select_per_job(_kernel, grid, history, window_min=selection_min, horizon=max_horizon)
+    choice = select_per_job(_kernel, grid, history, window_min=selection_min, horizon=min(max_horizon, 7))
     return fit_recursive(_kernel(grid[choice]), history, calibration_min=calibration_min, max_horizon=max_horizon)
 
 
