@@ -154,3 +154,26 @@ def test_names_with_url_metacharacters_are_quoted_in_the_path() -> None:
 def test_bad_configuration_names_the_flag(kwargs: dict, field: str) -> None:
     with pytest.raises(InvalidInputError, match=field):
         RayServeActuator(**kwargs)
+
+
+def test_ray_names_follow_the_annotations_and_skip_jobs_that_are_not_ray_serve() -> None:
+    from faro.optimizer.actuate.ray_serve import RayNames
+    from faro.optimizer.metrics import DeploymentRef
+
+    names = RayNames()
+    assert names("shop", "ranker") == ("shop", "ranker")  # before the first cycle: direct-mode convention
+    names.update(
+        [
+            DeploymentRef.from_annotations(
+                "team-a", "resnet-pods", {"faro.dev/ray-app": "vision", "faro.dev/ray-deployment": "ResNet"}
+            ),
+            DeploymentRef("shop", "ranker", preset="ray-serve"),
+            DeploymentRef("team-b", "plain-http"),
+        ]
+    )
+    ray = FakeRay()
+    errors = make(ray, resolve=names).apply(
+        plan(("team-a", "resnet-pods", 3), ("shop", "ranker", 2), ("team-b", "plain-http", 4))
+    )
+    assert errors == {}
+    assert sorted(ray.sent) == [("shop", "ranker", 2, None), ("vision", "ResNet", 3, None)]

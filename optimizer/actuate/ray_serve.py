@@ -15,7 +15,7 @@ an exponential back-off, and never delays or disturbs the other jobs.
 Kubernetes-style job keys map to Ray names by ``resolve(namespace, name) -> (app, deployment)``:
 by default the direct-mode convention namespace = application, name = deployment; the service
 passes a resolver built from the ``faro.dev/ray-app`` / ``faro.dev/ray-deployment`` annotations
-(``DeploymentRef.app_label`` / ``deployment_label``). A resolver returning None skips the job
+(``RayNames``, fed each cycle's ``DeploymentRef``s). A resolver returning None skips the job
 (e.g. a job scaled by an HPA instead).
 """
 
@@ -24,16 +24,18 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from faro.optimizer.errors import InvalidInputError
+from faro.optimizer.metrics.base import DeploymentRef
 from faro.optimizer.policy.base import Plan, Target
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,33 @@ def urllib_post(url: str, body: bytes, headers: Mapping[str, str], timeout_s: fl
 def direct_names(namespace: str, name: str) -> tuple[str, str]:
     """Direct-mode convention: the job's namespace is the Ray Serve application, its name the deployment."""
     return namespace, name
+
+
+class RayNames:
+    """A resolver fed with each cycle's ``DeploymentRef``s: a job goes to Ray when its metrics preset
+    is ``ray-serve`` or it names a Ray application/deployment by annotation; its Ray names are
+    ``ref.app_label`` / ``ref.deployment_label`` (annotations, else namespace / name). Jobs it has not
+    seen resolve by the direct-mode convention until the first ``update``."""
+
+    def __init__(self) -> None:
+        self._names: dict[tuple[str, str], tuple[str, str] | None] | None = None
+        self._lock = threading.Lock()
+
+    def update(self, refs: Iterable[DeploymentRef]) -> None:
+        names = {
+            ref.key: (ref.app_label, ref.deployment_label)
+            if ref.preset == "ray-serve" or ref.app or ref.deployment
+            else None
+            for ref in refs
+        }
+        with self._lock:
+            self._names = names
+
+    def __call__(self, namespace: str, name: str) -> tuple[str, str] | None:
+        with self._lock:
+            if self._names is None:
+                return direct_names(namespace, name)
+            return self._names.get((namespace, name))
 
 
 @dataclass
