@@ -45,10 +45,11 @@ def paper_instance(n: int, seed: int, objective: str) -> Problem:
             min_replicas=1, max_replicas=64, current_replicas=int(rng.integers(1, 8)),
         ))
     budget = 3.2 * n
+    gpu_jobs = [sum(1 for j in jobs if j.namespace == f"ns{s}" and j.demand("nvidia.com/gpu")) for s in range(spaces)]
     quotas = [
         Quota(name=f"ns{s}", namespace=f"ns{s}",
               hard={"cpu": 1.25 * budget / spaces, "memory": 1.25 * 2.2 * budget / spaces * GI,
-                    "nvidia.com/gpu": max(1.0, 0.5 * n / 10 / spaces * 3)},
+                    "nvidia.com/gpu": 1.0 + 2.0 * gpu_jobs[s]},
               used={"cpu": float(rng.uniform(0, 0.05)) * budget / spaces})
         for s in range(spaces)
     ]
@@ -56,10 +57,10 @@ def paper_instance(n: int, seed: int, objective: str) -> Problem:
     return Problem(jobs=tuple(jobs), quotas=tuple(quotas), objective=objective)
 
 
-def measure(problem: Problem, solver: str, *, traced: bool) -> dict:
+def measure(problem: Problem, solver: str, *, traced: bool, time_limit_s: float = 120.0) -> dict:
     if traced:
         tracemalloc.start()
-    result = solve(problem, solver=solver, clock=time.perf_counter, time_limit_s=300.0)
+    result = solve(problem, solver=solver, clock=time.perf_counter, time_limit_s=time_limit_s)
     peak = None
     if traced:
         peak = tracemalloc.get_traced_memory()[1]
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--objectives", default="sum,fairsum")
     parser.add_argument("--solvers", default="auto,greedy,cvxpy,cobyla")
     parser.add_argument("--cobyla-max", type=int, default=100)
+    parser.add_argument("--time-limit-s", type=float, default=120.0, help="per COBYLA solve")
     parser.add_argument("--cvxpy-max", type=int, default=1000)
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args(argv)
@@ -95,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
                 runs = []
                 for seed, problem in enumerate(tqdm(problems, desc=f"{objective} n={n} {solver}", file=sys.stderr,
                                                     leave=False)):
-                    run = measure(problem, solver, traced=False)
+                    run = measure(problem, solver, traced=False, time_limit_s=args.time_limit_s)
                     run["seed"] = seed
                     runs.append(run)
-                peak = measure(problems[0], solver, traced=True)["peak_bytes"]
+                peak = measure(problems[0], solver, traced=True, time_limit_s=args.time_limit_s)["peak_bytes"]
                 times = [r["solve_ms"] for r in runs]
                 gaps = [r["gap"] for r in runs if r["gap"] is not None]
                 rows.append({

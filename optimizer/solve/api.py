@@ -94,10 +94,27 @@ def _fit_minimums(cons: Constraints, lo: NDArray[np.int64]) -> tuple[NDArray[np.
         else:
             hi_f = mid
     new = scaled(lo_f)
+    # Rounding down can take much more than needed (a minimum of 1 becomes 0): hand replicas back
+    # one at a time to the job that kept the smallest share of its minimum, while they fit.
+    usage = cons.matrix @ new
+    handed_back = 0
+    while True:
+        short = np.nonzero(hit & (new < lo))[0]
+        if short.size == 0:
+            break
+        fits_one = np.all(usage[:, None] + cons.matrix[:, short] <= (cons.bound + tol)[:, None], axis=0)
+        if not fits_one.any():
+            break
+        cand = short[fits_one]
+        i = int(cand[np.argmin(new[cand] / lo[cand])])
+        new[i] += 1
+        usage += cons.matrix[:, i]
+        handed_back += 1
     labels = [cons.labels[r] for r in np.nonzero(over)[0]]
     msg = (
         f"minimum replicas do not fit {', '.join(labels)}: the minimums of {int(hit.sum())} job(s) under "
-        f"those quotas were scaled by {lo_f:.3f} and rounded down (total {int(lo[hit].sum())} -> "
+        f"those quotas were scaled by {lo_f:.3f}, rounded down, and {handed_back} replica(s) handed back to "
+        f"the jobs furthest below their minimum while they fit (total {int(lo[hit].sum())} -> "
         f"{int(new[hit].sum())} replicas)"
     )
     if not fits(new):

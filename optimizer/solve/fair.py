@@ -13,7 +13,8 @@ with ``k ≥ r(u*)``, which never lowers the minimum.
 *FairSum* ``f = ΣU + N(m − M + 1)`` with ``m = min U``, ``M = max U``. For a fixed floor ``m`` we
 solve the separable subproblem ``max ΣU`` s.t. ``k ≥ r(m)`` (bound ``S(m)``, non-increasing in
 ``m``). Any allocation whose minimum lies in ``(m_j, m_{j+1}]`` has ``ΣU ≤ S(m_j)`` and, as
-``ΣU ≤ N·M``, ``f ≤ N(m + 1)``; so ``f ≤ min(S(m_j) + N, N(m_{j+1} + 1))`` on that bucket. We
+``ΣU ≤ N·M``, ``f ≤ N(m + 1)``; with ``M ≥ M₀ = maxᵢ Uᵢ[0]`` (no job can go below its floor),
+``f ≤ min(S(m_j) + N(m_{j+1} − M₀ + 1), N(m_{j+1} + 1))`` on that bucket. We
 evaluate floors on a grid of the achievable levels, refine the bucket holding the largest bound,
 keep the best allocation found and report the largest bucket bound as the certificate.
 """
@@ -116,12 +117,16 @@ def solve_fairsum(
     for j in np.unique(np.linspace(0, levels.size - 1, min(grid, levels.size)).round().astype(int)):
         evaluate(int(j))
 
+    # No allocation has a maximum below the largest utility some job has at its floor.
+    max_floor = float(np.max(utility[:, 0]))
+
     def bucket_bounds() -> list[tuple[float, int, int]]:
         idx = sorted(evaluated)
         out = []
         for a, b in zip(idx, [*idx[1:], None], strict=True):
             s_a = evaluated[a][0]
-            s_term = np.inf if s_a is None else s_a + n
+            m_top = float(levels[b]) if b is not None else float(levels[-1])
+            s_term = np.inf if s_a is None else s_a + n * (m_top - max_floor + 1.0)
             top = float(levels[b]) if b is not None else float(levels[-1])
             out.append((min(s_term, n * (top + 1.0)), a, b if b is not None else a))
         return out
