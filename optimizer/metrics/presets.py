@@ -149,7 +149,7 @@ RAY_SERVE = Preset(
     name="ray-serve",
     description=(
         "Ray Serve's own metrics (Ray 2.60): arrivals from the router counter, processing latency "
-        "from the replica histogram, queue from the router gauge, utilisation from the replica gauge."
+        "from the replica histogram, queue from the router gauge; no CPU template (see below)."
     ),
     templates={
         # Counted by the router when a request is assigned, i.e. arrivals (queued ones included).
@@ -168,7 +168,8 @@ RAY_SERVE = Preset(
             f" / sum(rate(ray_serve_deployment_processing_latency_ms_count{{{_RAY_SEL}}}[${{window}}]))"
         ),
         "queue": f"sum(ray_serve_deployment_queued_queries{{{_RAY_SEL}}})",
-        "cpu": f"avg(ray_serve_replica_utilization_percent{{{_RAY_SEL}}}) / 100",
+        # No "cpu": ray_serve_replica_utilization_percent is normalised by max_ongoing_requests and did
+        # not read as a busy fraction on Ray 2.60 (tests/test_ray_serve_e2e.py); use faro.dev/promql-cpu.
     },
 )
 
