@@ -172,6 +172,11 @@ class ControlLoop:
 
     def _publish(self, cycle: Cycle, plan: Plan, now_s: float) -> PublishedPlan:
         by_key = {(t.namespace, t.name): t for t in plan.targets}
+        # Reactive and hold steps carry no model numbers: keep the last solve's, so that plans and the
+        # forecast/latency/utility gauges do not drop to 0 between long-horizon steps.
+        previous = self.store.current()
+        carried = {(x.namespace, x.deployment): x for x in previous.targets if not x.held_reason} \
+            if plan.kind != "solve" and previous is not None and previous.leader == self.config.identity else {}
         targets: list[PlannedTarget] = []
         for job in cycle.view.jobs:
             key = job.spec.key
@@ -180,10 +185,13 @@ class ControlLoop:
                 t = Target(key[0], key[1], job.current_replicas, job.current_replicas,
                            held_reason="the policy returned no target")
             obs = job.observation
+            last = carried.get(key)
             targets.append(PlannedTarget(
                 namespace=key[0], deployment=key[1], desired_replicas=int(t.desired_replicas),
-                current_replicas=cycle.infos[key].replicas, forecast_rps=float(t.forecast_rps),
-                expected_latency_ms=float(t.expected_latency_ms), expected_utility=float(t.expected_utility),
+                current_replicas=cycle.infos[key].replicas,
+                forecast_rps=float(t.forecast_rps) or (last.forecast_rps if last else 0.0),
+                expected_latency_ms=float(t.expected_latency_ms) or (last.expected_latency_ms if last else 0.0),
+                expected_utility=float(t.expected_utility) or (last.expected_utility if last else 0.0),
                 held_reason=t.held_reason, slo_latency_ms=job.spec.slo.latency_ms,
                 slo_percentile=job.spec.slo.percentile, observed_latency_ms=float(obs.latency_ms or 0.0),
                 stale=key in cycle.stale_age_s, observations_age_s=float(cycle.stale_age_s.get(key, 0.0)),
