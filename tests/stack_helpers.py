@@ -169,10 +169,12 @@ class FaroProcess:
                                  f"{self.log()[-3000:]}")
 
 
-def http_get(url: str, *, context: ssl.SSLContext | None = None, timeout_s: float = 10.0) -> tuple[int, Any]:
+def http_get(url: str, *, context: ssl.SSLContext | None = None, headers: dict[str, str] | None = None,
+             timeout_s: float = 10.0) -> tuple[int, Any]:
     """GET ``url``; (status, JSON body or text). HTTP errors are answers, not exceptions."""
+    request = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s, context=context) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s, context=context) as response:
             status, body = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, body = exc.code, exc.read()
@@ -180,6 +182,20 @@ def http_get(url: str, *, context: ssl.SSLContext | None = None, timeout_s: floa
         return status, json.loads(body)
     except ValueError:
         return status, body.decode(errors="replace")
+
+
+def create_auth_configmap(kube_client: Any, front_proxy_ca_pem: str) -> None:
+    """``kube-system/extension-apiserver-authentication`` as kube-apiserver publishes it (front-proxy CA)."""
+    from kubernetes import client
+
+    client.CoreV1Api(kube_client).create_namespaced_config_map("kube-system", client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="extension-apiserver-authentication", namespace="kube-system"),
+        data={"requestheader-client-ca-file": front_proxy_ca_pem,
+              "requestheader-allowed-names": '["front-proxy-client"]',
+              "requestheader-username-headers": '["X-Remote-User"]',
+              "requestheader-group-headers": '["X-Remote-Group"]',
+              "requestheader-extra-headers-prefix": '["X-Remote-Extra-"]'},
+    ))
 
 
 def scrape_value(text: str, name: str, **labels: str) -> float | None:

@@ -18,16 +18,37 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import json
+import ssl
+import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
+from faro.adapter.testing import CertificateAuthority
 from faro.optimizer.commands import optimizer as command
+from faro.optimizer.sim.hpa import HPABehavior, HPASpec
+from faro.v1 import plan_pb2, plan_pb2_grpc
 from kubeapi.objects import deployment, hpa, quota
 from kubernetes import client
+from prom_fixture import TrafficExporter, free_port, openmetrics_counter
 from prometheus_client import CollectorRegistry
 from service_fakes import AcceleratedClock
-from stack_helpers import PlanRecorder, TimestampedExporter, desired, http_get, scrape_value
+from stack_helpers import (
+    METRIC_PATH,
+    FaroProcess,
+    HPAController,
+    PlanRecorder,
+    TimestampedExporter,
+    create_auth_configmap,
+    desired,
+    eventually,
+    http_get,
+    scrape_value,
+)
 
 NS = "team-a"
 QUOTA_CPU = 8  # requests.cpu of the namespace quota; every replica requests 1 CPU
@@ -153,3 +174,181 @@ def test_plans_follow_real_prometheus_load_within_the_quota_and_survive_a_promet
         exporter.close()
 
 
+
+
+# ------------------------------------------------------------------------------------ plan → adapter → HPA
+
+HPA_USER = "system:serviceaccount:kube-system:horizontal-pod-autoscaler"
+KUBECTL_USER = "alice"
+ADAPTER_TTL_S = 5.0  # the adapter stops serving a plan this old; the optimizer publishes one every second
+CHAIN_RPS = 30.0  # deployment a: 30 req/s at 100 ms each, ~5 replicas wanted
+
+
+def backfilled_history(now_s: float, *, minutes: int = 12) -> str:
+    """``CHAIN_RPS`` for the last ``minutes`` minutes (15 s resolution), ending just before Prometheus starts."""
+    start_s = now_s - minutes * 60
+    points = [(start_s + i * 15.0, CHAIN_RPS * i * 15.0) for i in range(minutes * 4)]
+    return openmetrics_counter("http_requests", {"namespace": NS, "deployment": "a"}, points)
+
+
+@dataclass
+class Chain:
+    optimizer: FaroProcess
+    adapter: FaroProcess
+    hpa: HPAController
+    grpc_address: str
+    adapter_url: str
+    serving_ca: bytes
+    front_proxy: tuple[Path, Path]
+    apps: client.AppsV1Api
+
+    def plan(self):
+        with grpc.insecure_channel(self.grpc_address) as channel:
+            return plan_pb2_grpc.PlanServiceStub(channel).GetPlan(plan_pb2.GetPlanRequest(), timeout=10)
+
+    def planned_a(self) -> int | None:
+        try:
+            return desired(self.plan()).get("a")
+        except grpc.RpcError:
+            return None
+
+    def hpa_sync(self) -> int:
+        """One HPA controller sync; like the controller, it then scales the Deployment through the API."""
+        before = self.hpa.replicas
+        self.hpa.sync()
+        if self.hpa.replicas != before:
+            self.apps.patch_namespaced_deployment("a", NS, {"spec": {"replicas": self.hpa.replicas}})
+        return self.hpa.replicas
+
+    def follows_plan(self) -> bool:
+        """Whether, after one sync, the HPA sits at what the optimizer currently plans."""
+        self.optimizer.check_alive()
+        self.adapter.check_alive()
+        replicas = self.hpa_sync()
+        return replicas == self.planned_a()
+
+
+def optimizer_args(kubeconfig: Path, prom_url: str, grpc_port: int) -> list[str]:
+    return ["--kubeconfig", str(kubeconfig), "--prometheus-url", prom_url, "--namespace", NS, "--no-leader-elect",
+            "--identity", "chain-0", "--grpc-address", f"127.0.0.1:{grpc_port}",
+            "--metrics-address", f"127.0.0.1:{free_port()}", "--interval-s", "5", "--reactive-interval-s", "1",
+            "--history-minutes", "10", "--horizon", "3"]
+
+
+@pytest.fixture
+def chain(kubeapi, kube_client, prometheus_factory, tmp_path: Path):
+    apps, core = client.AppsV1Api(kube_client), client.CoreV1Api(kube_client)
+    core.create_namespaced_resource_quota(NS, quota("compute", {"requests.cpu": "16"}))
+    ann = annotations(processing_annotated=True)
+    apps.create_namespaced_deployment(NS, deployment("a", replicas=2, annotations=ann))
+    client.AutoscalingV2Api(kube_client).create_namespaced_horizontal_pod_autoscaler(
+        NS, hpa("a", min_replicas=1, max_replicas=20))
+
+    # Delegated auth of the aggregated API, answered by the test API server.
+    serving, front = CertificateAuthority("serving-ca"), CertificateAuthority("front-proxy-ca")
+    server_cert = serving.issue("faro-adapter", server=True).write(tmp_path, "server")
+    front_proxy = front.issue("front-proxy-client").write(tmp_path, "front-proxy")
+    create_auth_configmap(kube_client, front.cert_pem.decode())
+    kubeapi.token_users = {"kubectl-token": {"username": KUBECTL_USER, "groups": ["system:authenticated"]}}
+    kubeapi.authorize = lambda spec: (spec.get("user") in (HPA_USER, KUBECTL_USER), "")
+
+    exporter = TrafficExporter().start()
+    exporter.set_traffic(NS, "a", rate_rps=CHAIN_RPS, latency_fractions=FAST, mean_latency_ms=40.0)
+    prom = prometheus_factory([exporter.target], backfill=backfilled_history(time.time() - 15))
+    kubeconfig = kubeapi.kubeconfig(tmp_path / "kubeconfig")
+    grpc_port, secure_port = free_port(), free_port()
+    optimizer = FaroProcess("optimizer", optimizer_args(kubeconfig, prom.url, grpc_port), tmp_path / "optimizer.log")
+    adapter = FaroProcess("adapter", [
+        "--optimizer-address", f"127.0.0.1:{grpc_port}", "--secure-address", f"127.0.0.1:{secure_port}",
+        "--tls-cert-file", str(server_cert[0]), "--tls-private-key-file", str(server_cert[1]),
+        "--plan-ttl-s", str(ADAPTER_TTL_S), "--metrics-address", f"127.0.0.1:{free_port()}",
+        "--kubeconfig", str(kubeconfig),
+    ], tmp_path / "adapter.log")
+    # The HPA controller reaches the adapter through the aggregator: front-proxy certificate + X-Remote-User.
+    hpa_ctx = ssl.create_default_context(cadata=serving.cert_pem.decode())
+    hpa_ctx.load_cert_chain(str(front_proxy[0]), str(front_proxy[1]))
+    adapter_url = f"https://127.0.0.1:{secure_port}"
+    spec = HPASpec(min_replicas=1, max_replicas=20, behavior=HPABehavior.recommended_for_faro())
+    controller = HPAController(adapter_url, hpa_ctx, NS, "a", replicas=2, spec=spec,
+                               headers={"X-Remote-User": HPA_USER, "X-Remote-Group": "system:serviceaccounts"})
+    try:
+        optimizer.start()
+        adapter.start()
+        yield Chain(optimizer, adapter, controller, f"127.0.0.1:{grpc_port}", adapter_url, serving.cert_pem,
+                    front_proxy, apps)
+    finally:
+        optimizer.stop()
+        adapter.stop()
+        exporter.close()
+
+
+def kubectl_raw(chain: Chain, path: str, tmp_path: Path) -> dict:
+    """``kubectl get --raw`` against the adapter, authenticated by a bearer token (a TokenReview)."""
+    kubeconfig = tmp_path / "adapter-kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "adapter",
+        "clusters": [{"name": "adapter", "cluster": {
+            "server": chain.adapter_url, "certificate-authority-data": base64.b64encode(chain.serving_ca).decode()}}],
+        "users": [{"name": "alice", "user": {"token": "kubectl-token"}}],
+        "contexts": [{"name": "adapter", "context": {"cluster": "adapter", "user": "alice"}}],
+    }))
+    out = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "get", "--raw", path], capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.mark.slow
+def test_hpa_replicas_follow_the_optimizers_plan_through_the_adapter_and_hold_when_it_is_gone(
+    chain: Chain, kube_client, tmp_path: Path
+) -> None:
+    # Load from Prometheus (backfilled minutes + live exporter) → plan → adapter → HPA → Deployment scaled.
+    eventually(chain.follows_plan, timeout_s=90, what="the HPA at the optimizer's plan")
+    first = chain.hpa.replicas
+    assert first >= 3, f"30 req/s at 100 ms each needs several replicas, HPA at {first}"
+    deployment_replicas = lambda: client.AppsV1Api(kube_client).read_namespaced_deployment("a", NS).spec.replicas  # noqa: E731
+    assert deployment_replicas() == first
+    eventually(lambda: chain.plan().targets[0].current_replicas == first, timeout_s=30,
+               what="the optimizer seeing the HPA's scale in spec.replicas")
+
+    # The quota is cut to 2 CPUs: the next solve fits it, and the HPA follows down (no stabilization).
+    core = client.CoreV1Api(kube_client)
+    core.patch_namespaced_resource_quota("compute", NS, {"spec": {"hard": {"requests.cpu": "2"}}})
+    core.patch_namespaced_resource_quota_status("compute", NS, {"status": {"hard": {"requests.cpu": "2"}}})
+    eventually(lambda: chain.follows_plan() and chain.hpa.replicas <= 2, timeout_s=60,
+               what="the HPA down to the 2-CPU quota")
+    assert deployment_replicas() == chain.hpa.replicas
+
+    # kubectl reads the same value the HPA does.
+    path = METRIC_PATH.format(namespace=NS) + "?labelSelector=deployment%3Da"
+    listing = kubectl_raw(chain, path, tmp_path)
+    assert listing["kind"] == "ExternalMetricValueList" and len(listing["items"]) == 1
+    assert listing["items"][0]["metricName"] == "faro_desired_replicas"
+    assert int(listing["items"][0]["value"]) == chain.planned_a()
+
+    # Bad requests get a Status with the right code, never a 500.
+    for query, code in (("?labelSelector=deployment%20in%20(", 400), ("?labelSelector=deployment%3Dghost", 404)):
+        status, body = http_get(chain.adapter_url + METRIC_PATH.format(namespace=NS) + query,
+                                context=chain.hpa.context, headers=chain.hpa.headers)
+        assert (status, body["kind"]) == (code, "Status"), (query, body)
+    status, body = http_get(chain.adapter_url + f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/nope"
+                            "?labelSelector=deployment%3Da", context=chain.hpa.context, headers=chain.hpa.headers)
+    assert (status, body["kind"]) == (404, "Status")
+
+    # The optimizer stops: after the TTL the adapter stops serving; the HPA holds what it has.
+    assert chain.optimizer.stop() == 0
+    held = chain.hpa.replicas
+    eventually(lambda: chain.hpa_sync() is not None and chain.hpa.last_status == 503, timeout_s=ADAPTER_TTL_S + 30,
+               what="the adapter refusing the expired plan")
+    for _ in range(3):
+        assert chain.hpa.sync() is None and chain.hpa.replicas == held
+    status, body = http_get(chain.hpa.url, context=chain.hpa.context, headers=chain.hpa.headers)
+    assert (status, body["kind"], body["reason"]) == (503, "Status", "ServiceUnavailable")
+    # Still ready (the APIService stays available, the HPA sees "no metric" and holds), saying why it serves nothing.
+    status, text = http_get(chain.adapter_url + "/readyz", context=chain.hpa.context)
+    assert status == 200 and "serving nothing" in text
+
+    # Restarted (same address): the adapter reconnects and the HPA follows the new plan again.
+    chain.optimizer.start()
+    eventually(lambda: chain.hpa.read_metric() is not None, timeout_s=90, what="the adapter serving again")
+    eventually(chain.follows_plan, timeout_s=60, what="the HPA following the restarted optimizer")
