@@ -19,7 +19,7 @@ ANN = {"faro.dev/slo-latency-ms": "300", "faro.dev/processing-time-ms": "100"}
 
 
 class Rig:
-    def __init__(self, kube_client):
+    def __init__(self, kube_client, actuators=()):
         self.apps = client.AppsV1Api(kube_client)
         self.core = client.CoreV1Api(kube_client)
         self.hpas = client.AutoscalingV2Api(kube_client)
@@ -32,7 +32,7 @@ class Rig:
         self.loop = ControlLoop(config=config, policy=make_policy("faro-fairsum", interval_s=60, first_long_s=0),
                                 snapshot=self.state.snapshot, metrics_source=self.metrics, store=self.store,
                                 telemetry=Telemetry(self.registry), clock=lambda: self.now[0],
-                                events=EventRecorder(self.core, clock=lambda: self.now[0]))
+                                events=EventRecorder(self.core, clock=lambda: self.now[0]), actuators=actuators)
 
     def add(self, name, *, annotations=ANN, replicas=1, with_hpa=True):
         self.apps.create_namespaced_deployment("team-a", deployment(name, annotations=dict(annotations),
@@ -147,3 +147,31 @@ def test_load_drops_and_the_plan_falls_back(rig):
     rig.metrics.set_load(("team-a", "a"), 300)
     lows = [rig.tick().desired()[("team-a", "a")] for _ in range(10)]  # ten minutes of low load
     assert high >= 10 and lows[-1] < high / 3
+
+
+def test_the_ray_actuator_scales_the_ray_names_the_deployment_annotations_give(kube_client):
+    import json
+
+    from faro.optimizer.actuate.ray_serve import RayNames, RayServeActuator
+
+    sent = []
+
+    def ray(url, body, headers, timeout_s):
+        sent.append((url.split("/api/v1/applications/", 1)[1], json.loads(body)["target_num_replicas"]))
+        return 200, b"{}"
+
+    actuator = RayServeActuator("http://ray-head:8265", resolve=RayNames(), transport=ray, max_workers=1)
+    rig = Rig(kube_client, actuators=[actuator])
+    rig.state.start()
+    try:
+        assert rig.state.wait_synced(20)
+        rig.add("resnet-pods", annotations={**ANN, "faro.dev/ray-app": "vision", "faro.dev/ray-deployment": "ResNet"})
+        rig.add("plain", annotations=ANN)  # not a Ray Serve job: scaled by its HPA, never POSTed
+        rig.settle(2)
+        rig.metrics.set_load(("team-a", "resnet-pods"), 3000)
+        rig.metrics.set_load(("team-a", "plain"), 600)
+        plan = rig.tick()
+    finally:
+        rig.state.stop()
+    desired = {t.deployment: t.desired_replicas for t in plan.targets}
+    assert sent == [("vision/deployments/ResNet/scale", desired["resnet-pods"])]

@@ -145,6 +145,11 @@ class RayServeActuator:
         self._clock = clock
         self._jobs: dict[tuple[str, str], _JobState] = {}
 
+    def update_deployments(self, refs: Iterable[DeploymentRef]) -> None:
+        """Feed this cycle's Deployments to a ``RayNames`` resolver (the loop calls this each cycle)."""
+        if isinstance(self._resolve, RayNames):
+            self._resolve.update(refs)
+
     def scale_url(self, app: str, deployment: str) -> str:
         quote = urllib.parse.quote
         return (

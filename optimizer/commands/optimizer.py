@@ -133,17 +133,11 @@ def _ray_actuator(args: argparse.Namespace):
     if not args.ray_dashboard_url:
         raise InvalidInputError("--ray-dashboard-url", "is required with --actuator ray-serve")
     try:
-        from faro.optimizer.actuate.ray_serve import RayServeActuator
+        from faro.optimizer.actuate.ray_serve import RayNames, RayServeActuator
     except ImportError as exc:
         raise InvalidInputError("--actuator", f"ray-serve actuator unavailable: {exc}") from exc
-    token = None
-    if args.ray_token_file:
-        try:
-            with open(args.ray_token_file) as fh:
-                token = fh.read().strip()
-        except OSError as exc:
-            raise InvalidInputError("--ray-token-file", str(exc)) from exc
-    return RayServeActuator(args.ray_dashboard_url, token=token)
+    # The token file is re-read on every apply so a rotated token is picked up.
+    return RayServeActuator(args.ray_dashboard_url, token_file=args.ray_token_file or None, resolve=RayNames())
 
 
 def run(args: argparse.Namespace) -> int:

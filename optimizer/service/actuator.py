@@ -7,9 +7,10 @@ plan. The HPA path needs none (adapters watch the plan API); the Ray Serve actua
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
+from faro.optimizer.metrics.base import DeploymentRef
 from faro.optimizer.policy.base import Plan
 
 
@@ -20,3 +21,11 @@ class Actuator(Protocol):
         """Carry out a plan; returns per-job error messages (empty when all went well). Never raises
         for one job's failure."""
         ...
+
+
+@runtime_checkable
+class DeploymentAware(Protocol):
+    """Optional ability: an actuator that needs each cycle's Deployments (e.g. to read their
+    ``faro.dev/ray-app`` annotations). The loop calls it before ``apply``."""
+
+    def update_deployments(self, refs: Sequence[DeploymentRef]) -> None: ...

@@ -24,7 +24,7 @@ from typing import Any
 from faro.optimizer.kube.events import EventRecorder
 from faro.optimizer.kube.state import DeploymentInfo, KubeSnapshot
 from faro.optimizer.policy.base import Plan, Target
-from faro.optimizer.service.actuator import Actuator
+from faro.optimizer.service.actuator import Actuator, DeploymentAware
 from faro.optimizer.service.config import ServiceConfig
 from faro.optimizer.service.plans import PlannedTarget, PlanStore, PublishedPlan
 from faro.optimizer.service.telemetry import Telemetry
@@ -123,6 +123,9 @@ class ControlLoop:
     def _observe(self, snapshot: KubeSnapshot, parsed: Mapping[tuple[str, str], Any],
                  now_s: float) -> dict[tuple[str, str], str]:
         refs = refs_for(snapshot, parsed)
+        for actuator in self._actuators:
+            if isinstance(actuator, DeploymentAware):
+                actuator.update_deployments(refs)
         errors: dict[tuple[str, str], str] = {}
         try:
             results = self._metrics.observe(refs, now_s=now_s, history_minutes=self.config.history_minutes) if refs \
