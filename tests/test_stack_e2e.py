@@ -129,6 +129,10 @@ def test_plans_follow_real_prometheus_load_within_the_quota_and_survive_a_promet
         assert sum(desired(high).values()) <= QUOTA_CPU
         assert all(t.expected_latency_ms > 0 and 90 <= t.observed_latency_ms <= 100 for t in high.targets), high
 
+        # A full minute at the high load in the forecast: the reference for the outage.
+        steady = recorder.wait(solve_with(lambda p: all(t.forecast_rps > 0.8 * HIGH_RPS for t in p.targets)),
+                               since=recorder.mark(), timeout_s=60, what="a whole high minute in the forecast")
+
         # Prometheus stops: the loop keeps planning from the last good observations, marked stale.
         mark = recorder.mark()
         prom.stop()
@@ -139,7 +143,7 @@ def test_plans_follow_real_prometheus_load_within_the_quota_and_survive_a_promet
             what="stale plans ticking on")
         for plan in (outage, later):
             assert planned(plan) and min(desired(plan).values()) >= 3, plan  # the high plan holds, not a collapse
-            for t, before in zip(plan.targets, high.targets, strict=True):
+            for t, before in zip(plan.targets, steady.targets, strict=True):
                 assert t.forecast_rps == pytest.approx(before.forecast_rps, rel=0.25)  # last good forecasts
         assert service._thread is not None and service._thread.is_alive()
         _, text = http_get(metrics_url)
@@ -185,9 +189,10 @@ CHAIN_RPS = 30.0  # deployment a: 30 req/s at 100 ms each, ~5 replicas wanted
 
 
 def backfilled_history(now_s: float, *, minutes: int = 12) -> str:
-    """``CHAIN_RPS`` for the last ``minutes`` minutes (15 s resolution), ending just before Prometheus starts."""
+    """``CHAIN_RPS`` for the ``minutes`` minutes up to ``now_s`` (15 s resolution): the history Prometheus would
+    have scraped before this test; the live exporter (started just before) carries on from there."""
     start_s = now_s - minutes * 60
-    points = [(start_s + i * 15.0, CHAIN_RPS * i * 15.0) for i in range(minutes * 4)]
+    points = [(start_s + i * 15.0, CHAIN_RPS * i * 15.0) for i in range(minutes * 4 + 1)]
     return openmetrics_counter("http_requests", {"namespace": NS, "deployment": "a"}, points)
 
 
@@ -254,7 +259,7 @@ def chain(kubeapi, kube_client, prometheus_factory, tmp_path: Path):
 
     exporter = TrafficExporter().start()
     exporter.set_traffic(NS, "a", rate_rps=CHAIN_RPS, latency_fractions=FAST, mean_latency_ms=40.0)
-    prom = prometheus_factory([exporter.target], backfill=backfilled_history(time.time() - 15))
+    prom = prometheus_factory([exporter.target], backfill=backfilled_history(time.time()))
     kubeconfig = kubeapi.kubeconfig(tmp_path / "kubeconfig")
     grpc_port, secure_port = free_port(), free_port()
     optimizer = FaroProcess("optimizer", optimizer_args(kubeconfig, prom.url, grpc_port), tmp_path / "optimizer.log")
