@@ -32,7 +32,7 @@ from faro.optimizer.errors import InvalidInputError
 from faro.optimizer.model.problem import SLO, Quota
 from faro.optimizer.policy.base import ClusterView, JobObservation, JobSpec, JobView
 from faro.optimizer.sim.hpa import HPABehavior, HPASpec, HPAState, hpa_step
-from faro.optimizer.sim.queueing import JobServer
+from faro.optimizer.sim.queueing import JobServer, ReplicaTable, serve_fast
 from faro.optimizer.sim.workload import (
     ARTIFACT_ROUTING,
     ARTIFACT_SERVICE,
@@ -74,6 +74,7 @@ class SimConfig:
     hpa_behavior: HPABehavior = field(default_factory=HPABehavior.recommended_for_faro)
     hpa_sync_period_s: float = 15.0
     seed: int = 0
+    vectorized: bool = True  # False = the reference per-request loop only (same results, slower; for tests)
 
     def __post_init__(self) -> None:
         if not self.cpus > 0:
@@ -148,7 +149,11 @@ def simulate(
     svc_rng = [np.random.default_rng(s[1]) for s in seeds]
     srv_rng = [np.random.default_rng(s[2]) for s in seeds]
     cap = DISCIPLINES[cfg.discipline]
-    servers = [JobServer(concurrency=cap, max_queue=cfg.max_queue, rng=srv_rng[j]) for j in range(num_jobs)]
+    table = ReplicaTable(cap)
+    servers = [
+        JobServer(concurrency=cap, max_queue=cfg.max_queue, rng=srv_rng[j], table=table, vectorized=cfg.vectorized)
+        for j in range(num_jobs)
+    ]
     pods = [_Pods() for _ in range(num_jobs)]
     specs = tuple(
         JobSpec(
@@ -201,7 +206,8 @@ def simulate(
     def _generate_minute(j: int, m: int) -> None:
         count = int(workload.counts_rpm[j, m])
         arr = arrivals_for_minute(arr_rng[j], count, m * 60.0)
-        pending_arr[j] = np.concatenate([pending_arr[j], arr]) if pending_arr[j].size else arr
+        # The previous minute's last arrivals may spill past this minute's first: keep time order.
+        pending_arr[j] = np.sort(np.concatenate([pending_arr[j], arr])) if pending_arr[j].size else arr
 
     history_cache: dict[int, tuple[int, tuple[float, ...]]] = {}
 
@@ -315,20 +321,30 @@ def simulate(
         max_used = max(max_used, used * cfg.cpu_per_replica)
 
         end = now + cfg.step_s
+        batches: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = []
         for j in range(num_jobs):
             arr = pending_arr[j]
             cut = int(np.searchsorted(arr, end, side="left"))
             batch, pending_arr[j] = arr[:cut], arr[cut:]
+            if not batch.size:
+                batches.append((batch, batch, batch, None))
+                continue
+            service_s = cfg.service.draw_ms(svc_rng[j], batch.size) / 1000.0
+            extra_s = np.zeros(batch.size)
+            for _ in range(route_passes):
+                extra_s += cfg.routing.draw_ms(svc_rng[j], batch.size) / 1000.0  # type: ignore[union-attr]
+            admit = None
+            if admission[j] < 1.0:
+                admit = svc_rng[j].random(batch.size) < admission[j]
+            batches.append((batch, service_s, extra_s, admit))
+        # All jobs' unsaturated prefixes at once, then each job's rest through its own server.
+        done = serve_fast(servers, *zip(*batches, strict=True)) if cfg.vectorized else [0] * num_jobs
+        for j in range(num_jobs):
             srv = servers[j]
-            if batch.size:
-                service_s = cfg.service.draw_ms(svc_rng[j], batch.size) / 1000.0
-                extra_s = np.zeros(batch.size)
-                for _ in range(route_passes):
-                    extra_s += cfg.routing.draw_ms(svc_rng[j], batch.size) / 1000.0  # type: ignore[union-attr]
-                admit = None
-                if admission[j] < 1.0:
-                    admit = svc_rng[j].random(batch.size) < admission[j]
-                srv.serve(batch, service_s, extra_s, admit)
+            batch, service_s, extra_s, admit = batches[j]
+            i = done[j]
+            if i < batch.size:
+                srv.serve(batch[i:], service_s[i:], extra_s[i:], admit[i:] if admit is not None else None)
             srv.drain(end)
             a, st, f, e, dropped = srv.take_results()
             if a.size or dropped.size:

@@ -1,8 +1,8 @@
 """The queue in front of one job's replicas: who serves which request, when, and which are dropped.
 
-Used by the engine (``engine.py``), one ``JobServer`` per job. Requests arrive in time order; the server
-keeps its state (replica free times, the central FIFO queue) across calls so the engine can change the
-replica set between calls.
+Used by the engine (``engine.py``), one ``JobServer`` per job, all sharing one ``ReplicaTable``. Requests
+arrive in time order; the server keeps its state (replica free times, the central FIFO queue) across calls
+so the engine can change the replica set between calls.
 
 Disciplines (``concurrency``):
 
@@ -15,36 +15,95 @@ Disciplines (``concurrency``):
 
 A request is dropped when it arrives and ``max_queue`` requests already wait in the central queue, or
 when the admission draw says so (Penalty objectives admit only a fraction). Times are in seconds.
+
+Two implementations give bit-identical results (``tests/test_sim_fastpath.py``):
+
+* the reference loop (``JobServer._serve_slow``, ``drain``): one request at a time in Python;
+* ``serve_fast``, a vectorised prefix: while the central queue is empty, no replica becomes ready and the
+  replica at the round-robin position has room, request ``t`` goes to replica ``(pos + t) mod n`` and
+  each replica is a FIFO single server, ``finish = max(arrival, previous finish) + service``. That
+  recurrence is solved for all jobs at once by fixed-point iteration (only entries whose predecessor
+  changed are recomputed; it ends after the longest busy run), using the same float operations as the
+  loop, so the values are identical. The assumption is then checked (the ``concurrency``-th previous
+  finish on the replica must be ≤ the arrival); from the first request that breaks it the loop takes
+  over. A replica's state is its free time and its last ``concurrency`` finish times, which is all the
+  loop's decisions depend on.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import deque
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
+
+FAST_MIN_REQUESTS = 8  # below this the loop is cheaper than the vectorised path (results are the same)
+FAST_WINDOW = 4096  # most requests one vectorised attempt looks at
+SLOW_CHUNK = 16  # requests the loop handles before the vectorised path is tried again
+
+
+class ReplicaTable:
+    """Free time and last ``cap`` finish times (oldest first, −inf padded) of every replica ever started.
+
+    Shared by the ``JobServer``s of one simulation so ``serve_fast`` gathers all jobs' replicas at once.
+    """
+
+    def __init__(self, cap: int, size: int = 64) -> None:
+        self.cap = cap
+        self.free_at = np.zeros(size)
+        self.last = np.full((size, cap), -np.inf)
+        self.size = 0
+
+    def new(self, ready_s: float) -> int:
+        if self.size == self.free_at.size:
+            grow = self.free_at.size
+            self.free_at = np.concatenate([self.free_at, np.zeros(grow)])
+            self.last = np.concatenate([self.last, np.full((grow, self.cap), -np.inf)])
+        rid = self.size
+        self.free_at[rid] = ready_s
+        self.last[rid] = -np.inf
+        self.size += 1
+        return rid
 
 
 class JobServer:
     """One job's replicas and central queue (see module docstring)."""
 
-    def __init__(self, *, concurrency: int, max_queue: int | None, rng: np.random.Generator) -> None:
+    def __init__(
+        self,
+        *,
+        concurrency: int,
+        max_queue: int | None,
+        rng: np.random.Generator,
+        table: ReplicaTable | None = None,
+        vectorized: bool = True,
+    ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
+        if table is not None and table.cap != concurrency:
+            raise ValueError("the replica table's cap must equal concurrency")
         self.cap = concurrency
         self.max_queue = max_queue if max_queue is not None else 1 << 62
         self.rng = rng
+        self.table = table if table is not None else ReplicaTable(concurrency)
+        self.vectorized = vectorized
         self.replicas: list[int] = []  # active replica ids, oldest first (removal takes the newest)
         self.cycle: list[int] = []  # the round-robin order
         self.pos = 0
-        self.free_at: list[float] = []  # by replica id
-        self.inflight: list[deque[float]] = []  # finish times of the requests a replica holds
+        # The loop's view of the replicas; authoritative only while ``_py`` (else the table is).
+        self._py = True
+        self.free_at: dict[int, float] = {}
+        self.inflight: dict[int, deque[float]] = {}  # finish times of the requests a replica holds
         self.pending: list[float] = []  # heap of ready times of starting replicas
         self.queue: deque[tuple[float, float, float]] = deque()  # (arrival_s, service_s, extra_s)
         self.t_sched = 0.0
         self._room_s: float | None = None  # cached _next_room_s(); None = recompute
-        # Results of every request handed in, in dispatch order (drops separately).
+        # Results of every request handed in, in dispatch order (drops separately): array chunks, then
+        # the loop's scalars not yet turned into a chunk.
+        self._chunks: list[tuple[NDArray[np.float64], ...]] = []
+        self._drop_chunks: list[NDArray[np.float64]] = []
         self.out_arrival: list[float] = []
         self.out_start: list[float] = []
         self.out_finish: list[float] = []
@@ -95,14 +154,51 @@ class JobServer:
     def _activate(self, t: float) -> None:
         while self.pending and self.pending[0] <= t:
             ready = heapq.heappop(self.pending)
-            rid = len(self.free_at)
-            self.free_at.append(ready)
-            self.inflight.append(deque())
+            rid = self.table.new(ready)
+            if self._py:
+                self.free_at[rid] = ready
+                self.inflight[rid] = deque()
             self.replicas.append(rid)
         self._reshuffle()
         self._room_s = None
 
-    # -- serving -----------------------------------------------------------------------------------
+    # -- state hand-over between the loop and the vectorised path ----------------------------------
+
+    def _to_py(self) -> None:
+        if self._py:
+            return
+        free, last, ninf = self.table.free_at, self.table.last, -np.inf
+        for r in self.replicas:
+            self.free_at[r] = float(free[r])
+            self.inflight[r] = deque(x for x in last[r].tolist() if x != ninf)
+        self._py = True
+
+    def _to_np(self) -> None:
+        if not self._py:
+            return
+        free, last, cap = self.table.free_at, self.table.last, self.cap
+        for r in self.replicas:
+            free[r] = self.free_at[r]
+            d = list(self.inflight[r])[-cap:]
+            last[r] = [-np.inf] * (cap - len(d)) + d
+        self._py = False
+
+    def _flush(self) -> None:
+        if self.out_arrival:
+            self._chunks.append(
+                (
+                    np.asarray(self.out_arrival),
+                    np.asarray(self.out_start),
+                    np.asarray(self.out_finish),
+                    np.asarray(self.out_extra),
+                )
+            )
+            self.out_arrival, self.out_start, self.out_finish, self.out_extra = [], [], [], []
+        if self.drop_arrival:
+            self._drop_chunks.append(np.asarray(self.drop_arrival))
+            self.drop_arrival = []
+
+    # -- the reference loop ------------------------------------------------------------------------
 
     def _assign(self, t: float) -> int:
         """The scheduler's walk: the next replica (round-robin) holding < cap requests at ``t``, or −1."""
@@ -152,6 +248,9 @@ class JobServer:
     def drain(self, until_s: float) -> None:
         """Dispatch queued requests whose replica frees up (or becomes ready) at or before ``until_s``."""
         queue = self.queue
+        if not queue:
+            return
+        self._to_py()
         while queue:
             t = self._next_room_s()
             if t > until_s:
@@ -177,41 +276,75 @@ class JobServer:
         admit: NDArray[np.bool_] | None = None,
     ) -> None:
         """Hand in requests in arrival order (``extra_s`` is latency outside the queue, e.g. routing)."""
+        n = int(arrival_s.size)
+        i = 0
+        lists: tuple[list, ...] | None = None
+        window = FAST_WINDOW
+        while i < n:
+            if self.vectorized and not self.queue and self.cycle and n - i >= FAST_MIN_REQUESTS:
+                # A bounded window, shrunk while the prefix keeps breaking early (saturation), so a long
+                # batch never costs more than a few times the loop.
+                w = min(n, i + window)
+                sub_admit = admit[i:w] if admit is not None else None
+                got = serve_fast([self], [arrival_s[i:w]], [service_s[i:w]], [extra_s[i:w]], [sub_admit])[0]
+                whole = i + got == w
+                i += got
+                window = FAST_WINDOW if got >= window // 2 else max(FAST_MIN_REQUESTS * 4, window // 4)
+                if i >= n:
+                    break
+                if whole:
+                    continue  # the whole window fitted: go on vectorised
+            if lists is None:
+                lists = (
+                    arrival_s.tolist(),
+                    service_s.tolist(),
+                    extra_s.tolist(),
+                    admit.tolist() if admit is not None else None,
+                )
+            i = self._serve_slow(*lists, i, n)
+
+    def _serve_slow(
+        self, arrivals: list, services: list, extras: list, admits: list | None, i0: int, n: int
+    ) -> int:
+        """The reference loop from request ``i0``; returns where it stopped (the vectorised path may go on)."""
+        self._to_py()
         queue = self.queue
         max_queue = self.max_queue
         drops = self.drop_arrival
-        arrivals = arrival_s.tolist()
-        services = service_s.tolist()
-        extras = extra_s.tolist()
-        admits = admit.tolist() if admit is not None else None
         inflight, free_at, cap = self.inflight, self.free_at, self.cap
         o_arr, o_start = self.out_arrival.append, self.out_start.append
         o_fin, o_extra = self.out_finish.append, self.out_extra.append
-        for i, a in enumerate(arrivals):
+        stop_after = i0 + SLOW_CHUNK if self.vectorized else n
+        i = i0
+        while i < n:
+            if i >= stop_after and not queue:
+                return i
+            a = arrivals[i]
+            i += 1
             if queue:
                 self.drain(a)
             if self.pending and self.pending[0] <= a:
                 self._activate(a)
                 if queue:
                     self.drain(a)
-            if admits is not None and not admits[i]:
+            if admits is not None and not admits[i - 1]:
                 drops.append(a)
                 continue
             if queue:
                 if len(queue) >= max_queue:
                     drops.append(a)
                 else:
-                    queue.append((a, services[i], extras[i]))
+                    queue.append((a, services[i - 1], extras[i - 1]))
                 continue
             # Inline round-robin walk and dispatch: the common, unsaturated path.
             cycle = self.cycle
-            n = len(cycle)
+            nc = len(cycle)
             pos = self.pos
             r = -1
-            for _ in range(n):
+            for _ in range(nc):
                 c = cycle[pos]
                 pos += 1
-                if pos == n:
+                if pos == nc:
                     pos = 0
                 d = inflight[c]
                 while d and d[0] <= a:
@@ -225,27 +358,172 @@ class JobServer:
                     drops.append(a)
                 else:
                     self.t_sched = a
-                    queue.append((a, services[i], extras[i]))
+                    queue.append((a, services[i - 1], extras[i - 1]))
                 continue
             free = free_at[r]
             start = a if a > free else free
-            finish = start + services[i]
+            finish = start + services[i - 1]
             free_at[r] = finish
             d.append(finish)
             self._room_s = None
             o_arr(a)
             o_start(start)
             o_fin(finish)
-            o_extra(extras[i])
+            o_extra(extras[i - 1])
+        return i
 
     def take_results(self) -> tuple[NDArray[np.float64], ...]:
         """Arrays (arrival, start, finish, extra, dropped_arrival) handed out since the last call."""
-        out = (
-            np.asarray(self.out_arrival),
-            np.asarray(self.out_start),
-            np.asarray(self.out_finish),
-            np.asarray(self.out_extra),
-            np.asarray(self.drop_arrival),
-        )
-        self.out_arrival, self.out_start, self.out_finish, self.out_extra, self.drop_arrival = [], [], [], [], []
-        return out
+        self._flush()
+        chunks, drops = self._chunks, self._drop_chunks
+        self._chunks, self._drop_chunks = [], []
+        if len(chunks) == 1:
+            out = chunks[0]
+        elif chunks:
+            out = tuple(np.concatenate([c[k] for c in chunks]) for k in range(4))
+        else:
+            out = (np.empty(0), np.empty(0), np.empty(0), np.empty(0))
+        dropped = drops[0] if len(drops) == 1 else (np.concatenate(drops) if drops else np.empty(0))
+        return (*out, dropped)
+
+
+def serve_fast(
+    servers: Sequence[JobServer],
+    arrivals: Sequence[NDArray[np.float64]],
+    services: Sequence[NDArray[np.float64]],
+    extras: Sequence[NDArray[np.float64]],
+    admits: Sequence[NDArray[np.bool_] | None],
+) -> list[int]:
+    """The vectorised prefix (module docstring) for several jobs sharing one ``ReplicaTable``.
+
+    Returns, per server, how many of its requests were handled (served or refused by admission); the
+    caller hands the rest to ``JobServer.serve``, which continues with the reference loop.
+    """
+    done = [0] * len(servers)
+    if not servers:
+        return done
+    table = servers[0].table
+    cap = table.cap
+    jobs: list[int] = []
+    a_parts: list[NDArray[np.float64]] = []
+    s_parts: list[NDArray[np.float64]] = []
+    e_parts: list[NDArray[np.float64]] = []
+    admitted_idx: list[NDArray[np.int64] | None] = []
+    cuts: list[int] = []
+    rows_list: list[int] = []
+    sizes: list[int] = []
+    nrep: list[int] = []
+    for j, srv in enumerate(servers):
+        arr = arrivals[j]
+        if not srv.vectorized or srv.queue or not srv.cycle or arr.size == 0 or srv.table is not table:
+            continue
+        cut = arr.size if not srv.pending else int(np.searchsorted(arr, srv.pending[0], side="left"))
+        if cut == 0:
+            continue
+        adm = admits[j]
+        if adm is not None:
+            idx = np.flatnonzero(adm[:cut])
+            a, s, e = arr[idx], services[j][idx], extras[j][idx]
+        else:
+            idx = None
+            a, s, e = arr[:cut], services[j][:cut], extras[j][:cut]
+        srv._to_np()
+        jobs.append(j)
+        a_parts.append(a)
+        s_parts.append(s)
+        e_parts.append(e)
+        admitted_idx.append(idx)
+        cuts.append(cut)
+        sizes.append(a.size)
+        n = len(srv.cycle)
+        nrep.append(n)
+        rows_list += srv.cycle[srv.pos :] + srv.cycle[: srv.pos]
+    if not jobs:
+        return done
+
+    A = np.concatenate(a_parts) if len(a_parts) > 1 else a_parts[0]
+    S = np.concatenate(s_parts) if len(s_parts) > 1 else s_parts[0]
+    m = A.size
+    sizes_a = np.asarray(sizes)
+    n_a = np.asarray(nrep)
+    offsets = np.concatenate([[0], np.cumsum(sizes_a)[:-1]])
+    rowoffs = np.concatenate([[0], np.cumsum(n_a)[:-1]])
+    rows = np.asarray(rows_list)
+    num_rows = rows.size
+    g = np.arange(m)
+    n_req = np.repeat(n_a, sizes_a)
+    t = g - np.repeat(offsets, sizes_a)
+    end_req = np.repeat(offsets + sizes_a, sizes_a)
+    rowpos = np.repeat(rowoffs, sizes_a) + t % n_req
+    # Z = [free time of each row | finish of each request]; pred = where a request's predecessor lives.
+    pred = np.where(t >= n_req, num_rows + g - n_req, rowpos)
+    z = np.empty(num_rows + m)
+    z[:num_rows] = table.free_at[rows]
+    x = z[num_rows:]
+    np.add(A, S, out=x)
+    work = g
+    while work.size:
+        new = np.maximum(A[work], z[pred[work]])
+        new += S[work]
+        changed = new != x[work]
+        if not changed.any():
+            break
+        work = work[changed]
+        x[work] = new[changed]
+        nxt = work + n_req[work]
+        work = nxt[nxt < end_req[work]]
+    start = np.maximum(A, z[pred])
+
+    # Check: the cap-th previous finish on the replica must be <= the arrival (the replica has room).
+    last_prior = table.last[rows]
+    u = t // n_req
+    prev_cap = np.empty(m)
+    deep = u >= cap
+    prev_cap[deep] = x[(g - cap * n_req)[deep]]
+    shallow = ~deep
+    prev_cap[shallow] = last_prior[rowpos[shallow], u[shallow]]
+    bad = np.flatnonzero(prev_cap > A)
+    accepted = sizes_a.copy()
+    if bad.size:
+        job_of_bad = np.searchsorted(offsets, bad, side="right") - 1
+        first_jobs, first_at = np.unique(job_of_bad, return_index=True)
+        accepted[first_jobs] = bad[first_at] - offsets[first_jobs]
+
+    # Commit: new free time and last cap finishes of every row, from the accepted requests.
+    k_row = np.repeat(accepted, n_a)
+    n_row = np.repeat(n_a, n_a)
+    p_row = np.arange(num_rows) - np.repeat(rowoffs, n_a)
+    c_row = np.where(k_row > p_row, (k_row - p_row + n_row - 1) // n_row, 0)
+    base_row = np.repeat(offsets, n_a) + p_row
+    # Row r's sequence is its prior last-cap finishes then its c accepted finishes; keep the last cap of
+    # it, gathered in one go from [prior (row-major) | x].
+    q = np.arange(cap - 1, -1, -1)[None, :]  # q-th newest lands in column cap-1-q
+    c2 = c_row[:, None]
+    gather = np.where(
+        c2 > q,
+        num_rows * cap + base_row[:, None] + (c2 - 1 - q) * n_row[:, None],
+        np.arange(num_rows)[:, None] * cap + np.minimum(cap - 1 - q + c2, cap - 1),
+    )
+    new_last = np.concatenate([last_prior.ravel(), x])[gather]
+    table.free_at[rows] = np.where(c_row > 0, new_last[:, cap - 1], z[:num_rows])
+    table.last[rows] = new_last
+
+    E = np.concatenate(e_parts) if len(e_parts) > 1 else e_parts[0]
+    for slot, j in enumerate(jobs):
+        srv = servers[j]
+        k = int(accepted[slot])
+        o = int(offsets[slot])
+        idx = admitted_idx[slot]
+        stop = cuts[slot] if k == sizes[slot] else (int(idx[k]) if idx is not None else k)
+        srv._flush()
+        if k:
+            srv._chunks.append((A[o : o + k], start[o : o + k], x[o : o + k], E[o : o + k]))
+            srv.pos = (srv.pos + k) % nrep[slot]
+            srv._room_s = None
+        adm = admits[j]
+        if adm is not None and stop:
+            refused = arrivals[j][:stop][~adm[:stop]]
+            if refused.size:
+                srv._drop_chunks.append(refused)
+        done[j] = stop
+    return done
