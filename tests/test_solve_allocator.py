@@ -196,11 +196,15 @@ def test_tables_match_the_model_and_stop_at_saturation():
         np.testing.assert_allclose(at_max.utility[:, 0], at_hi, atol=1e-12)
 
 
-def test_fast_quota_constraints_equal_the_models():
-    from faro.optimizer.solve.tables import quota_constraints
-
+def test_problem_constraints_equal_a_per_job_reference_on_random_problems():
     problem = random_problem(np.random.default_rng(9), n=7, objective="sum")
-    fast, ref = quota_constraints(problem), problem.constraints()
-    assert fast.labels == ref.labels
-    np.testing.assert_array_equal(fast.matrix, ref.matrix)
-    np.testing.assert_array_equal(fast.bound, ref.bound)
+    cons = problem.constraints()
+    expected = [
+        ([job.demand(r) if q.applies_to(job) else 0.0 for job in problem.jobs], q.free(r), f"{q.name}:{r}")
+        for q in problem.quotas
+        for r in q.hard
+    ]
+    expected = [e for e in expected if any(e[0])]
+    assert cons.labels == tuple(label for _, _, label in expected)
+    np.testing.assert_array_equal(cons.matrix, np.array([row for row, _, _ in expected]).reshape(-1, 7))
+    np.testing.assert_array_equal(cons.bound, [bound for _, bound, _ in expected])

@@ -23,7 +23,7 @@ from faro.optimizer.solve.dp import solve_dp
 from faro.optimizer.solve.fair import fairsum_value, solve_fair, solve_fairsum
 from faro.optimizer.solve.result import SolveResult
 from faro.optimizer.solve.separable import allocate_sum
-from faro.optimizer.solve.tables import JobArrays, Tables, build_tables, quota_constraints, resource_caps
+from faro.optimizer.solve.tables import JobArrays, Tables, build_tables, resource_caps
 from numpy.typing import NDArray
 
 Clock = Callable[[], float]
@@ -61,7 +61,7 @@ class Prepared:
 
 def prepare(problem: Problem) -> Prepared:
     arrays = JobArrays.of(problem)
-    cons = quota_constraints(problem)
+    cons = problem.constraints()
     lo, degraded = _fit_minimums(cons, arrays.min_replicas)
     hi = resource_caps(cons, lo, np.maximum(arrays.max_replicas, lo))
     tables = build_tables(problem, arrays=arrays, lo=lo, hi=hi)

@@ -89,30 +89,6 @@ class Tables:
         return self.utility[rows, k], self.latency_ms[rows, k], self.admission[rows, k]
 
 
-def quota_constraints(problem: Problem) -> Constraints:
-    """``problem.constraints()`` built column-wise (same rows, labels and order), ≈ 20× faster for
-    thousands of jobs: each job's demand per quota resource is looked up once."""
-    jobs = problem.jobs
-    rows: list[NDArray[np.float64]] = []
-    bounds: list[float] = []
-    labels: list[str] = []
-    namespaces = np.array([j.namespace for j in jobs], dtype=object)
-    demand_cache: dict[str, NDArray[np.float64]] = {}
-    for quota in problem.quotas:
-        member = np.ones(len(jobs), dtype=bool) if quota.namespace is None else namespaces == quota.namespace
-        for resource in quota.hard:
-            if resource not in demand_cache:
-                demand_cache[resource] = np.array([j.demand(resource) for j in jobs], dtype=float)
-            row = np.where(member, demand_cache[resource], 0.0)
-            if not row.any():
-                continue
-            rows.append(row)
-            bounds.append(quota.free(resource))
-            labels.append(f"{quota.name}:{resource}")
-    matrix = np.vstack(rows) if rows else np.zeros((0, len(jobs)))
-    return Constraints(matrix=matrix, bound=np.array(bounds, dtype=float), labels=tuple(labels))
-
-
 def resource_caps(constraints: Constraints, lo: NDArray[np.int64], hi: NDArray[np.int64]) -> NDArray[np.int64]:
     """Largest count each job could get if every other job stayed at ``lo`` (never below ``lo``)."""
     if constraints.matrix.shape[0] == 0:
