@@ -191,7 +191,7 @@ def simulate(
     # Arrivals and service times per job, generated a minute at a time (bounded memory).
     pending_arr: list[np.ndarray] = [np.empty(0)] * num_jobs
     results: list[list[tuple[np.ndarray, ...]]] = [[] for _ in range(num_jobs)]
-    recent: list[deque[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [deque() for _ in range(num_jobs)]
+    recent: list[deque[tuple[np.ndarray, np.ndarray, np.ndarray, float]]] = [deque() for _ in range(num_jobs)]
     n_steps = round(duration_s / cfg.step_s)
     steps_per_policy = round(cfg.policy_interval_s / cfg.step_s)
     steps_per_minute = 60.0 / cfg.step_s
@@ -218,37 +218,68 @@ def simulate(
             history_cache[j] = cached
         return cached[1]
 
-    def _observe(j: int, now_s: float) -> JobObservation:
+    def _observe_all(now_s: float) -> list[JobObservation]:
+        """Every job's observation at ``now_s``, from the requests that finished in the last window.
+
+        All jobs' recent results are masked and differenced in one pass; per job only the slices'
+        percentile, mean and busy sum remain (the same float operations as per-job arrays).
+        """
         lo = now_s - cfg.observation_window_s
-        chunks = [c for c in recent[j] if c[0].size]
-        p_lat = mean_lat = util = None
-        ready = servers[j].num_active
-        if chunks:
-            a = np.concatenate([c[0] for c in chunks])
-            st = np.concatenate([c[1] for c in chunks])
-            f = np.concatenate([c[2] for c in chunks])
-            mask = (f > lo) & (f <= now_s)
-            if mask.any():
-                lat = (f[mask] - a[mask]) * 1000.0
-                p_lat = float(np.percentile(lat, cfg.slo_percentile))
-                mean_lat = float(lat.mean())
-            busy = np.minimum(f, now_s) - np.maximum(st, lo)
-            if ready:
-                util = min(1.0, float(busy[busy > 0].sum()) / (ready * cfg.observation_window_s))
-        elif ready:
-            util = 0.0
-        minute = int(now_s // 60)
-        future = None
-        if needs_future:
-            future = tuple(workload.counts_rpm[j, minute : minute + cfg.future_minutes].astype(float).tolist())
-        return JobObservation(
-            rate_history_rpm=_history(j, minute),
-            latency_ms=p_lat,
-            mean_latency_ms=mean_lat,
-            cpu_utilization=util,
-            queue_length=float(len(servers[j].queue)),
-            future_rate_rpm=future,
-        )
+        owners: list[int] = []
+        a_parts: list[np.ndarray] = []
+        st_parts: list[np.ndarray] = []
+        f_parts: list[np.ndarray] = []
+        for j in range(num_jobs):
+            for a_c, st_c, f_c, f_max in recent[j]:
+                if f_max > lo:  # a chunk that ended before the window adds nothing (latency or busy time)
+                    owners.append(j)
+                    a_parts.append(a_c)
+                    st_parts.append(st_c)
+                    f_parts.append(f_c)
+        if a_parts:
+            sizes = np.fromiter((x.size for x in a_parts), np.int64, len(a_parts))
+            jid = np.repeat(np.asarray(owners), sizes)
+            a_all, st_all, f_all = np.concatenate(a_parts), np.concatenate(st_parts), np.concatenate(f_parts)
+            mask = (f_all > lo) & (f_all <= now_s)
+            lat_all = (f_all[mask] - a_all[mask]) * 1000.0
+            lat_end = np.cumsum(np.bincount(jid[mask], minlength=num_jobs)).tolist()
+            busy = np.minimum(f_all, now_s) - np.maximum(st_all, lo)
+            positive = busy > 0
+            busy_pos = busy[positive]
+            busy_end = np.cumsum(np.bincount(jid[positive], minlength=num_jobs)).tolist()
+        has_chunks = set(owners)
+        out = []
+        lat_start = busy_start = 0
+        for j in range(num_jobs):
+            p_lat = mean_lat = util = None
+            ready = servers[j].num_active
+            if j in has_chunks:
+                lat = lat_all[lat_start : lat_end[j]]
+                if lat.size:
+                    p_lat = percentile_linear(lat, cfg.slo_percentile)
+                    mean_lat = float(lat.mean())
+                if ready:
+                    busy_s = float(busy_pos[busy_start : busy_end[j]].sum())
+                    util = min(1.0, busy_s / (ready * cfg.observation_window_s))
+            elif ready:
+                util = 0.0
+            if a_parts:
+                lat_start, busy_start = lat_end[j], busy_end[j]
+            minute = int(now_s // 60)
+            future = None
+            if needs_future:
+                future = tuple(workload.counts_rpm[j, minute : minute + cfg.future_minutes].astype(float).tolist())
+            out.append(
+                JobObservation(
+                    rate_history_rpm=_history(j, minute),
+                    latency_ms=p_lat,
+                    mean_latency_ms=mean_lat,
+                    cpu_utilization=util,
+                    queue_length=float(len(servers[j].queue)),
+                    future_rate_rpm=future,
+                )
+            )
+        return out
 
     def _reconcile(now_s: float) -> None:
         # Scale downs first so their pods can be reused or released; then scale ups within the cap.
@@ -280,10 +311,11 @@ def simulate(
             for j in range(num_jobs):
                 _generate_minute(j, m)
         if k % steps_per_policy == 0:
+            observations = _observe_all(now)
             views = tuple(
                 JobView(
                     spec=specs[j],
-                    observation=_observe(j, now),
+                    observation=observations[j],
                     current_replicas=int(target[j]),
                     ready_replicas=servers[j].num_active,
                 )
@@ -350,7 +382,7 @@ def simulate(
             if a.size or dropped.size:
                 results[j].append((a, f - a + e, dropped))
             rec = recent[j]
-            rec.append((a, st, f))
+            rec.append((a, st, f, float(f.max()) if f.size else -math.inf))
             while len(rec) > max(2, int(2 * cfg.observation_window_s / cfg.step_s) + 4):
                 rec.popleft()
         if progress and (k + 1) % steps_per_minute == 0:
@@ -391,6 +423,23 @@ def simulate(
         policy_calls=policy_calls,
         policy_time_s=policy_time,
     )
+
+
+def percentile_linear(values: NDArray[np.float64], percentile: float) -> float:
+    """``np.percentile(values, percentile)`` (method linear) bit for bit, with a partition instead of its
+    general machinery (≈ 40× faster on the small arrays of an observation window)."""
+    n = values.size
+    virtual = (n - 1) * (percentile / 100)
+    if virtual >= n - 1:
+        return float(values.max())
+    if virtual < 0:
+        return float(values.min())
+    below = math.floor(virtual)
+    part = np.partition(values, (below, below + 1))
+    lo, hi = float(part[below]), float(part[below + 1])
+    gamma = virtual - below
+    diff = hi - lo
+    return hi - diff * (1 - gamma) if gamma >= 0.5 else lo + diff * gamma
 
 
 def with_overrides(config: SimConfig, **changes: Any) -> SimConfig:
