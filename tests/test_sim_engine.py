@@ -194,3 +194,26 @@ def test_exponential_service_option_is_accepted_by_the_engine():
     cfg = SimConfig(cpus=4, service=Exponential(100.0), routing=None, discipline="mgc")
     result = simulate(_workload(rpm=60, minutes=1, jobs=1), StaticPolicy(1), cfg)
     assert np.isfinite(result.req_latency_ms).all()
+
+
+def test_a_minute_with_drops_in_its_tail_has_infinite_p99_and_zero_utility():
+    # 200 requests in minute 0, 3 of them dropped: the 99th percentile lands on a drop (the artifact's way).
+    from faro.optimizer.sim.engine import SimResult
+
+    lat = np.full(200, 100.0, dtype=np.float32)
+    lat[:3] = np.inf
+    cfg = SimConfig(cpus=4)
+    result = SimResult(
+        job_names=("a",), config=cfg, policy="x", duration_s=60.0, arrivals_rpm=np.array([[200]]),
+        req_job=np.zeros(200, np.int32), req_arrival_s=np.linspace(0, 59, 200), req_latency_ms=lat,
+        step_time_s=np.arange(12) * 5.0, target_replicas=np.ones((12, 1), np.int32),
+        ready_replicas=np.ones((12, 1), np.int32), pods=np.ones((12, 1), np.int32), max_cpus_used=1.0,
+        policy_calls=0, policy_time_s=0.0,
+    )
+    stats = job_minute_stats(result)
+    assert np.isinf(stats.tail_latency_ms[0, 0])
+    assert stats.utility[0, 0] == 0.0
+    assert stats.satisfaction[0, 0] == pytest.approx(197 / 200)
+    lat[:3] = 100.0
+    lat[0] = np.inf  # one drop in 200 stays below the 99th percentile
+    assert job_minute_stats(result).utility[0, 0] == 1.0

@@ -100,3 +100,15 @@ def test_engine_with_vectorised_queues_equals_the_reference_loop(config):
     assert np.array_equal(fast.req_arrival_s, slow.req_arrival_s)
     assert np.array_equal(fast.ready_replicas, slow.ready_replicas)
     assert np.isinf(fast.req_latency_ms).any()  # the overload did drop requests
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.floats(0.0, 1e5, allow_nan=False), min_size=1, max_size=400),
+    percentile=st.sampled_from([0.0, 50.0, 90.0, 95.0, 99.0, 99.9, 100.0]),
+)
+def test_observation_percentile_equals_numpy_bit_for_bit(values, percentile):
+    from faro.optimizer.sim.engine import percentile_linear
+
+    arr = np.asarray(values)
+    assert percentile_linear(arr, percentile) == float(np.percentile(arr, percentile))

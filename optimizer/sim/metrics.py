@@ -4,9 +4,10 @@ Called by ``faro simulate`` and ``bench/simulate.py`` on an ``engine.SimResult``
 
 Definitions (as the Faro artifact computes them): a request is *satisfied* when its latency is ≤ the
 SLO; drops count as violations (latency ∞). Per job and minute (by arrival): satisfaction = satisfied /
-arrived, pN = the N-th percentile latency of the served requests (linear interpolation; ∞ when all were
-dropped), utility = min(1, SLO/pN)
-(1 for a minute without requests). Cluster: ``slo_violation`` = 1 − mean satisfaction over job-minutes
+arrived, pN = the N-th percentile latency of all arrived requests with drops as ∞ (linear interpolation;
+the artifact's ``analyze`` script fills drops with the largest float before its per-minute quantile), so
+a minute with about 1% or more drops has pN = ∞ and utility 0; utility = min(1, SLO/pN) (1 for a minute
+without requests). Cluster: ``slo_violation`` = 1 − mean satisfaction over job-minutes
 with requests; ``request_slo_violation`` = 1 − satisfied/arrived over all requests; ``lost_utility`` =
 N − mean over minutes of Σ_jobs utility; ``cpu_minutes`` = CPU held by pods (running, starting, idle).
 """
@@ -58,23 +59,26 @@ def job_minute_stats(result: SimResult) -> JobMinuteStats:
     arrived = np.bincount(cell, minlength=size)
     satisfied = np.bincount(cell, weights=(lat <= cfg.slo_ms), minlength=size).astype(np.int64)
     dropped = np.bincount(cell, weights=~np.isfinite(lat), minlength=size).astype(np.int64)
-    # Group-wise percentile of the served requests: sort by (cell, latency), interpolate in each group.
-    ok = np.isfinite(lat)
-    served_cell, served_lat = cell[ok], lat[ok]
-    served = np.bincount(served_cell, minlength=size)
-    order = np.lexsort((served_lat, served_cell))
-    sorted_lat = served_lat[order]
-    starts = np.concatenate([[0], np.cumsum(served)[:-1]])
+    # Group-wise percentile over every arrived request, a drop counting as an infinite latency: the
+    # artifact's analysis fills drops with np.nan_to_num(inf) (the largest float) before the per-minute
+    # quantile, so a minute with ≥ ~1% drops has utility ≈ 0. A finite stand-in keeps the interpolation
+    # free of inf − inf; anything that large is reported as inf.
+    big = np.finfo(np.float64).max
+    filled = np.where(np.isfinite(lat), lat, big)
+    order = np.lexsort((filled, cell))
+    sorted_lat = filled[order]
+    starts = np.concatenate([[0], np.cumsum(arrived)[:-1]])
     tail = np.full(size, np.nan)
-    tail[(arrived > 0) & (served == 0)] = np.inf  # everything dropped
-    has_served = served > 0
-    pos = (served[has_served] - 1) * (cfg.slo_percentile / 100.0)
+    has_any = arrived > 0
+    pos = (arrived[has_any] - 1) * (cfg.slo_percentile / 100.0)
     lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, served[has_served] - 1)
+    hi = np.minimum(lo + 1, arrived[has_any] - 1)
     frac = pos - lo
-    v_lo = sorted_lat[starts[has_served] + lo]
-    v_hi = sorted_lat[starts[has_served] + hi]
-    tail[has_served] = v_lo + (v_hi - v_lo) * frac
+    v_lo = sorted_lat[starts[has_any] + lo]
+    v_hi = sorted_lat[starts[has_any] + hi]
+    with np.errstate(over="ignore", invalid="ignore"):
+        tail[has_any] = v_lo + (v_hi - v_lo) * frac
+    tail[tail > big / 4] = np.inf
     has = arrived > 0
     satisfaction = np.full(size, np.nan)
     satisfaction[has] = satisfied[has] / arrived[has]
