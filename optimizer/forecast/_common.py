@@ -130,7 +130,8 @@ def grid_quantiles(grid: NDArray[np.float64], horizon: int, qs: Sequence[float])
         lo = int(np.floor(pos))
         hi = min(lo + 1, GRID.size - 1)
         w = pos - lo
-        off = (1 - w) * grid[:, idx, lo] + w * grid[:, idx, hi]
+        # only the two grid levels used are cleaned (the whole grid is N × 15 × 99 per forecast)
+        off = (1 - w) * _clean(grid[:, idx, lo]) + w * _clean(grid[:, idx, hi])
         if q < GRID[0] or q > GRID[-1]:  # extrapolate the tails with a normal shape from the outer grid level
             edge = GRID[0] if q < GRID[0] else GRID[-1]
             off = off * norm.ppf(q) / norm.ppf(edge)
@@ -138,12 +139,17 @@ def grid_quantiles(grid: NDArray[np.float64], horizon: int, qs: Sequence[float])
     return out
 
 
+def _clean(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``np.nan_to_num`` (NaN → 0, ±inf → ±max float), cheaper on arrays that are already finite."""
+    return values if np.isfinite(values).all() else np.nan_to_num(values)
+
+
 def make_forecast(
     point: NDArray[np.float64], grid: NDArray[np.float64], horizon: int, qs: Sequence[float]
 ) -> Forecast:
     """Point forecast + residual quantiles → a clean Forecast: finite, non-negative, monotone in q."""
     point = np.nan_to_num(point, nan=0.0, posinf=0.0, neginf=0.0)
-    offsets = grid_quantiles(np.nan_to_num(grid), horizon, qs)
+    offsets = grid_quantiles(grid, horizon, qs)
     levels = sorted(offsets)
     stacked = np.stack([np.maximum(point + offsets[q], 0.0) for q in levels]) if levels else np.zeros((0, *point.shape))
     stacked = np.maximum.accumulate(stacked, axis=0) if levels else stacked

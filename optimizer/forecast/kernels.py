@@ -33,6 +33,7 @@ class DampedTrend:
         object.__setattr__(self, "alpha", _per_job(alpha))
         object.__setattr__(self, "beta", _per_job(beta))
         object.__setattr__(self, "phi", _per_job(phi))
+        object.__setattr__(self, "_damp", {})  # horizon -> (N, horizon) cumulative damping, reused per origin
 
     def init(self, n_jobs: int) -> State:
         return (np.full(n_jobs, np.nan), np.zeros(n_jobs))
@@ -51,6 +52,8 @@ class DampedTrend:
 
     def predict(self, state: State, horizon: int) -> NDArray[np.float64]:
         level, trend = state
-        steps = np.arange(1, horizon + 1)
-        damp = np.cumsum(self.phi.reshape(-1, 1) ** steps[None, :], axis=1)
+        damp = self._damp.get(horizon)
+        if damp is None:
+            steps = np.arange(1, horizon + 1)
+            damp = self._damp[horizon] = np.cumsum(self.phi.reshape(-1, 1) ** steps[None, :], axis=1)
         return level[:, None] + damp * trend[:, None]
