@@ -29,6 +29,9 @@ from faro.optimizer.model.problem import Constraints, Problem
 from faro.optimizer.model.utility import ADMISSION_GRID, drop_penalty
 from numpy.typing import NDArray
 
+_STACK_BUDGET = 4_000_000
+"""Most latency entries (jobs × steps × counts) one stacked sweep over admission rates holds."""
+
 
 @dataclass(frozen=True)
 class JobArrays:
@@ -131,20 +134,46 @@ def build_tables(
     util, worst = _horizon_utility(arr, lat, lat_cur, lo, hi, cold, cfg.alpha)
     admission = np.ones_like(util)
     if penalty:
-        for d in ADMISSION_GRID[1:]:
-            lat_d, lat_cur_d, _ = _latency_rows(
-                arr, arr.rates_rps * d, lo, hi, cold, cap_table, cfg.rho_max, find_saturation=False
+        # Every admission rate in one Erlang sweep: the grid is stacked as extra rows (D·N jobs),
+        # which costs one Python loop over counts instead of one per rate.
+        grid = ADMISSION_GRID[1:]
+        width = util.shape[1]
+        chunk = max(1, _STACK_BUDGET // max(1, n * horizon * width))  # bounds the (D·N, H, W) array
+        for first in range(0, grid.size, chunk):
+            part = grid[first : first + chunk]
+            reps = part.size
+            rates = (part[:, None, None] * arr.rates_rps[None, :, :]).reshape(reps * n, horizon)
+            stacked = _tile(arr, reps)
+            lo_s, hi_s = np.tile(lo, reps), np.tile(hi, reps)
+            lat_s, lat_cur_s, _ = _latency_rows(
+                stacked, rates, lo_s, hi_s, cold, cap_table, cfg.rho_max, find_saturation=False
             )
-            u_d, worst_d = _horizon_utility(arr, lat_d, lat_cur_d, lo, hi, cold, cfg.alpha)
-            u_d = u_d * (1.0 - float(drop_penalty(1.0 - d)))
-            better = u_d > util + 1e-12
-            util = np.where(better, u_d, util)
-            worst = np.where(better, worst_d, worst)
-            admission = np.where(better, d, admission)
+            u_s, worst_s = _horizon_utility(stacked, lat_s, lat_cur_s, lo_s, hi_s, cold, cfg.alpha)
+            u_s = u_s[:, :width].reshape(reps, n, width) * (1.0 - drop_penalty(1.0 - part))[:, None, None]
+            worst_s = worst_s[:, :width].reshape(reps, n, width)
+            for j, d in enumerate(part):  # in grid order: the first strictly better rate wins, as in the model
+                better = u_s[j] > util + 1e-12
+                util = np.where(better, u_s[j], util)
+                worst = np.where(better, worst_s[j], worst)
+                admission = np.where(better, d, admission)
     valid = np.arange(util.shape[1])[None, :] < (hi - lo + 1)[:, None]
     util = np.where(valid, util, -np.inf)
     worst = np.where(valid, worst, np.inf)
     return Tables(lo=lo, hi=hi, utility=util, latency_ms=worst, admission=np.where(valid, admission, 1.0))
+
+
+def _tile(arr: JobArrays, reps: int) -> JobArrays:
+    """``arr`` repeated ``reps`` times along the job axis (rates included; callers replace them)."""
+    return JobArrays(
+        rates_rps=np.tile(arr.rates_rps, (reps, 1)),
+        processing_time_ms=np.tile(arr.processing_time_ms, reps),
+        slo_ms=np.tile(arr.slo_ms, reps),
+        percentile=np.tile(arr.percentile, reps),
+        weight=np.tile(arr.weight, reps),
+        min_replicas=np.tile(arr.min_replicas, reps),
+        max_replicas=np.tile(arr.max_replicas, reps),
+        current=np.tile(arr.current, reps),
+    )
 
 
 def _capped_erlang_c(c_max: int, rho_max: float) -> NDArray[np.float64]:
