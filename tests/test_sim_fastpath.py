@@ -112,3 +112,25 @@ def test_observation_percentile_equals_numpy_bit_for_bit(values, percentile):
 
     arr = np.asarray(values)
     assert percentile_linear(arr, percentile) == float(np.percentile(arr, percentile))
+
+
+def test_minute_block_draws_equal_per_step_draws_even_when_admission_changes_mid_minute():
+    from faro.optimizer.sim.engine import _StepDraws
+    from faro.optimizer.sim.workload import ARTIFACT_ROUTING, ARTIFACT_SERVICE
+
+    sizes = np.array([5, 0, 7, 3, 9, 4])
+    admissions = [1.0, 1.0, 1.0, 0.6, 1.0, 1.0]  # the policy refuses some traffic from step 3
+    block = _StepDraws(np.random.default_rng(9), ARTIFACT_SERVICE, ARTIFACT_ROUTING, 2)
+    block.start_minute(sizes)
+    ref_rng = np.random.default_rng(9)
+    for n, adm in zip(sizes.tolist(), admissions, strict=True):
+        if not n:
+            continue
+        svc, extra, admit = block.take(n, adm)
+        ref_svc = ARTIFACT_SERVICE.draw_ms(ref_rng, n) / 1000.0
+        ref_extra = np.zeros(n)
+        for _ in range(2):
+            ref_extra += ARTIFACT_ROUTING.draw_ms(ref_rng, n) / 1000.0
+        ref_admit = ref_rng.random(n) < adm if adm < 1.0 else None
+        assert np.array_equal(svc, ref_svc) and np.array_equal(extra, ref_extra)
+        assert (admit is None and ref_admit is None) or np.array_equal(admit, ref_admit)

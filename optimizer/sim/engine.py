@@ -127,6 +127,70 @@ class _Pods:
             self.idle_until.popleft()
 
 
+class _StepDraws:
+    """One job's per-step random draws, in the reference order, pre-drawn a minute at a time when possible.
+
+    Per step of ``n`` requests the job's generator gives: ``n`` service times, ``n`` per routing pass, then
+    ``n`` admission uniforms if admission < 1. Lognormal draws are normals and successive normal draws
+    concatenate (``k`` then ``m`` draws = ``k + m`` draws), so with lognormal service and routing a minute's
+    normals are drawn in one call and cut per step — the same values. If admission drops below 1 within
+    the minute, the generator is rewound to the minute's start, advanced by the normals already used and
+    the rest of the minute is drawn per step.
+    """
+
+    def __init__(
+        self, rng: np.random.Generator, service: ServiceDistribution, routing: LogNormal | None, passes: int
+    ) -> None:
+        self.rng = rng
+        self.service = service
+        self.routing = routing
+        self.passes = passes if routing is not None else 0
+        self.blockwise = isinstance(service, LogNormal) and (self.passes == 0 or isinstance(routing, LogNormal))
+        self.active = False
+
+    def start_minute(self, sizes: NDArray[np.int64]) -> None:
+        """Pre-draw the minute whose steps hold ``sizes`` requests (only while admission is 1)."""
+        self.active = False
+        total = int(sizes.sum())
+        if not self.blockwise or total == 0:
+            return
+        per = 1 + self.passes
+        self.saved = self.rng.bit_generator.state
+        z = self.rng.standard_normal(per * total)
+        kind = np.repeat(np.tile(np.arange(per), sizes.size), np.repeat(sizes, per))
+        svc = self.service  # a LogNormal here
+        self.svc_s = (svc.loc_ms + svc.scale_ms * np.exp(svc.shape * z[kind == 0])) / 1000.0  # type: ignore[union-attr]
+        extra = np.zeros(total)
+        route = self.routing
+        for p in range(1, per):
+            extra += (route.loc_ms + route.scale_ms * np.exp(route.shape * z[kind == p])) / 1000.0  # type: ignore[union-attr]
+        self.extra_s = extra
+        self.sizes = sizes.tolist()
+        self.step = 0
+        self.offset = 0
+        self.active = True
+
+    def take(
+        self, n: int, admission: float
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_] | None]:
+        """Service times (s), extra latency (s) and admission draws for the next step's ``n`` requests."""
+        if self.active:
+            if admission >= 1.0:
+                o = self.offset
+                self.offset += n
+                self.step += 1
+                return self.svc_s[o : o + n], self.extra_s[o : o + n], None
+            self.rng.bit_generator.state = self.saved
+            self.rng.standard_normal(self.offset * (1 + self.passes))
+            self.active = False
+        service_s = self.service.draw_ms(self.rng, n) / 1000.0
+        extra_s = np.zeros(n)
+        for _ in range(self.passes):
+            extra_s += self.routing.draw_ms(self.rng, n) / 1000.0  # type: ignore[union-attr]
+        admit = self.rng.random(n) < admission if admission < 1.0 else None
+        return service_s, extra_s, admit
+
+
 def simulate(
     workload: Workload,
     policy: Any,
@@ -202,6 +266,9 @@ def simulate(
     policy_calls = 0
     policy_time = 0.0
     route_passes = cfg.routing_passes if cfg.routing is not None else 0
+    draws = [_StepDraws(svc_rng[j], cfg.service, cfg.routing, route_passes) for j in range(num_jobs)]
+    whole_minutes = float(steps_per_minute).is_integer()
+    step_ends_s = cfg.step_s * np.arange(1, int(steps_per_minute) + 1)
 
     def _generate_minute(j: int, m: int) -> None:
         count = int(workload.counts_rpm[j, m])
@@ -310,6 +377,9 @@ def simulate(
             m = round(now / 60.0)
             for j in range(num_jobs):
                 _generate_minute(j, m)
+                if whole_minutes:
+                    cuts = np.searchsorted(pending_arr[j], now + step_ends_s, side="left")
+                    draws[j].start_minute(np.diff(cuts, prepend=0))
         if k % steps_per_policy == 0:
             observations = _observe_all(now)
             views = tuple(
@@ -361,14 +431,7 @@ def simulate(
             if not batch.size:
                 batches.append((batch, batch, batch, None))
                 continue
-            service_s = cfg.service.draw_ms(svc_rng[j], batch.size) / 1000.0
-            extra_s = np.zeros(batch.size)
-            for _ in range(route_passes):
-                extra_s += cfg.routing.draw_ms(svc_rng[j], batch.size) / 1000.0  # type: ignore[union-attr]
-            admit = None
-            if admission[j] < 1.0:
-                admit = svc_rng[j].random(batch.size) < admission[j]
-            batches.append((batch, service_s, extra_s, admit))
+            batches.append((batch, *draws[j].take(batch.size, float(admission[j]))))
         # All jobs' unsaturated prefixes at once, then each job's rest through its own server.
         done = serve_fast(servers, *zip(*batches, strict=True)) if cfg.vectorized else [0] * num_jobs
         for j in range(num_jobs):
