@@ -132,6 +132,7 @@ class FaroPolicy(HybridPolicy):
         forecaster_factory: Callable[[], Any] | None = None,
         min_history_min: int = 15,
         refit_every_min: int = 60,
+        refit_slices: int | None = None,
         solve_fn: SolveFn | None = None,
         quantile_search: str = "bisect",
         **hybrid: Any,
@@ -169,6 +170,8 @@ class FaroPolicy(HybridPolicy):
             factory=forecaster_factory,
             min_history_min=min_history_min,
             refit_every_min=refit_every_min,
+            # one slice of the fleet refitted per long step (12 at 300 s steps and hourly refits)
+            refit_slices=refit_slices or max(1, round(refit_every_min * 60 / self.interval_s)),
         )
         self._solve_fn = solve_fn
 
