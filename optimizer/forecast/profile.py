@@ -51,11 +51,11 @@ def _ridge(
     yz = np.where(ok, y, 0.0)
     n = np.maximum(w.sum(axis=1), 1.0)
     mean = Xz.sum(axis=1) / n[:, None]
-    var = (Xz**2).sum(axis=1) / n[:, None] - mean**2
+    var = np.einsum("nok,nok->nk", Xz, Xz) / n[:, None] - mean**2  # no (N, R, k) temporary
     scale = np.sqrt(np.maximum(var, 0.0))
     scale = np.where(scale > 1e-9, scale, 1.0)
     scale[:, 0] = 1.0
-    Xs = Xz / scale[:, None, :]
+    Xs = np.divide(Xz, scale[:, None, :], out=Xz)  # in place: Xz is not needed any more
     Xt = Xs.transpose(0, 2, 1)
     A = Xt @ Xs  # batched BLAS
     b = (Xt @ yz[..., None])[..., 0]
@@ -213,13 +213,17 @@ class ProfileRegression:
         coef = np.zeros((n_jobs, H, k))
         resid = np.full((n_jobs, origins.size, H), np.nan)
         mode = np.zeros(n_jobs, dtype=np.int8)
+        # One (N, O, k) design reused for every step: only the last column (profile at t+h) changes.
+        X = np.empty((n_jobs, origins.size, k))
+        X[..., : k - 1] = base
+        prof_fin = np.isfinite(base[..., 2 + n_a])
         for h in range(1, H + 1):
-            X = np.concatenate([base, known[:, day_t[origins], (phase_t[origins] + h) % S][..., None]], axis=-1)
+            X[..., -1] = known[:, day_t[origins], (phase_t[origins] + h) % S]
             Y = np.full((n_jobs, origins.size), np.nan)
             ok_y = origins + h < n_min
             Y[:, ok_y] = hist[:, origins[ok_y] + h]
             base_ok = np.isfinite(Y) & base_fin
-            full_ok = base_ok & np.isfinite(X[..., 2 + n_a :]).all(axis=-1)
+            full_ok = base_ok & prof_fin & np.isfinite(X[..., -1])
             if h == 1:  # the model per job is decided once, on the 1-step rows
                 mode[base_ok.sum(axis=1) >= self.min_train_rows] = 1
                 mode[full_ok.sum(axis=1) >= self.min_train_rows] = 2
@@ -227,11 +231,13 @@ class ProfileRegression:
                 jobs = np.flatnonzero(mode == m)
                 if not jobs.size:
                     continue
-                Xm = X[jobs][:, :, cols]
-                c = _ridge(Xm, Y[jobs], okm[jobs], self.ridge)
+                every = jobs.size == n_jobs  # the usual case: no per-mode copy of the design
+                Xm = X[:, :, cols] if every else X[jobs][:, :, cols]
+                Ym, okj = (Y, okm) if every else (Y[jobs], okm[jobs])
+                c = _ridge(Xm, Ym, okj, self.ridge)
                 coef[jobs, h - 1, cols] = c
                 pred = (np.where(np.isfinite(Xm), Xm, 0.0) @ c[..., None])[..., 0]
-                resid[jobs, :, h - 1] = np.where(okm[jobs], Y[jobs] - pred, np.nan)
+                resid[jobs, :, h - 1] = np.where(okj, Ym - pred, np.nan)
             coef[mode == 0, h - 1, 1] = 1.0  # cold start: last value
         sigma = fallback_sigma(hist)
         grid = residual_grid(resid, sigma)
