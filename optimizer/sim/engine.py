@@ -324,7 +324,7 @@ def simulate(
                 lat = lat_all[lat_start : lat_end[j]]
                 if lat.size:
                     p_lat = percentile_linear(lat, cfg.slo_percentile)
-                    mean_lat = float(lat.mean())
+                    mean_lat = float(np.add.reduce(lat)) / lat.size  # = lat.mean(), without its overhead
                 if ready:
                     busy_s = float(busy_pos[busy_start : busy_end[j]].sum())
                     util = min(1.0, busy_s / (ready * cfg.observation_window_s))
@@ -443,7 +443,7 @@ def simulate(
             srv.drain(end)
             a, st, f, e, dropped = srv.take_results()
             if a.size or dropped.size:
-                results[j].append((a, f - a + e, dropped))
+                results[j].append((a, f, e, dropped))
             rec = recent[j]
             rec.append((a, st, f, float(f.max()) if f.size else -math.inf))
             while len(rec) > max(2, int(2 * cfg.observation_window_s / cfg.step_s) + 4):
@@ -461,23 +461,43 @@ def simulate(
         srv.drain(float("inf"))
         a, _st, f, e, dropped = srv.take_results()
         if a.size or dropped.size:
-            results[j].append((a, f - a + e, dropped))
+            results[j].append((a, f, e, dropped))
 
-    req_job, req_arr, req_lat = [], [], []
+    # One concatenation per output (per job, per chunk: served in dispatch order, then drops).
+    owners: list[int] = []
+    sizes: list[int] = []
+    arr_parts: list[np.ndarray] = []
+    fin_parts: list[np.ndarray] = []
+    ext_parts: list[np.ndarray] = []
     for j in range(num_jobs):
-        for a, lat_s, dropped in results[j]:
-            req_job.append(np.full(a.size + dropped.size, j, dtype=np.int32))
-            req_arr.append(np.concatenate([a, dropped]))
-            req_lat.append(np.concatenate([lat_s * 1000.0, np.full(dropped.size, np.inf)]).astype(np.float32))
+        for a, f, e, dropped in results[j]:
+            owners.append(j)
+            sizes.append(a.size + dropped.size)
+            arr_parts += (a, dropped)
+            fin_parts += (f, np.full(dropped.size, np.inf))
+            ext_parts += (e, np.zeros(dropped.size))
+    if arr_parts:
+        req_arr = np.concatenate(arr_parts)
+        lat = np.concatenate(fin_parts)  # in place: the 100-job run holds tens of millions of requests
+        del fin_parts
+        lat -= req_arr
+        lat += np.concatenate(ext_parts)
+        del ext_parts
+        lat *= 1000.0
+        req_lat = lat.astype(np.float32)
+        del lat
+        req_job = np.repeat(np.asarray(owners, dtype=np.int32), sizes)
+    else:
+        req_arr, req_lat, req_job = np.empty(0), np.empty(0, np.float32), np.empty(0, np.int32)
     return SimResult(
         job_names=workload.names,
         config=cfg,
         policy=str(getattr(policy, "name", type(policy).__name__)),
         duration_s=duration_s,
         arrivals_rpm=workload.counts_rpm.copy(),
-        req_job=np.concatenate(req_job) if req_job else np.empty(0, np.int32),
-        req_arrival_s=np.concatenate(req_arr) if req_arr else np.empty(0),
-        req_latency_ms=np.concatenate(req_lat) if req_lat else np.empty(0, np.float32),
+        req_job=req_job,
+        req_arrival_s=req_arr,
+        req_latency_ms=req_lat,
         step_time_s=np.arange(n_steps) * cfg.step_s,
         target_replicas=rec_target,
         ready_replicas=rec_ready,
