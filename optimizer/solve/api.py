@@ -162,7 +162,8 @@ def _pack(
     )
 
 
-def _greedy(prep: Prepared) -> tuple[NDArray[np.int64], float | None]:
+def _greedy(prep: Prepared, *, exact: bool = False) -> tuple[NDArray[np.int64], float | None]:
+    """The fast allocator of each objective; ``exact`` lets FairSum close its last bands by DP."""
     kind = prep.kind
     m, s = prep.constraints.matrix, prep.slack
     if kind == "sum":
@@ -171,7 +172,7 @@ def _greedy(prep: Prepared) -> tuple[NDArray[np.int64], float | None]:
     if kind == "fair":
         res = solve_fair(prep.tables.utility, prep.arrays.weight, m, s)
         return res.k, res.bound
-    res = solve_fairsum(prep.tables.utility, m, s)
+    res = solve_fairsum(prep.tables.utility, m, s, exact_leaves=exact)
     return res.k, res.bound
 
 
@@ -246,12 +247,17 @@ def _run_greedy(prep: Prepared, *, elapsed_ms: Callable[[], float], **_: object)
 
 
 def _run_auto(prep: Prepared, *, elapsed_ms: Callable[[], float], **_: object) -> SolveResult:
-    k, bound = _greedy(prep)
+    small = prep.tables.lo.size <= DP_MAX_JOBS
+    fairsum = prep.kind == "fairsum"
+    k, bound = _greedy(prep, exact=fairsum and small)
     value = _score(prep, k)
     gap = None if bound is None else (bound - value) / max(1.0, abs(bound))
     proven = False
     note = ""
-    if (gap is None or gap > OPTIMAL_GAP) and prep.tables.lo.size <= DP_MAX_JOBS:
+    if fairsum and small and gap is not None and gap <= OPTIMAL_GAP:
+        note = "proven optimal by the band search (bands closed by the exact Sum DP)"
+    # FairSum's band search already ran its exact DP per band; the feature DP would only repeat it slower.
+    if (gap is None or gap > OPTIMAL_GAP) and small and not fairsum:
         exact = _dp(prep, incumbent_k=k)
         if exact is not None:
             if _score(prep, exact) >= value - 1e-12:

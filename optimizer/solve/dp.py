@@ -36,7 +36,30 @@ def solve_dp(
     max_states: int = 20_000,
 ) -> NDArray[np.int64] | None:
     """Optimal offsets ``k`` (columns of ``utility``) for objective ``kind`` in
-    {``sum``, ``fair``, ``fairsum``}, or ``None`` when the state space grew past ``max_states``."""
+    {``sum``, ``fair``, ``fairsum``}, or ``None`` when the state space grew past ``max_states``
+    (or, for ``sum`` with an incumbent, when nothing beats it)."""
+    k, _ = dp_search(
+        utility, weight, matrix, slack, kind=kind, prices=prices, incumbent=incumbent, max_states=max_states
+    )
+    return k
+
+
+def dp_search(
+    utility: NDArray[np.float64],
+    weight: NDArray[np.float64],
+    matrix: NDArray[np.float64],
+    slack: NDArray[np.float64],
+    *,
+    kind: str,
+    prices: NDArray[np.float64] | None = None,
+    incumbent: float = -np.inf,
+    max_states: int = 20_000,
+) -> tuple[NDArray[np.int64] | None, bool]:
+    """``solve_dp`` that also says why it has no answer: ``(k, False)`` optimal; ``(None, False)``
+    no allocation beats ``incumbent`` (``sum`` with prices) or none fits; ``(None, True)`` gave up.
+
+    ``utility`` rows may hold ``-inf`` at columns a job may not take (bands of the FairSum search).
+    """
     n, w = utility.shape
     nrows = matrix.shape[0]
     value = weight[:, None] * utility  # what "sum" adds up (fair uses it as the tie-break)
@@ -69,12 +92,12 @@ def solve_dp(
             keep &= optimistic >= incumbent - 1e-9 * max(1.0, abs(incumbent))
         usage, feats, choice = new_usage[keep], new_feats[keep], new_choice[keep]
         if usage.shape[0] == 0:
-            return None
+            return None, False
         usage, feats, choice = _pareto(usage, feats, choice)
         if usage.shape[0] > max_states:
-            return None
+            return None, True
     best = int(np.argmax(_score(kind, feats, n)))
-    return choice[best].astype(np.int64)
+    return choice[best].astype(np.int64), False
 
 
 def _initial(kind: str) -> NDArray[np.float64]:

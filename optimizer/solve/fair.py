@@ -21,10 +21,12 @@ keep the best allocation found and report the largest bucket bound as the certif
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
-from faro.optimizer.solve.separable import allocate_sum, shift_rows
+from faro.optimizer.solve.dp import dp_search
+from faro.optimizer.solve.separable import allocate_priced, allocate_sum, lp_relaxation, shift_rows
 from numpy.typing import NDArray
 
 
@@ -88,55 +90,131 @@ def fairsum_value(u: NDArray) -> float:
 
 
 def solve_fairsum(
-    utility: NDArray, matrix: NDArray, slack: NDArray, *, grid: int = 8, refine: int = 6
+    utility: NDArray,
+    matrix: NDArray,
+    slack: NDArray,
+    *,
+    max_evals: int | None = None,
+    rel_tol: float = 1e-6,
+    exact_leaves: bool = False,
 ) -> FairResult:
-    """Best floor on a refined grid of levels; certified by the bucket bounds (see module notes)."""
-    n = utility.shape[0]
+    """Best FairSum allocation by branch and bound over utility bands (see module notes).
+
+    Stops when the best open box's bound is within ``rel_tol`` of the incumbent or after
+    ``max_evals`` band evaluations (default: about 2·10⁶ table entries of work); the bound is then
+    the largest open box bound, so the result is always certified. With ``exact_leaves`` a single
+    band whose inner bound is still open is solved exactly by the Sum DP (small problems); the
+    result is then optimal whenever the search finishes and no DP gives up.
+    """
+    n, w = utility.shape
     rows = np.arange(n)
-    levels = feasible_levels(utility, matrix, slack)
-    if levels.size == 0:
-        k = np.zeros(n, dtype=np.int64)
-        return FairResult(k=k, bound=None)
-    evaluated: dict[int, tuple[float | None, NDArray[np.int64]]] = {}
+    nrows = matrix.shape[0]
+    finite = np.isfinite(utility)
+    if n == 0:
+        return FairResult(k=np.zeros(0, dtype=np.int64), bound=0.0)
+    low = feasible_levels(utility, matrix, slack)
+    if low.size == 0:
+        return FairResult(k=np.zeros(n, dtype=np.int64), bound=None)
+    # No allocation has a maximum below the largest utility some job has at its first column.
+    max_floor = float(np.max(np.where(finite, utility, np.inf).min(axis=1)))
+    values = utility[finite]
+    high = np.unique(values[values >= max_floor - 1e-12])
+    direction = None
+    if nrows > 1:
+        _, direction = lp_relaxation(utility, matrix, slack)  # one LP: the price direction for every band
+    if max_evals is None:
+        max_evals = int(np.clip(2_000_000 // max(1, n * w), 24, 400))
 
-    def evaluate(j: int) -> None:
-        if j in evaluated:
-            return
-        floor = level_offsets(utility, float(levels[j]))
-        assert floor is not None  # every level in `levels` is reachable
-        k, bound = _sum_above(utility, floor, matrix, slack)
-        # Raising the maximum costs N per unit, so also spend leftovers only up to the floor's
-        # current maximum utility; keep whichever scores better.
-        cap = float(utility[rows, floor].max())
-        capped = np.where(utility <= cap + 1e-12, utility, -np.inf)
-        k_cap, _ = _sum_above(capped, floor, matrix, slack)
-        if fairsum_value(utility[rows, k_cap]) > fairsum_value(utility[rows, k]):
-            k = k_cap
-        evaluated[j] = (bound, k)
+    best_k = np.asarray(level_offsets(utility, float(low[0])), dtype=np.int64)
+    best = fairsum_value(utility[rows, best_k]) if _fits(best_k, matrix, slack) else -np.inf
+    cache: dict[tuple[int, int], float] = {}
+    prices: dict[tuple[int, int], NDArray | None] = {}
 
-    for j in np.unique(np.linspace(0, levels.size - 1, min(grid, levels.size)).round().astype(int)):
-        evaluate(int(j))
+    def band(a: int, d: int) -> NDArray:
+        inside = (utility >= low[a] - 1e-12) & (utility <= high[d] + 1e-12)
+        return np.where(inside, utility, -np.inf)
 
-    # No allocation has a maximum below the largest utility some job has at its floor.
-    max_floor = float(np.max(utility[:, 0]))
-
-    def bucket_bounds() -> list[tuple[float, int, int]]:
-        idx = sorted(evaluated)
-        out = []
-        for a, b in zip(idx, [*idx[1:], None], strict=True):
-            s_a = evaluated[a][0]
-            m_top = float(levels[b]) if b is not None else float(levels[-1])
-            s_term = np.inf if s_a is None else s_a + n * (m_top - max_floor + 1.0)
-            top = float(levels[b]) if b is not None else float(levels[-1])
-            out.append((min(s_term, n * (top + 1.0)), a, b if b is not None else a))
+    def band_bound(a: int, d: int) -> float:
+        """Upper bound on ΣU over allocations with every utility in [low[a], high[d]]; updates the
+        incumbent with the band's own allocation."""
+        nonlocal best, best_k
+        key = (a, d)
+        if key in cache:
+            return cache[key]
+        lo_u, hi_u = float(low[a]), float(high[d])
+        out = -np.inf
+        if hi_u >= lo_u - 1e-12:
+            alloc = allocate_priced(band(a, d), matrix, slack, direction)
+            if alloc is not None:
+                prices[key] = alloc.prices
+                score = fairsum_value(utility[rows, alloc.k])
+                if score > best:
+                    best, best_k = score, alloc.k
+                out = float(alloc.bound) if alloc.bound is not None else np.inf
+        cache[key] = out
         return out
 
-    for _ in range(refine):
-        worst = max(bucket_bounds())
-        _, a, b = worst
-        if b - a <= 1:
+    def box_bound(a: int, b: int, c: int, d: int, s_bound: float) -> float:
+        # f = ΣU + N(min − max + 1) with min ≤ low[b], max ≥ high[c], ΣU ≤ min + (N−1)·max
+        if high[d] < low[a] - 1e-12:
+            return -np.inf
+        top = min(s_bound + n * (low[b] - high[c] + 1.0), (n + 1) * low[b] - high[c] + n)
+        return float(top)
+
+    def close_leaf(a: int, d: int) -> bool:
+        """Solve band (a, d) exactly; True when nothing in it can beat the (updated) incumbent."""
+        nonlocal best, best_k
+        spread = n * (float(low[a]) - float(high[d]) + 1.0)
+        k, gave_up = dp_search(
+            band(a, d), np.ones(n), matrix, slack, kind="sum", prices=prices.get((a, d)), incumbent=best - spread
+        )
+        if k is not None:
+            score = fairsum_value(utility[rows, k])
+            if score > best:
+                best, best_k = score, k
+        return not gave_up
+
+    counter = 0
+    heap: list[tuple[float, int, int, int, int, int, bool]] = []
+
+    def push(a: int, b: int, c: int, d: int, s_bound: float, evaluated: bool) -> None:
+        nonlocal counter
+        bound = box_bound(a, b, c, d, s_bound)
+        if bound > best + _slack(bound, rel_tol):
+            counter += 1
+            heapq.heappush(heap, (-bound, counter, a, b, c, d, evaluated))
+
+    push(0, low.size - 1, 0, high.size - 1, np.inf, False)
+    leaves: list[float] = []
+    evals = 0
+    while heap:
+        neg, _, a, b, c, d, evaluated = heap[0]
+        if -neg <= best + _slack(-neg, rel_tol) or evals >= max_evals:
             break
-        evaluate((a + b) // 2)
-    best_k = max((k for _, k in evaluated.values()), key=lambda k: fairsum_value(utility[rows, k]))
-    bound = max(b for b, _, _ in bucket_bounds())
-    return FairResult(k=best_k, bound=None if not np.isfinite(bound) else float(bound))
+        heapq.heappop(heap)
+        if not evaluated:
+            if (a, d) not in cache:
+                evals += 1
+            push(a, b, c, d, band_bound(a, d), True)
+            continue
+        s_bound = cache[(a, d)]
+        if a == b and c == d:
+            # One band: only its inner bound is left, unless the DP closes it.
+            if not (exact_leaves and close_leaf(a, d)):
+                leaves.append(-neg)
+            continue
+        # Split the wider side (both cost N per unit of utility).
+        if c == d or (a < b and low[b] - low[a] >= high[d] - high[c]):
+            m = (a + b) // 2
+            push(a, m, c, d, s_bound, True)  # same corner (a, d)
+            push(m + 1, b, c, d, s_bound, False)
+        else:
+            m = (c + d) // 2
+            push(a, b, c, m, s_bound, False)
+            push(a, b, m + 1, d, s_bound, True)
+    bound = max([best, *leaves, *(-e[0] for e in heap)])
+    return FairResult(k=best_k, bound=float(bound) if np.isfinite(bound) else None)
+
+
+def _slack(bound: float, rel_tol: float) -> float:
+    return rel_tol * max(1.0, abs(bound))

@@ -153,40 +153,56 @@ def repair(
     *,
     max_moves: int | None = None,
 ) -> NDArray[np.int64]:
-    """Spend what is left: repeatedly move one job up to the count with the best gain per priced
-    cost among moves that fit, until no move that fits gains anything."""
+    """Spend what is left: move jobs up to the count with the best gain per priced cost among moves
+    that fit, until no move that fits gains anything.
+
+    Each round takes every job's best move, sorted by that score, and accepts the longest prefix
+    that fits together (at least the best move, which fits alone), so a round costs one pass over
+    the tables however many jobs move.
+    """
     n, w = values.shape
     k = k.copy()
     rows = np.arange(n)
     cols = np.arange(w)[None, :]
-    left = slack - matrix @ k if matrix.shape[0] else np.zeros(0)
-    mu = np.zeros(matrix.shape[0]) if prices is None else prices
-    unit_price = mu @ matrix if matrix.shape[0] else np.zeros(n)
+    nrows = matrix.shape[0]
+    left = slack - matrix @ k if nrows else np.zeros(0)
+    mu = np.zeros(nrows) if prices is None else prices
+    unit_price = mu @ matrix if nrows else np.zeros(n)
     # A small share of "fraction of what is left" keeps free resources from looking costless.
-    scale = np.where(left > 0, left, 1.0) if matrix.shape[0] else np.zeros(0)
-    for _ in range(max_moves if max_moves is not None else n * w + 1):
-        if matrix.shape[0]:
+    scale = np.where(left > 0, left, 1.0) if nrows else np.zeros(0)
+    frac = (matrix / scale[:, None]).sum(axis=0) if nrows else np.zeros(n)
+    denom_unit = (unit_price + 1e-6 * frac + 1e-12)[:, None]
+    tol = _TOL * np.maximum(1.0, np.abs(slack)) if nrows else np.zeros(0)
+    moves = 0
+    limit = max_moves if max_moves is not None else n * w + 1
+    while moves < limit:
+        if nrows:
             with np.errstate(divide="ignore", invalid="ignore"):
-                room = np.where(matrix > 0, (left[:, None] + _TOL) / matrix, np.inf)
+                room = np.where(matrix > 0, (left[:, None] + tol[:, None]) / matrix, np.inf)
             dmax = np.floor(np.min(room, axis=0))
-            frac = (matrix / scale[:, None]).sum(axis=0)
         else:
             dmax = np.full(n, np.inf)
-            frac = np.zeros(n)
         delta = cols - k[:, None]
-        fits = (delta >= 1) & (delta <= dmax[:, None])
         with np.errstate(invalid="ignore"):
             gain = values - values[rows, k][:, None]
-        ok = fits & (gain > 1e-12)
+        ok = (delta >= 1) & (delta <= dmax[:, None]) & (gain > 1e-12)
         if not ok.any():
             return k
-        denom = (unit_price + 1e-6 * frac + 1e-12)[:, None] * delta
         with np.errstate(divide="ignore", invalid="ignore"):
-            score = np.where(ok, gain / denom, -np.inf)
-        i, col = np.unravel_index(int(np.argmax(score)), score.shape)
-        if matrix.shape[0]:
-            left = left - matrix[:, i] * (col - k[i])
-        k[i] = col
+            score = np.where(ok, gain / (denom_unit * delta), -np.inf)
+        target = np.argmax(score, axis=1)
+        best = score[rows, target]
+        movers = np.nonzero(np.isfinite(best))[0]
+        movers = movers[np.argsort(-best[movers], kind="stable")][: limit - moves]
+        step = target[movers] - k[movers]
+        if nrows:
+            use = np.cumsum(matrix[:, movers] * step[None, :], axis=1)
+            fits = np.all(use <= (left + tol)[:, None], axis=0)
+            take = max(1, int(np.argmin(fits)) if not fits.all() else movers.size)
+            movers, step = movers[:take], step[:take]
+            left = left - matrix[:, movers] @ step
+        k[movers] += step
+        moves += movers.size
     return k
 
 
@@ -198,8 +214,85 @@ def allocate_sum(
     n = values.shape[0]
     if n == 0:
         return Allocation(k=np.zeros(0, dtype=np.int64), value=0.0, bound=0.0, prices=None)
+    if matrix.shape[0] <= 1 and np.isfinite(values[:, 0]).all():
+        # One row: the envelope LP is a fractional knapsack, solved exactly without an LP solver.
+        alloc = allocate_priced(values, matrix, slack)
+        if alloc is not None:
+            return alloc
     k, prices = lp_relaxation(values, matrix, slack)
     k = repair(values, k, matrix, slack, prices)
     value = float(values[np.arange(n), k].sum())
     bound = lagrangian_bound(values, matrix, slack, prices) if prices is not None else None
     return Allocation(k=k, value=value, bound=bound, prices=prices)
+
+
+def allocate_priced(
+    values: NDArray[np.float64],
+    matrix: NDArray[np.float64],
+    slack: NDArray[np.float64],
+    direction: NDArray[np.float64] | None = None,
+    *,
+    max_moves: int | None = None,
+) -> Allocation | None:
+    """``allocate_sum`` without an LP solver: the envelope segments are taken in order of gain per
+    unit of priced cost ``(μ·A)ᵢ`` with ``μ = t·direction`` for falling ``t``, the longest prefix
+    that fits every row is kept (each job on an envelope vertex) and ``repair`` spends what is left.
+
+    The bound is ``min_t L(t·direction)`` over the prefix breakpoints, re-evaluated exactly on the
+    tables. With one constraint row (direction 1) that is the envelope LP's value, so this is the
+    LP solution itself (a fractional knapsack); with more rows ``direction`` should be LP duals
+    of a related problem (e.g. the unrestricted tables'). Rows may hold ``-inf`` anywhere (columns a
+    job may not take); ``k`` starts at each row's first finite column. None when even those do not
+    fit.
+    """
+    n = values.shape[0]
+    nrows = matrix.shape[0]
+    finite = np.isfinite(values)
+    if n == 0:
+        return Allocation(k=np.zeros(0, dtype=np.int64), value=0.0, bound=0.0, prices=np.zeros(nrows))
+    if not finite.any(axis=1).all():
+        return None
+    start = np.argmax(finite, axis=1).astype(np.int64)
+    left = slack - matrix @ start if nrows else np.zeros(0)
+    if nrows and np.any(left < -_TOL * np.maximum(1.0, np.abs(slack))):
+        return None
+    rows = np.arange(n)
+    base = float(values[rows, start].sum())
+    job, seg_start, length, slope = _segments(values)
+    if nrows == 0:
+        k = start.copy()
+        np.maximum.at(k, job, seg_start + length)
+        value = float(values[rows, k].sum())
+        return Allocation(k=k, value=value, bound=value, prices=np.zeros(0))
+    d = np.ones(nrows) if direction is None else np.maximum(np.asarray(direction, dtype=float), 0.0)
+    given = d
+    # A tiny price on every row keeps rows the direction calls free from looking costless.
+    d = np.ones(1) if nrows == 1 else d + 1e-6 * np.max(d, initial=1.0) / np.maximum(np.abs(left), 1.0)
+    cost = d @ matrix  # (N,)
+    seg_cost = cost[job]
+    with np.errstate(divide="ignore"):
+        ratio = np.where(seg_cost > 0, slope / np.where(seg_cost > 0, seg_cost, 1.0), np.inf)
+    order = np.lexsort((seg_start, -ratio))
+    job, seg_start, length, slope, ratio = job[order], seg_start[order], length[order], slope[order], ratio[order]
+    seg_cost = seg_cost[order]
+    use = np.cumsum(matrix[:, job] * length[None, :], axis=1)  # (K, S) cumulative use of each prefix
+    tol = _TOL * np.maximum(1.0, np.abs(slack))
+    fit = min(int(np.searchsorted(use[r], left[r] + tol[r], side="right")) for r in range(nrows)) if job.size else 0
+    # A job's segments are in order, so the prefix ends each job on an envelope vertex.
+    k = start.copy()
+    np.add.at(k, job[:fit], length[:fit])
+    k = repair(values, k, matrix, slack, d if nrows > 1 else np.ones(1), max_moves=max_moves)
+    value = float(values[rows, k].sum())
+    # L(t·d) at every breakpoint t = ratio_j (segments before j taken) and at t = 0 (all taken).
+    budget = float(d @ left)
+    gain = np.concatenate([[0.0], np.cumsum(slope * length)])
+    spent = np.concatenate([[0.0], np.cumsum(seg_cost * length)])
+    t = np.concatenate([ratio, [0.0]])
+    finite_t = np.isfinite(t)
+    phi = np.where(finite_t, base + gain + np.where(finite_t, t, 0.0) * (budget - spent), np.inf)
+    t_best = float(t[int(np.argmin(phi))]) if job.size else 0.0
+    prices = t_best * d
+    bound = lagrangian_bound(values, matrix, slack, prices)
+    if direction is not None and nrows > 1:
+        bound = min(bound, lagrangian_bound(values, matrix, slack, given))  # the direction as given (LP duals)
+    return Allocation(k=k, value=value, bound=max(bound, value), prices=prices)
