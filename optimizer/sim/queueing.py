@@ -35,6 +35,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Sequence
+from itertools import accumulate
 
 import numpy as np
 from numpy.typing import NDArray
@@ -444,17 +445,17 @@ def serve_fast(
     A = np.concatenate(a_parts) if len(a_parts) > 1 else a_parts[0]
     S = np.concatenate(s_parts) if len(s_parts) > 1 else s_parts[0]
     m = A.size
-    sizes_a = np.asarray(sizes)
-    n_a = np.asarray(nrep)
-    offsets = np.concatenate([[0], np.cumsum(sizes_a)[:-1]])
-    rowoffs = np.concatenate([[0], np.cumsum(n_a)[:-1]])
+    offsets_l = list(accumulate(sizes, initial=0))
+    rowoffs_l = list(accumulate(nrep, initial=0))
+    # Per-job integers, then per request in one repeat: replicas, first request, end, first row.
+    per_job = np.array([nrep, offsets_l[:-1], offsets_l[1:], rowoffs_l[:-1]])
+    sizes_a, n_a, offsets = np.asarray(sizes), per_job[0], per_job[1]
+    n_req, off_req, end_req, rowoff_req = np.repeat(per_job, sizes_a, axis=1)
     rows = np.asarray(rows_list)
     num_rows = rows.size
     g = np.arange(m)
-    n_req = np.repeat(n_a, sizes_a)
-    t = g - np.repeat(offsets, sizes_a)
-    end_req = np.repeat(offsets + sizes_a, sizes_a)
-    rowpos = np.repeat(rowoffs, sizes_a) + t % n_req
+    t = g - off_req
+    rowpos = rowoff_req + t % n_req
     # Z = [free time of each row | finish of each request]; pred = where a request's predecessor lives.
     pred = np.where(t >= n_req, num_rows + g - n_req, rowpos)
     z = np.empty(num_rows + m)
@@ -490,11 +491,11 @@ def serve_fast(
         accepted[first_jobs] = bad[first_at] - offsets[first_jobs]
 
     # Commit: new free time and last cap finishes of every row, from the accepted requests.
-    k_row = np.repeat(accepted, n_a)
-    n_row = np.repeat(n_a, n_a)
-    p_row = np.arange(num_rows) - np.repeat(rowoffs, n_a)
+    per_job[2] = accepted  # reuse the table: accepted, replicas, first request, first row per row
+    k_row, n_row, off_row, rowoff_row = np.repeat(per_job[[2, 0, 1, 3]], n_a, axis=1)
+    p_row = np.arange(num_rows) - rowoff_row
     c_row = np.where(k_row > p_row, (k_row - p_row + n_row - 1) // n_row, 0)
-    base_row = np.repeat(offsets, n_a) + p_row
+    base_row = off_row + p_row
     # Row r's sequence is its prior last-cap finishes then its c accepted finishes; keep the last cap of
     # it, gathered in one go from [prior (row-major) | x].
     q = np.arange(cap - 1, -1, -1)[None, :]  # q-th newest lands in column cap-1-q
