@@ -341,3 +341,134 @@ def test_label_values_are_escaped_for_promql_strings() -> None:
 def test_a_preset_with_an_unknown_template_variable_is_rejected_at_construction() -> None:
     with pytest.raises(InvalidInputError, match="bad template variable"):
         Preset(name="broken", templates={"rate": 'sum(rate(x{pod="${pod}"}[1m]))'})
+
+
+# ------------------------------------------------------------------------------------- batched path
+
+
+def counting(transport):
+    """Wrap a transport to record every query it sends."""
+    asked: list[str] = []
+
+    def wrapped(url, body, headers, timeout_s):
+        from urllib.parse import parse_qs
+
+        asked.append(parse_qs(body.decode())["query"][0])
+        return transport(url, body, headers, timeout_s)
+
+    wrapped.asked = asked
+    return wrapped
+
+
+@pytest.mark.prometheus
+def test_deployments_sharing_a_preset_get_from_one_query_per_quantity_what_their_own_queries_give(
+    scraped: Scraped,
+) -> None:
+    from faro.optimizer.metrics.prometheus import urllib_transport
+
+    absent = DeploymentRef("team-a", "no-such-model")
+    override = DeploymentRef.from_annotations(
+        "team-a", "resnet-x10", {"faro.dev/promql-rate": 'sum(rate(http_requests_total{deployment="resnet"}[5s])) * 10'}
+    )
+    refs = [RESNET, BERT, absent, override]
+    now_s = time.time() - 1.0  # both sources evaluate the same instant, already scraped
+    sources = {}
+    for name, batch_min in (("batched", 2), ("alone", 0)):
+        transport = counting(urllib_transport)
+        client = PrometheusClient(scraped.prometheus.url, timeout_s=10, transport=transport)
+        sources[name] = (PrometheusSource(client, window_s=WINDOW_S, batch_min=batch_min), transport)
+    batched = sources["batched"][0].observe(refs, now_s=now_s, history_minutes=3)
+    alone = sources["alone"][0].observe(refs, now_s=now_s, history_minutes=3)
+
+    for ref in (RESNET, BERT, override):
+        a, b = batched[ref.key], alone[ref.key]
+        assert isinstance(a, JobMetrics) and isinstance(b, JobMetrics), (a, b)
+        for quantity in ("rate_rps", "latency_ms", "mean_latency_ms", "processing_time_ms", "queue_length"):
+            assert getattr(a, quantity) == pytest.approx(getattr(b, quantity), rel=1e-9, nan_ok=True), quantity
+        assert a.rate_history_rpm == pytest.approx(b.rate_history_rpm, rel=1e-9, nan_ok=True)
+    assert batched[RESNET.key].rate_rps == pytest.approx(20.0, rel=0.1)
+    assert batched[override.key].rate_rps == pytest.approx(200.0, rel=0.1)  # its own query, not the batch
+    error = batched[absent.key]
+    assert isinstance(error, MetricsError) and error.kind == "missing" and "team-a/no-such-model" in error.reason
+    asked_batched, asked_alone = sources["batched"][1].asked, sources["alone"][1].asked
+    assert sum("sum by (namespace, deployment)" in q for q in asked_batched) >= 5
+    assert len(asked_batched) < len(asked_alone) / 2
+
+
+@pytest.mark.prometheus
+def test_a_stopped_prometheus_is_each_batched_deployments_unavailable_error(prometheus_factory) -> None:
+    prometheus = prometheus_factory([])
+    refs = [DeploymentRef("team-a", f"model-{i}") for i in range(5)]
+    source = PrometheusSource(PrometheusClient(prometheus.url, timeout_s=2), window_s=WINDOW_S)
+    prometheus.stop()
+
+    result = source.observe(refs, now_s=time.time(), history_minutes=3)
+
+    for ref in refs:
+        error = result[ref.key]
+        assert isinstance(error, MetricsError) and error.kind == "unavailable" and error.transient
+        assert f"{ref.namespace}/{ref.name}" in error.reason
+
+
+def test_batched_answers_are_split_by_the_presets_labels_and_scoped_to_the_deployments() -> None:
+    asked: list[tuple[str, str]] = []
+
+    def transport(url, body, headers, timeout_s):
+        from urllib.parse import parse_qs
+
+        query = parse_qs(body.decode())["query"][0]
+        asked.append((url.rsplit("/", 1)[1], query))
+        if url.endswith("query_range"):
+            result = [{"metric": {"application": app, "deployment": dep}, "values": [[60.0, str(v)]]}
+                      for app, dep, v in (("shop", "ranker", 1.0), ("shop", "embedder", 2.0))]
+            return 200, json.dumps({"status": "success", "data": {"resultType": "matrix", "result": result}}).encode()
+        result = [{"metric": {"application": app, "deployment": dep}, "value": [0, str(v)]}
+                  for app, dep, v in (("shop", "ranker", 5.0), ("shop", "embedder", 7.0), ("other", "x", 9.0))]
+        return 200, json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}).encode()
+
+    refs = [
+        DeploymentRef.from_annotations("ns1", "a", {"faro.dev/metrics-preset": "ray-serve", "faro.dev/ray-app": "shop",
+                                                    "faro.dev/ray-deployment": "ranker"}),
+        DeploymentRef.from_annotations("ns2", "b", {"faro.dev/metrics-preset": "ray-serve", "faro.dev/ray-app": "shop",
+                                                    "faro.dev/ray-deployment": "embedder"}),
+    ]
+    source = PrometheusSource(PrometheusClient("http://127.0.0.1:9", transport=transport), max_workers=1)
+
+    result = source.observe(refs, now_s=61.0, history_minutes=1)
+
+    a, b = result[("ns1", "a")], result[("ns2", "b")]
+    assert isinstance(a, JobMetrics) and isinstance(b, JobMetrics)
+    assert (a.rate_rps, b.rate_rps) == (5.0, 7.0)
+    assert (a.rate_history_rpm, b.rate_history_rpm) == ((60.0,), (120.0,))
+    assert len(asked) == 6  # history, rate, latency (same percentile), mean latency, processing time, queue
+    assert all('application=~"shop"' in q and "sum by (application, deployment" in q for _, q in asked)
+
+
+def test_a_batch_prometheus_rejects_falls_back_to_each_deployments_own_query() -> None:
+    asked: list[str] = []
+
+    def transport(url, body, headers, timeout_s):
+        from urllib.parse import parse_qs
+
+        query = parse_qs(body.decode())["query"][0]
+        asked.append(query)
+        if "sum by" in query:
+            return 400, json.dumps({"status": "error", "errorType": "bad_data", "error": "parse error"}).encode()
+        if url.endswith("query_range"):
+            return 200, json.dumps(matrix([(60.0, 1.0)])).encode()
+        return 200, json.dumps(vector(4.0)).encode()
+
+    refs = [DeploymentRef("ns", "m1"), DeploymentRef("ns", "m2")]
+    source = PrometheusSource(PrometheusClient("http://127.0.0.1:9", transport=transport), max_workers=1)
+
+    result = source.observe(refs, now_s=61.0, history_minutes=1)
+
+    for ref in refs:
+        value = result[ref.key]
+        assert isinstance(value, JobMetrics) and value.rate_rps == 4.0 and value.rate_history_rpm == (60.0,)
+    assert any(f'deployment="{ref.name}"' in q for q in asked for ref in refs)  # each asked on its own
+
+
+def test_batch_min_must_not_be_negative() -> None:
+    with pytest.raises(InvalidInputError, match="batch_min"):
+        PrometheusSource(PrometheusClient("http://127.0.0.1:9"), batch_min=-1)

@@ -5,22 +5,32 @@
 for tests). ``PrometheusSource`` implements ``MetricsSource``: the control loop calls ``observe``
 once per cycle; each Deployment is queried with its preset's templates (or its override
 annotations) and every failure stays that Deployment's ``MetricsError``.
+
+Batching: at 1,000 Deployments one query per Deployment and quantity is ~6,000 HTTP requests a
+cycle. Deployments that use a built-in preset's template for a quantity unchanged (no override)
+share one ``sum by (<the preset's two labels>) (...)`` query per preset and quantity (and SLO
+percentile, for the latency quantile), scoped to their namespaces/applications; the answer is split
+by those labels. What each Deployment gets is what its own query would have given: a Deployment
+absent from the answer has no series, a failed batch is each member's ``unavailable`` error, and a
+batch Prometheus rejects falls back to per-Deployment queries. Overrides and custom presets are
+always queried per Deployment.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from faro.optimizer.errors import InvalidInputError, PermanentError, TransientError
 from faro.optimizer.metrics.base import DeploymentRef, JobMetrics, MetricsError
-from faro.optimizer.metrics.presets import PRESETS, REQUIRED, Preset, render
+from faro.optimizer.metrics.presets import GENERIC, PRESETS, RAY_SERVE, REQUIRED, Preset, render
 
 HISTORY_STEP_S = 60.0
 
@@ -127,6 +137,12 @@ class PrometheusClient:
         return answer["data"]
 
 
+def _history_range(now_s: float, history_minutes: int) -> tuple[float, float]:
+    """(end, start) of the per-minute history: the last ``history_minutes`` whole minutes up to now."""
+    end_s = math.floor(now_s / HISTORY_STEP_S) * HISTORY_STEP_S
+    return end_s, end_s - (history_minutes - 1) * HISTORY_STEP_S
+
+
 def _float(text: str) -> float:
     return float(text)  # Prometheus encodes NaN/Inf as "NaN"/"+Inf"/"-Inf", which float() reads
 
@@ -135,12 +151,104 @@ def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+@dataclass(frozen=True)
+class BatchPreset:
+    """Fleet-wide forms of a built-in preset's templates: ``templates[q]`` computes quantity q for every
+    Deployment at once, ``by`` are the result labels naming a Deployment (the first one is also the
+    ``${scope}`` label: ``by[0]=~"v1|v2|..."``), and ``labels(ref)`` their values for a Deployment.
+    A quantity is batched for a Deployment only while its template is ``preset.templates[q]``."""
+
+    preset: Preset
+    by: tuple[str, str]
+    labels: Callable[[DeploymentRef], tuple[str, str]]
+    templates: Mapping[str, str] = field(default_factory=dict)
+
+
+def _grouped(by: tuple[str, str], metric: str, *, rate: bool = True, extra: str = "") -> str:
+    inner = f"rate({metric}{{${{scope}}{extra}}}[${{window}}])" if rate else f"{metric}{{${{scope}}{extra}}}"
+    return f"sum by ({', '.join(by)}) ({inner})"
+
+
+def _ratio(by: tuple[str, str], metric: str, scale: str = "") -> str:
+    return f"{scale}{_grouped(by, metric + '_sum')} / {_grouped(by, metric + '_count')}"
+
+
+_GEN_BY = ("namespace", "deployment")
+_POD_TO_DEPLOYMENT = '"deployment", "$1", "pod", "(.+)-[a-z0-9]+-[a-z0-9]+"'  # the generic preset's pod pattern
+_RAY_BY = ("application", "deployment")
+
+BATCH_PRESETS: Mapping[str, BatchPreset] = {
+    "generic": BatchPreset(
+        preset=GENERIC,
+        by=_GEN_BY,
+        labels=lambda ref: (ref.namespace, ref.deployment_label),
+        templates={
+            "rate": "sum by (namespace, deployment) (increase(http_requests_total{${scope}}[${window}]))"
+            " / ${window_s}",
+            "latency": "1000 * histogram_quantile(${quantile}, sum by (namespace, deployment, le) "
+            "(rate(http_request_duration_seconds_bucket{${scope}}[${window}])))",
+            "mean_latency": _ratio(_GEN_BY, "http_request_duration_seconds", "1000 * "),
+            "processing_time": _ratio(_GEN_BY, "model_inference_duration_seconds", "1000 * "),
+            "queue": _grouped(_GEN_BY, "model_queue_length", rate=False),
+            "cpu": (
+                "sum by (namespace, deployment) (label_replace(rate(container_cpu_usage_seconds_total"
+                f'{{${{scope}},container!="",container!="POD"}}[${{window}}]), {_POD_TO_DEPLOYMENT}))'
+                " / sum by (namespace, deployment) (label_replace(kube_pod_container_resource_requests"
+                f'{{${{scope}},resource="cpu"}}, {_POD_TO_DEPLOYMENT}))'
+            ),
+        },
+    ),
+    "ray-serve": BatchPreset(
+        preset=RAY_SERVE,
+        by=_RAY_BY,
+        labels=lambda ref: (ref.app_label, ref.deployment_label),
+        templates={
+            "rate": "sum by (application, deployment) (increase(ray_serve_num_router_requests_total{${scope}}"
+            "[${window}])) / ${window_s}",
+            "latency": "histogram_quantile(${quantile}, sum by (application, deployment, le) "
+            "(rate(ray_serve_deployment_processing_latency_ms_bucket{${scope}}[${window}])))",
+            "mean_latency": _ratio(_RAY_BY, "ray_serve_deployment_processing_latency_ms"),
+            "processing_time": _ratio(_RAY_BY, "ray_serve_deployment_processing_latency_ms"),
+            "queue": _grouped(_RAY_BY, "ray_serve_deployment_queued_queries", rate=False),
+        },
+    ),
+}
+
+HISTORY = "history"  # the batch key's quantity for the per-minute rate range query
+
+
+def _regex_quote(value: str) -> str:
+    """A label value as a literal inside a double-quoted PromQL regex."""
+    return re.escape(value).replace("\\", "\\\\").replace('"', '\\"')
+
+
+@dataclass
+class _Batch:
+    """One batched query: its members, and after running either the answer by Deployment labels or
+    the error it raised."""
+
+    spec: BatchPreset
+    quantity: str  # a quantity, or HISTORY
+    percentile: float
+    refs: list[DeploymentRef] = field(default_factory=list)
+    answer: dict[tuple[str, str], object] | None = None
+    error: Exception | None = None
+
+    def expr(self, window_s: float) -> str:
+        template = self.spec.templates["rate" if self.quantity == HISTORY else self.quantity]
+        scope_values = sorted({self.spec.labels(ref)[0] for ref in self.refs})
+        scope = f'{self.spec.by[0]}=~"{"|".join(_regex_quote(v) for v in scope_values)}"'
+        return (template.replace("${scope}", scope).replace("${window_s}", f"{window_s:g}")
+                .replace("${window}", f"{window_s:g}s").replace("${quantile}", f"{self.percentile / 100:.6g}"))
+
+
 class PrometheusSource:
     """``MetricsSource`` over the Prometheus HTTP API.
 
     ``window_s`` is the window of instant queries (rate, latency, processing time, CPU); ``presets``
-    maps a name to a ``Preset`` (default: the built-in registry); ``max_workers`` Deployments are
-    queried concurrently (each one's queries run in order).
+    maps a name to a ``Preset`` (default: the built-in registry); ``max_workers`` queries run
+    concurrently; a quantity is batched (module docstring) once ``batch_min`` Deployments share its
+    query (``0`` = never batch).
     """
 
     def __init__(
@@ -150,31 +258,88 @@ class PrometheusSource:
         window_s: float = 60.0,
         presets: Mapping[str, Preset] = PRESETS,
         max_workers: int = 4,
+        batch_min: int = 2,
     ) -> None:
         if not window_s > 0:
             raise InvalidInputError("metrics window_s", f"must be > 0, got {window_s!r}")
         if max_workers < 1:
             raise InvalidInputError("metrics max_workers", f"must be >= 1, got {max_workers!r}")
+        if batch_min < 0:
+            raise InvalidInputError("metrics batch_min", f"must be >= 0, got {batch_min!r}")
         self.client = client
         self.window_s = window_s
         self.presets = presets
         self.max_workers = max_workers
+        self.batch_min = batch_min
 
     def observe(
         self, deployments: Sequence[DeploymentRef], *, now_s: float, history_minutes: int
     ) -> dict[tuple[str, str], JobMetrics | MetricsError]:
         if history_minutes < 1:
             raise InvalidInputError("history_minutes", f"must be >= 1, got {history_minutes!r}")
-        if len(deployments) <= 1 or self.max_workers == 1:
-            results = [self._observe_one(ref, now_s, history_minutes) for ref in deployments]
-        else:
-            with ThreadPoolExecutor(max_workers=min(self.max_workers, len(deployments))) as pool:
-                results = list(pool.map(lambda ref: self._observe_one(ref, now_s, history_minutes), deployments))
+        batches = self._plan_batches(deployments)
+        end_s, start_s = _history_range(now_s, history_minutes)
+        self._map(lambda batch: self._run_batch(batch, now_s=now_s, start_s=start_s, end_s=end_s), batches)
+        lookup = {(ref.key, batch.quantity): batch for batch in batches for ref in batch.refs}
+        results = self._map(lambda ref: self._observe_one(ref, now_s, history_minutes, lookup), deployments)
         return {ref.key: result for ref, result in zip(deployments, results, strict=True)}
 
-    def _observe_one(self, ref: DeploymentRef, now_s: float, history_minutes: int) -> JobMetrics | MetricsError:
+    def _map(self, fn: Callable, items: Sequence) -> list:
+        if len(items) <= 1 or self.max_workers == 1:
+            return [fn(item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(self.max_workers, len(items))) as pool:
+            return list(pool.map(fn, items))
+
+    # ------------------------------------------------------------------------------------ batching
+    def _plan_batches(self, deployments: Sequence[DeploymentRef]) -> list[_Batch]:
+        """The batched queries for this cycle: (preset, quantity, percentile) groups of at least
+        ``batch_min`` Deployments whose template for the quantity is the built-in preset's."""
+        if self.batch_min == 0:
+            return []
+        groups: dict[tuple[str, str, float], _Batch] = {}
+        for ref in deployments:
+            spec, preset = BATCH_PRESETS.get(ref.preset), self.presets.get(ref.preset)
+            if spec is None or preset is None:
+                continue
+            templates = {**preset.templates, **ref.overrides}
+            for quantity, text in templates.items():
+                if quantity not in spec.templates or text != spec.preset.templates.get(quantity):
+                    continue
+                for q in (quantity, HISTORY) if quantity == "rate" else (quantity,):
+                    pct = ref.percentile if q == "latency" else 0.0
+                    groups.setdefault((ref.preset, q, pct), _Batch(spec, q, pct)).refs.append(ref)
+        return [batch for batch in groups.values() if len(batch.refs) >= max(self.batch_min, 1)]
+
+    def _run_batch(self, batch: _Batch, *, now_s: float, start_s: float, end_s: float) -> None:
+        by = batch.spec.by
         try:
-            return self._observe(ref, now_s, history_minutes)
+            if batch.quantity == HISTORY:
+                expr = batch.expr(HISTORY_STEP_S)
+                found = self.client.query_range(expr, start_s=start_s, end_s=end_s, step_s=HISTORY_STEP_S)
+            else:
+                expr = batch.expr(self.window_s)
+                found = self.client.query(expr, time_s=now_s)
+            batch.answer = {(x.labels.get(by[0], ""), x.labels.get(by[1], "")): x for x in found}
+        except Exception as exc:  # kept for each member: unavailable, or a fall-back to its own query
+            batch.error = exc
+
+    def _batched(self, batch: _Batch | None, ref: DeploymentRef) -> list | None:
+        """What ``ref``'s own query would have returned, from its batch; None = query it alone."""
+        if batch is None:
+            return None
+        if batch.error is not None:
+            if isinstance(batch.error, PrometheusUnavailable):
+                raise batch.error
+            return None  # rejected (or a surprise): this Deployment's own query decides
+        found = batch.answer.get(batch.spec.labels(ref)) if batch.answer is not None else None
+        return [found] if found is not None else []
+
+    def _observe_one(
+        self, ref: DeploymentRef, now_s: float, history_minutes: int,
+        lookup: Mapping[tuple[tuple[str, str], str], _Batch] | None = None,
+    ) -> JobMetrics | MetricsError:
+        try:
+            return self._observe(ref, now_s, history_minutes, lookup or {})
         except Exception as exc:  # one Deployment's surprise must never take the cycle down
             return MetricsError(f"Deployment {ref.namespace}/{ref.name}: unexpected error: {exc!r}", kind="bad_result")
 
@@ -188,7 +353,10 @@ class PrometheusSource:
             )
         return {**preset.templates, **ref.overrides}
 
-    def _observe(self, ref: DeploymentRef, now_s: float, history_minutes: int) -> JobMetrics | MetricsError:
+    def _observe(
+        self, ref: DeploymentRef, now_s: float, history_minutes: int,
+        lookup: Mapping[tuple[tuple[str, str], str], _Batch],
+    ) -> JobMetrics | MetricsError:
         templates = self._templates(ref)
         if isinstance(templates, MetricsError):
             return templates
@@ -199,14 +367,15 @@ class PrometheusSource:
 
         # Per-minute history: points at the last `history_minutes` whole minutes up to now; the
         # point at t is the increase over (t - 60 s, t], i.e. the minute ending at t.
-        end_s = math.floor(now_s / HISTORY_STEP_S) * HISTORY_STEP_S
-        start_s = end_s - (history_minutes - 1) * HISTORY_STEP_S
+        end_s, start_s = _history_range(now_s, history_minutes)
         try:
             history_expr = expr_for("rate", HISTORY_STEP_S)
         except InvalidInputError as exc:
             return MetricsError(str(exc), kind="invalid_query", quantity="rate")
         try:
-            matrix = self.client.query_range(history_expr, start_s=start_s, end_s=end_s, step_s=HISTORY_STEP_S)
+            matrix = self._batched(lookup.get((ref.key, HISTORY)), ref)
+            if matrix is None:
+                matrix = self.client.query_range(history_expr, start_s=start_s, end_s=end_s, step_s=HISTORY_STEP_S)
         except PrometheusUnavailable as exc:
             return MetricsError(
                 f"{who}: Prometheus unavailable: {exc}", kind="unavailable", quantity="rate", query=history_expr
@@ -235,7 +404,9 @@ class PrometheusSource:
             except InvalidInputError as exc:
                 return MetricsError(str(exc), kind="invalid_query", quantity=quantity)
             try:
-                samples = self.client.query(expr, time_s=now_s)
+                samples = self._batched(lookup.get((ref.key, quantity)), ref)
+                if samples is None:
+                    samples = self.client.query(expr, time_s=now_s)
             except PrometheusUnavailable as exc:
                 return MetricsError(
                     f"{who}: Prometheus unavailable: {exc}", kind="unavailable", quantity=quantity, query=expr
