@@ -107,7 +107,7 @@ def test_greedy_bound_is_never_below_the_true_optimum():
 @given(
     seed=st.integers(0, 2**32 - 1),
     n=st.integers(1, 12),
-    objective=st.sampled_from(["sum", "fair", "fairsum", "penaltysum"]),
+    objective=st.sampled_from(["sum", "fair", "fairsum", "penaltysum", "penaltyfairsum"]),
     solver=st.sampled_from(["auto", "greedy", "cvxpy"]),
     cpu=st.floats(0.0, 30.0),
     used=st.floats(0.0, 10.0),
