@@ -83,7 +83,7 @@ def test_a_new_job_gets_its_own_fit_and_a_vanished_one_is_dropped_at_its_slice_r
     fc = LoadForecaster(factory=lambda: Counting(log), refit_every_min=60, refit_slices=2)
     data = np.arange(4, dtype=float)[:, None] + np.zeros((1, 300))
     tables, state, _ = fc.forecast(view(data[:3, :100], 6000.0), ForecastState(), horizon=2, quantiles=[0.5])
-    assert len(log) == 2 and sorted(j for rows in log for j in rows) == [0.0, 1.0, 2.0]
+    assert len(log) == 1 and sorted(log[0]) == [0.0, 1.0, 2.0]  # one fit of the fleet
     log.clear()
     names = ["j0", "j2", "j3"]  # j1 vanished, j3 is new, and the order changed
     tables, state, _ = fc.forecast(view(data[[0, 2, 3], :105], 6300.0, names), state, horizon=2, quantiles=[0.5])
@@ -109,16 +109,25 @@ def test_a_trimmed_history_is_counted_by_time_and_does_not_refit_everything():
     assert state.clock_min == 5
 
 
-def test_slices_forecast_the_same_as_one_fit_of_the_whole_fleet():
-    """Every model fits each job on its own rows, so slicing the fleet changes no forecast."""
-    hist = series(23, 900)
+def test_a_slice_split_off_the_first_fit_forecasts_as_a_fresh_fit_and_the_rest_as_before():
+    """Every model fits each job on its own rows, so fitting the fleet in slices changes no forecast
+    beyond the refit times."""
+    hist = series(23, 960)
     one = LoadForecaster(name="profile", refit_slices=1)
     many = LoadForecaster(name="profile", refit_slices=5)
-    a, _, _ = one.forecast(view(hist, 900 * 60.0), ForecastState(), horizon=7, quantiles=[0.6, 0.9])
-    b, state, _ = many.forecast(view(hist, 900 * 60.0), ForecastState(), horizon=7, quantiles=[0.6, 0.9])
-    assert len(state.groups) == 5
-    for q in (0.6, 0.9):
-        np.testing.assert_allclose(b[q], a[q], rtol=1e-9, atol=1e-9)
+    a, one_state, _ = one.forecast(view(hist[:, :900], 900 * 60.0), ForecastState(), horizon=7, quantiles=[0.9])
+    b, state, _ = many.forecast(view(hist[:, :900], 900 * 60.0), ForecastState(), horizon=7, quantiles=[0.9])
+    assert len(state.groups) == 1 and [due for _, due in state.pending] == [12, 24, 36, 48]
+    np.testing.assert_array_equal(a[0.9], b[0.9])
+
+    a, _, _ = one.forecast(view(hist[:, :912], 912 * 60.0), one_state, horizon=7, quantiles=[0.9])
+    b, state, _ = many.forecast(view(hist[:, :912], 912 * 60.0), state, horizon=7, quantiles=[0.9])
+    assert len(state.groups) == 2 and len(state.pending) == 3
+    carved = np.arange(5, 10)  # slice 1 of 23 jobs in 5 slices
+    fresh = make_forecaster("profile").fit(hist[carved, :912]).forecast(7, [0.9]).quantile(0.9)
+    np.testing.assert_allclose(b[0.9][carved], np.maximum(fresh, 0.0), rtol=1e-12)
+    rest = np.setdiff1d(np.arange(23), carved)
+    np.testing.assert_array_equal(b[0.9][rest], a[0.9][rest])
 
 
 def test_auto_refit_keeps_each_jobs_model_until_reselection_is_due():

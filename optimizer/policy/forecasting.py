@@ -10,7 +10,7 @@ predictor has a full context window. Called by ``faro.py`` and ``mark.py``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -21,33 +21,40 @@ from numpy.typing import NDArray
 
 @dataclass(frozen=True)
 class ForecastGroup:
-    """A slice of the jobs with its own fitted forecaster; ``fitted_at`` is on the state's minute
-    counter (set earlier than the fit on a full fit, to stagger the slices' refits)."""
+    """A fitted forecaster over the jobs ``keys`` (its rows, in order), fitted at ``fitted_at`` on
+    the state's minute counter. ``served`` are the keys it still forecasts (None = all): the first
+    fit covers the whole fleet and hands slices over to their own groups as they come due."""
 
     keys: tuple[Key, ...]
     fitted: Any
     fitted_at: int
+    served: frozenset[Key] | None = None
+
+    def serves(self, key: Key) -> bool:
+        return self.served is None or key in self.served
 
 
 @dataclass(frozen=True)
 class ForecastState:
-    """The fitted slices, how many history columns they absorbed, a minute counter that only grows
-    (refit ages), and the view time of the last update (to count new minutes when the history was
-    trimmed)."""
+    """The fitted groups, the slices still to be split off the first fit (keys, due minute), how many
+    history columns were absorbed, a minute counter that only grows (refit ages), and the view time
+    of the last update (to count new minutes when the history was trimmed)."""
 
     groups: tuple[ForecastGroup, ...] = ()
     minutes_seen: int = 0
     clock_min: int = 0
     last_now_s: float | None = None
+    pending: tuple[tuple[tuple[Key, ...], int], ...] = ()
 
     @property
     def fitted(self) -> Any:
-        """The first slice's fitted forecaster (None before the first fit)."""
+        """The first group's fitted forecaster (None before the first fit)."""
         return self.groups[0].fitted if self.groups else None
 
     @property
     def job_keys(self) -> tuple[Key, ...]:
-        return tuple(k for g in self.groups for k in g.keys)
+        """The keys forecast, by group."""
+        return tuple(k for g in self.groups for k in g.keys if g.serves(k))
 
 
 def history_matrix(view: ClusterView) -> NDArray[np.float64]:
@@ -120,15 +127,17 @@ class LoadForecaster:
 
     def _full_fit(
         self, history: NDArray[np.float64], job_keys: tuple[Key, ...], clock: int
-    ) -> tuple[ForecastGroup, ...]:
+    ) -> tuple[tuple[ForecastGroup, ...], tuple[tuple[tuple[Key, ...], int], ...]]:
+        """One fit of the whole fleet (one pass costs much less than one per slice), and the slices
+        1..k-1 to split off it at 1/k, 2/k … of the refit period (slice 0 stays with it)."""
+        group = ForecastGroup(job_keys, self._make().fit(history), clock)
         slices = min(self.refit_slices, len(job_keys)) if self.refit_every_min > 0 else 1
-        groups = []
-        for g, idx in enumerate(np.array_split(np.arange(len(job_keys)), slices)):
-            # slice g comes due after (1 - g/slices) of the period: one slice per cycle from then on
-            stagger = (g * self.refit_every_min) // slices
-            fitted = self._make().fit(history[idx])
-            groups.append(ForecastGroup(tuple(job_keys[i] for i in idx), fitted, clock - stagger))
-        return tuple(groups)
+        parts = np.array_split(np.arange(len(job_keys)), slices)
+        pending = tuple(
+            (tuple(job_keys[i] for i in idx), clock + (g * self.refit_every_min) // slices)
+            for g, idx in enumerate(parts) if g > 0
+        )
+        return (group,), pending
 
     def _new_minutes(self, state: ForecastState, minutes: int, now_s: float) -> int | None:
         """Columns of ``history`` not yet absorbed; None when unknown (then everything is refitted)."""
@@ -152,13 +161,14 @@ class LoadForecaster:
             naive = naive_forecast(history, horizon)
             return {q: naive for q in quantiles}, state, "naive"
         try:
-            groups, clock = self._advance(history, job_keys, state, now_s=view.now_s)
-            new_state = ForecastState(groups=groups, minutes_seen=minutes, clock_min=clock, last_now_s=view.now_s)
+            groups, pending, clock = self._advance(history, job_keys, state, now_s=view.now_s)
+            new_state = ForecastState(groups=groups, minutes_seen=minutes, clock_min=clock, last_now_s=view.now_s,
+                                      pending=pending)
             index = {k: i for i, k in enumerate(job_keys)}
             tables = {q: np.zeros((len(job_keys), horizon)) for q in quantiles}
             for group in groups:
                 result = group.fitted.forecast(horizon, list(quantiles))
-                where = np.array([index.get(k, -1) for k in group.keys], dtype=np.int64)
+                where = np.array([index.get(k, -1) if group.serves(k) else -1 for k in group.keys], dtype=np.int64)
                 present = where >= 0
                 for q in quantiles:
                     tables[q][where[present]] = np.asarray(result.quantile(q), dtype=float)[present]
@@ -171,36 +181,52 @@ class LoadForecaster:
 
     def _advance(
         self, history: NDArray[np.float64], job_keys: tuple[Key, ...], state: ForecastState, *, now_s: float
-    ) -> tuple[tuple[ForecastGroup, ...], int]:
-        """The slices after this cycle: updated with the new minutes, refitted where due, plus a
-        slice for jobs no slice knows; and the new minute counter."""
+    ) -> tuple[tuple[ForecastGroup, ...], tuple[tuple[tuple[Key, ...], int], ...], int]:
+        """The groups after this cycle: updated with the new minutes, refitted where due, slices split
+        off the first fit when due, plus a group for jobs none serves; the slices still pending; and
+        the new minute counter."""
         new = self._new_minutes(state, history.shape[1], now_s) if state.groups else None
         if new is None:
-            return self._full_fit(history, job_keys, state.clock_min), state.clock_min
+            return *self._full_fit(history, job_keys, state.clock_min), state.clock_min
         clock = state.clock_min + new
         index = {k: i for i, k in enumerate(job_keys)}
         nan_row = np.full(history.shape[1], np.nan)
         groups: list[ForecastGroup] = []
-        known: set[Key] = set()
         for group in state.groups:
-            due = self.refit_every_min > 0 and clock - group.fitted_at >= self.refit_every_min
-            if due:
-                kept = [(pos, k) for pos, k in enumerate(group.keys) if k in index]
+            if self.refit_every_min > 0 and clock - group.fitted_at >= self.refit_every_min:
+                kept = [(pos, k) for pos, k in enumerate(group.keys) if k in index and group.serves(k)]
                 if kept:
                     rows = np.array([index[k] for _, k in kept])
                     fitted = self._fit(history[rows], group, np.array([p for p, _ in kept]), clock - group.fitted_at)
                     groups.append(ForecastGroup(tuple(k for _, k in kept), fitted, clock))
-            else:
-                fitted = group.fitted
-                if new > 0:  # a vanished job's row gets missing minutes until its slice is refitted
-                    rows = np.stack([history[index[k]] if k in index else nan_row for k in group.keys])
-                    fitted = fitted.update(rows[:, history.shape[1] - new :])
-                groups.append(ForecastGroup(group.keys, fitted, group.fitted_at))
-            known.update(group.keys)
+                continue
+            fitted = group.fitted
+            if new > 0:  # a vanished job's row gets missing minutes until its group is refitted
+                rows = np.stack([history[index[k]] if k in index else nan_row for k in group.keys])
+                fitted = fitted.update(rows[:, history.shape[1] - new :])
+            groups.append(ForecastGroup(group.keys, fitted, group.fitted_at, group.served))
+        pending = []
+        for keys, due in state.pending:
+            if clock < due:
+                pending.append((keys, due))
+                continue
+            for g, group in enumerate(groups):  # split the slice off the group serving it
+                pos = [p for p, k in enumerate(group.keys) if k in set(keys) and group.serves(k) and k in index]
+                if not pos:
+                    continue
+                taken = tuple(group.keys[p] for p in pos)
+                rows = np.array([index[k] for k in taken])
+                fitted = self._fit(history[rows], group, np.array(pos), clock - group.fitted_at)
+                served = (group.served if group.served is not None else frozenset(group.keys)) - set(taken)
+                groups[g] = replace(group, served=served)
+                groups.append(ForecastGroup(taken, fitted, clock))
+                break
+        groups = [g for g in groups if g.served is None or g.served]
+        known = {k for g in groups for k in g.keys if g.serves(k)}
         fresh = [i for i, k in enumerate(job_keys) if k not in known]
         if fresh:
             groups.append(ForecastGroup(tuple(job_keys[i] for i in fresh), self._make().fit(history[fresh]), clock))
-        return tuple(groups), clock
+        return tuple(groups), tuple(pending), clock
 
 
 def oracle_forecast(view: ClusterView, horizon: int) -> tuple[NDArray[np.float64], bool]:
