@@ -1,6 +1,8 @@
 """Solver benchmark: random instances shaped like the Faro paper, every solver, N = 10 … 10,000.
 
-Run: ``python bench/solver.py`` (``--sizes 10,100,1000,10000 --instances 5 --objectives sum,fairsum``).
+Run: ``python bench/solver.py`` (``--sizes 10,100,1000,10000 --instances 5 --objectives sum,fairsum``);
+``--merge`` keeps the rows of ``--output`` this run does not redo (e.g. re-run only
+``--objectives fairsum --solvers auto,greedy`` and keep the COBYLA rows to compare with).
 Prints a table (median/max solve time, objective, certified gap to the bound, quotas respected,
 peak traced memory) and writes ``bench/results/solver.json``.
 
@@ -57,6 +59,22 @@ def paper_instance(n: int, seed: int, objective: str) -> Problem:
     return Problem(jobs=tuple(jobs), quotas=tuple(quotas), objective=objective)
 
 
+def cluster_instance(n: int, seed: int, objective: str) -> Problem:
+    """The simulator's shape: CPU only under one cluster cap of 3.2 CPUs per job, max 40 replicas."""
+    rng = np.random.default_rng(seed)
+    level_rpm = rng.uniform(1, 1600, n)
+    jobs = tuple(
+        Job(name=f"job{i}", slo=SLO(720.0, 99.0), processing_time_ms=180.0,
+            rate_rps=tuple(float(r) for r in np.clip(level_rpm[i] * rng.normal(1.0, 0.08, 7), 1, 1600) / 60.0),
+            resources={"cpu": 1.0}, min_replicas=1, max_replicas=40, current_replicas=int(rng.integers(1, 8)))
+        for i in range(n)
+    )
+    return Problem(jobs=jobs, quotas=(Quota(name="cluster", hard={"cpu": 3.2 * n}),), objective=objective)
+
+
+SHAPES = {"paper": paper_instance, "cluster": cluster_instance}
+
+
 def measure(problem: Problem, solver: str, *, traced: bool, time_limit_s: float = 120.0) -> dict:
     if traced:
         tracemalloc.start()
@@ -83,13 +101,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-limit-s", type=float, default=120.0, help="per COBYLA solve")
     parser.add_argument("--cvxpy-max", type=int, default=1000)
     parser.add_argument("--output", default=str(RESULTS))
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="paper",
+                        help="paper: cpu+memory+GPU under namespace quotas and a cluster cap; cluster: one CPU cap")
+    parser.add_argument("--merge", action="store_true", help="keep rows of --output this run does not redo")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
     for objective in args.objectives.split(","):
         for n in sizes:
             count = args.instances if n <= 1000 else max(1, min(args.instances, 3))
-            problems = [paper_instance(n, seed, objective) for seed in range(count)]
+            problems = [SHAPES[args.shape](n, seed, objective) for seed in range(count)]
             solve(problems[0], solver="greedy")  # warm imports and caches outside the timings
             for solver in args.solvers.split(","):
                 if (solver == "cobyla" and n > args.cobyla_max) or (solver == "cvxpy" and n > args.cvxpy_max):
@@ -104,28 +125,39 @@ def main(argv: list[str] | None = None) -> int:
                 times = [r["solve_ms"] for r in runs]
                 gaps = [r["gap"] for r in runs if r["gap"] is not None]
                 rows.append({
-                    "objective": objective, "n": n, "solver": solver, "instances": len(runs),
+                    "shape": args.shape, "objective": objective, "n": n, "solver": solver, "instances": len(runs),
                     "median_ms": statistics.median(times), "max_ms": max(times),
                     "mean_objective": statistics.fmean(r["objective_value"] for r in runs),
                     "max_gap": max(gaps) if gaps else None,
                     "quota_respected": all(r["quota_respected"] for r in runs),
                     "peak_mib": peak / 2**20, "runs": runs,
                 })
+    out = Path(args.output)
+    command = "python bench/solver.py " + " ".join(argv or sys.argv[1:])
+    commands = [command]
+    if args.merge and out.exists():
+        old = json.loads(out.read_text())
+        redone = {_key(r) for r in rows}
+        kept = [r for r in old["rows"] if _key(r) not in redone]
+        rows = sorted(kept + rows, key=lambda r: (r.get("shape", "paper"), r["objective"], r["n"]))
+        commands = [*old.get("commands", [old.get("command", "")]), command]
     _compare_with_cobyla(rows)
     print(_table(rows))
-    out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"command": "python bench/solver.py " + " ".join(argv or sys.argv[1:]),
-                               "rows": rows}, indent=1))
+    out.write_text(json.dumps({"command": command, "commands": commands, "rows": rows}, indent=1))
     print(f"\nwrote {out}")
     return 0
 
 
+def _key(row: dict) -> tuple:
+    return row.get("shape", "paper"), row["objective"], row["n"], row["solver"]
+
+
 def _compare_with_cobyla(rows: list[dict]) -> None:
     """Mark, per row, whether it scored at least COBYLA's objective on every instance COBYLA ran."""
-    by_key = {(r["objective"], r["n"], r["solver"]): r for r in rows}
+    by_key = {_key(r): r for r in rows}
     for r in rows:
-        ref = by_key.get((r["objective"], r["n"], "cobyla"))
+        ref = by_key.get((*_key(r)[:3], "cobyla"))
         if ref is None or r["solver"] == "cobyla":
             r["beats_cobyla"] = None
             continue
@@ -135,12 +167,13 @@ def _compare_with_cobyla(rows: list[dict]) -> None:
 
 
 def _table(rows: list[dict]) -> str:
-    head = ("objective", "N", "solver", "median ms", "max ms", "objective", "max gap", "quota ok", "≥ COBYLA",
+    head = ("shape", "objective", "N", "solver", "median ms", "max ms", "objective", "max gap", "quota ok", "≥ COBYLA",
             "peak MiB")
     lines = [head]
     for r in rows:
         lines.append((
-            r["objective"], str(r["n"]), r["solver"], f"{r['median_ms']:.1f}", f"{r['max_ms']:.1f}",
+            r.get("shape", "paper"), r["objective"], str(r["n"]), r["solver"],
+            f"{r['median_ms']:.1f}", f"{r['max_ms']:.1f}",
             f"{r['mean_objective']:.3f}", "-" if r["max_gap"] is None else f"{100 * r['max_gap']:.4f}%",
             "yes" if r["quota_respected"] else "NO",
             {None: "-", True: "yes", False: "NO"}[r["beats_cobyla"]], f"{r['peak_mib']:.1f}",

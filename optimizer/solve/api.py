@@ -4,8 +4,10 @@ Called by policies (every 10–300 simulated seconds), the live optimizer, ``far
 solver benchmark. Builds the integer utility tables once, handles quotas that cannot even hold the
 minimum replicas (status ``degraded``), dispatches to the named solver and packs a ``SolveResult``.
 
-Solvers (``SOLVERS``): ``auto`` (``greedy``, then ``dp`` to close any gap on small problems),
-``greedy`` (envelope LP + repair with a certified bound; exact level bisection for ``fair``), ``dp``
+Solvers (``SOLVERS``): ``auto`` (``greedy``, then ``dp`` to close any gap on small problems;
+FairSum's band search closes its last bands with the Sum DP instead), ``greedy`` (envelope LP +
+repair with a certified bound; exact level bisection for ``fair``; band branch and bound for
+``fairsum``), ``dp
 (exact Pareto DP, small problems), ``cvxpy`` (continuous relaxation on the concave envelopes with
 DPP parameters, then integer repair) and ``cobyla`` (the Faro artifact's method, a reference).
 """

@@ -10,13 +10,20 @@ Notes
 the sorted table values finds the best level ``u*`` exactly. Leftovers then go to the weighted sum
 with ``k ≥ r(u*)``, which never lowers the minimum.
 
-*FairSum* ``f = ΣU + N(m − M + 1)`` with ``m = min U``, ``M = max U``. For a fixed floor ``m`` we
-solve the separable subproblem ``max ΣU`` s.t. ``k ≥ r(m)`` (bound ``S(m)``, non-increasing in
-``m``). Any allocation whose minimum lies in ``(m_j, m_{j+1}]`` has ``ΣU ≤ S(m_j)`` and, as
-``ΣU ≤ N·M``, ``f ≤ N(m + 1)``; with ``M ≥ M₀ = maxᵢ Uᵢ[0]`` (no job can go below its floor),
-``f ≤ min(S(m_j) + N(m_{j+1} − M₀ + 1), N(m_{j+1} + 1))`` on that bucket. We
-evaluate floors on a grid of the achievable levels, refine the bucket holding the largest bound,
-keep the best allocation found and report the largest bucket bound as the certificate.
+*FairSum* ``f = ΣU + N(m − M + 1)`` with ``m = min U``, ``M = max U``. For a *band*
+``[lo, hi]`` of utility values let ``S(lo, hi) = max ΣU`` s.t. every ``Uᵢ ∈ [lo, hi]`` (the
+separable Sum problem on tables cut to the band; rows rise with replicas, so a job's band is a run
+of counts). The optimum is ``max over bands of S(lo, hi) + N(lo − hi + 1)`` with ``lo`` a level
+the minimum can reach (``≤ u*``) and ``hi ≥ M₀ = maxᵢ Uᵢ[0]``. A *box* of bands
+``lo ∈ [l_a, l_b]``, ``hi ∈ [h_c, h_d]`` contains only allocations in band ``(l_a, h_d)``, so
+
+    f ≤ min(S̄(l_a, h_d) + N(l_b − h_c + 1),  (N + 1)·l_b − h_c + N)
+
+(``S̄``: the Lagrangian bound of the band's Sum problem; the second term uses ``ΣU ≤ m + (N−1)M``).
+Branch and bound pops the box with the largest bound, evaluates its corner band once (priced
+allocation → an incumbent and ``S̄``), and halves the wider side; the ``N`` per unit of spread
+prunes almost every box at once. A single band left open is closed exactly by the Sum DP on small
+problems; otherwise the largest open bound is the certificate.
 """
 
 from __future__ import annotations
@@ -144,7 +151,9 @@ def solve_fairsum(
         lo_u, hi_u = float(low[a]), float(high[d])
         out = -np.inf
         if hi_u >= lo_u - 1e-12:
-            alloc = allocate_priced(band(a, d), matrix, slack, direction)
+            # The band's allocation only matters if it could beat the incumbent: skip its repair otherwise.
+            target = best - n * (lo_u - hi_u + 1.0)
+            alloc = allocate_priced(band(a, d), matrix, slack, direction, repair_above=target)
             if alloc is not None:
                 prices[key] = alloc.prices
                 score = fairsum_value(utility[rows, alloc.k])

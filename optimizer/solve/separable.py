@@ -1,7 +1,9 @@
 """Integer allocation for separable objectives (Σ wᵢUᵢ) under linear quotas, with a certified bound.
 
 Called by ``faro.optimizer.solve.api`` for ``sum``/``penaltysum`` and, with per-job lower offsets,
-by the max-min and FairSum solvers in ``fair.py``.
+by the max-min and FairSum solvers in ``fair.py``. ``allocate_priced`` is the LP-free variant (exact
+envelope LP for one constraint row; along a given price direction for more) the FairSum band
+search calls once per band.
 
 Notes
 -----
@@ -233,6 +235,7 @@ def allocate_priced(
     direction: NDArray[np.float64] | None = None,
     *,
     max_moves: int | None = None,
+    repair_above: float = -np.inf,
 ) -> Allocation | None:
     """``allocate_sum`` without an LP solver: the envelope segments are taken in order of gain per
     unit of priced cost ``(μ·A)ᵢ`` with ``μ = t·direction`` for falling ``t``, the longest prefix
@@ -243,7 +246,8 @@ def allocate_priced(
     LP solution itself (a fractional knapsack); with more rows ``direction`` should be LP duals
     of a related problem (e.g. the unrestricted tables'). Rows may hold ``-inf`` anywhere (columns a
     job may not take); ``k`` starts at each row's first finite column. None when even those do not
-    fit.
+    fit. The repair runs only when the bound exceeds ``repair_above`` (callers that only need the
+    bound of a hopeless problem skip it).
     """
     n = values.shape[0]
     nrows = matrix.shape[0]
@@ -281,8 +285,6 @@ def allocate_priced(
     # A job's segments are in order, so the prefix ends each job on an envelope vertex.
     k = start.copy()
     np.add.at(k, job[:fit], length[:fit])
-    k = repair(values, k, matrix, slack, d if nrows > 1 else np.ones(1), max_moves=max_moves)
-    value = float(values[rows, k].sum())
     # L(t·d) at every breakpoint t = ratio_j (segments before j taken) and at t = 0 (all taken).
     budget = float(d @ left)
     gain = np.concatenate([[0.0], np.cumsum(slope * length)])
@@ -295,4 +297,7 @@ def allocate_priced(
     bound = lagrangian_bound(values, matrix, slack, prices)
     if direction is not None and nrows > 1:
         bound = min(bound, lagrangian_bound(values, matrix, slack, given))  # the direction as given (LP duals)
+    if bound > repair_above:
+        k = repair(values, k, matrix, slack, d if nrows > 1 else np.ones(1), max_moves=max_moves)
+    value = float(values[rows, k].sum())
     return Allocation(k=k, value=value, bound=max(bound, value), prices=prices)
