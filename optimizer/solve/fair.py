@@ -183,6 +183,24 @@ def solve_fairsum(
                 best, best_k = score, k
         return not gave_up
 
+    lp_leaves = 0
+    lp_done: set[tuple[int, int]] = set()
+
+    def lp_bound(a: int, d: int) -> float:
+        """The band's envelope LP (HiGHS): a tighter S̄ than the shared direction gives, and its allocation."""
+        nonlocal best, best_k
+        cut = band(a, d)
+        start = np.argmax(np.isfinite(cut), axis=1).astype(np.int64)
+        alloc = allocate_sum(shift_rows(cut, start), matrix, slack - matrix @ start)
+        k = start + alloc.k
+        if _fits(k, matrix, slack):
+            score = fairsum_value(utility[rows, k])
+            if score > best:
+                best, best_k = score, k
+        if alloc.bound is not None:
+            cache[(a, d)] = min(cache[(a, d)], float(alloc.bound))
+        return cache[(a, d)]
+
     counter = 0
     heap: list[tuple[float, int, int, int, int, int, bool]] = []
 
@@ -209,8 +227,15 @@ def solve_fairsum(
         s_bound = cache[(a, d)]
         if a == b and c == d:
             # One band: only its inner bound is left, unless the DP closes it.
-            if not (exact_leaves and close_leaf(a, d)):
-                leaves.append(-neg)
+            if exact_leaves and close_leaf(a, d):
+                continue
+            if nrows > 1 and lp_leaves < _MAX_LP_LEAVES and (a, d) not in lp_done:
+                # The price direction is shared by all bands; the band's own LP bound is tighter.
+                lp_leaves += 1
+                lp_done.add((a, d))
+                push(a, b, c, d, lp_bound(a, d), True)
+                continue
+            leaves.append(-neg)
             continue
         # Split the wider side (both cost N per unit of utility).
         if c == d or (a < b and low[b] - low[a] >= high[d] - high[c]):
@@ -223,6 +248,10 @@ def solve_fairsum(
             push(a, b, m + 1, d, s_bound, True)
     bound = max([best, *leaves, *(-e[0] for e in heap)])
     return FairResult(k=best_k, bound=float(bound) if np.isfinite(bound) else None)
+
+
+_MAX_LP_LEAVES = 8
+"""Most single bands per search that get their own LP (problems with several constraint rows)."""
 
 
 def _slack(bound: float, rel_tol: float) -> float:
