@@ -12,6 +12,11 @@ fleet (``auto``: parameters only; models are re-chosen daily) and solve. Steady 
 over those cycles.
 
     python bench/loop.py [--sizes 100 1000] [--cycles 13] [--interval-s 300] [--history-min 1440]
+                         [--prometheus 1000]
+
+``--prometheus N`` also times the Prometheus metrics source on a real Prometheus (``/usr/bin/prometheus``
+scraping a test exporter with N Deployments of the generic preset): one ``observe`` with batched
+queries and one with a query per Deployment and quantity.
 
 Prints a table and writes bench/results/loop.json.
 """
@@ -134,6 +139,39 @@ def run(n: int, *, cycles: int, interval_s: float, history_min: int, policy_opti
             "held": sum(1 for t in plan.targets if t.held_reason)}
 
 
+def prometheus_source(n: int) -> dict:
+    """``observe`` on N Deployments against a real Prometheus, batched vs one query per Deployment."""
+    sys.path.insert(0, str(ROOT.parent / "tests"))
+    from faro.optimizer.metrics import DeploymentRef, PrometheusClient, PrometheusSource
+    from faro.optimizer.metrics.prometheus import urllib_transport
+    from prom_fixture import prometheus_servers, running_exporter
+
+    out: dict = {"deployments": n}
+    with running_exporter() as exporter, prometheus_servers() as start:
+        for i in range(n):
+            exporter.set_traffic(f"team-{i % 10}", f"model-{i}", rate_rps=5.0 + i % 7, mean_latency_ms=80.0,
+                                 latency_fractions={0.05: 0.5, 0.1: 0.9, 0.25: 1.0}, processing_ms=30.0,
+                                 queue_length=1)
+        prometheus = start([exporter.target])
+        prometheus.wait_for("count(count_over_time(http_requests_total[15s]) >= 8)",
+                            predicate=lambda r: bool(r) and float(r[0]["value"][1]) >= n, timeout_s=300)
+        refs = [DeploymentRef(f"team-{i % 10}", f"model-{i}") for i in range(n)]
+        for name, batch_min in (("batched", 2), ("per_deployment", 0)):
+            asked: list[int] = []
+
+            def transport(url, body, headers, timeout_s, asked=asked):
+                asked.append(1)
+                return urllib_transport(url, body, headers, timeout_s)
+
+            source = PrometheusSource(PrometheusClient(prometheus.url, timeout_s=60, transport=transport),
+                                      batch_min=batch_min)
+            t0 = time.perf_counter()
+            result = source.observe(refs, now_s=time.time() - 1, history_minutes=60)
+            out[name] = {"seconds": time.perf_counter() - t0, "http_queries": len(asked),
+                         "observed": sum(isinstance(v, JobMetrics) for v in result.values())}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
@@ -142,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cycles", type=int, default=None, help="after the first (default: one refit period + 1)")
     parser.add_argument("--quantile-search", choices=["bisect", "linear"], default="bisect")
     parser.add_argument("--refit-slices", type=int, default=None, help="default: one per long step of a refit period")
+    parser.add_argument("--prometheus", type=int, default=0, metavar="N",
+                        help="also time the Prometheus source on a real Prometheus with N Deployments")
     args = parser.parse_args(argv)
     cycles = args.cycles or round(3600 / args.interval_s) + 1
     options = {"quantile_search": args.quantile_search, "refit_slices": args.refit_slices}
@@ -151,8 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         for label in ("first_cycle_s", "steady_cycle_s", "max_cycle_s"):
             print(f"{row['deployments']:>11} {label[:-8]:>6} " + " ".join(f"{row[label][p]:>26.3f}" for p in PHASES))
-    out = {"machine": platform.platform(), "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
-           "python": platform.python_version(), "settings": {**vars(args), "cycles": cycles}, "rows": rows,
+    prom = prometheus_source(args.prometheus) if args.prometheus else None
+    if prom:
+        print(f"\nPrometheus source, {prom['deployments']} Deployments, one observe (60 min history):")
+        for name in ("batched", "per_deployment"):
+            r = prom[name]
+            print(f"  {name:15s} {r['http_queries']:6d} HTTP queries {r['seconds']:7.2f} s  {r['observed']} observed")
+    out = {"machine": platform.platform(), "prometheus_source": prom, "cpus": os.cpu_count(),
+           "load_avg": os.getloadavg(), "python": platform.python_version(),
+           "settings": {**vars(args), "cycles": cycles}, "rows": rows,
            "command": "python bench/loop.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     (ROOT / "results").mkdir(exist_ok=True)
     (ROOT / "results" / "loop.json").write_text(json.dumps(out, indent=2))
