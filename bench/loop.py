@@ -180,11 +180,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cycles", type=int, default=None, help="after the first (default: one refit period + 1)")
     parser.add_argument("--quantile-search", choices=["bisect", "linear"], default="bisect")
     parser.add_argument("--refit-slices", type=int, default=None, help="default: one per long step of a refit period")
+    parser.add_argument("--reselect-every-min", type=int, default=None,
+                        help="auto's model re-choice period (default: its own, 1440); 60 = every refit re-chooses")
     parser.add_argument("--prometheus", type=int, default=0, metavar="N",
                         help="also time the Prometheus source on a real Prometheus with N Deployments")
     args = parser.parse_args(argv)
     cycles = args.cycles or round(3600 / args.interval_s) + 1
     options = {"quantile_search": args.quantile_search, "refit_slices": args.refit_slices}
+    if args.reselect_every_min:
+        options["forecaster_options"] = {"reselect_every_min": args.reselect_every_min}
     rows = [run(n, cycles=cycles, interval_s=args.interval_s, history_min=args.history_min, policy_options=options)
             for n in args.sizes]
     print(f"{'deployments':>11} {'cycle':>6} " + " ".join(f"{p:>26}" for p in PHASES))
