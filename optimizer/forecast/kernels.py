@@ -40,14 +40,16 @@ class DampedTrend:
 
     def step(self, state: State, y: NDArray[np.float64]) -> State:
         level, trend = state
-        pred = level + self.phi * trend
-        err = y - pred
+        damped = self.phi * trend
+        pred = level + damped
         seen = np.isfinite(y)
+        err = np.where(seen, y - pred, 0.0)  # a missing minute: no correction (x + 0 is x, NaN stays NaN)
+        new_level = pred + self.alpha * err
+        new_trend = damped + self.beta * err
         fresh = seen & ~np.isfinite(level)  # first observation of a job
-        new_level = np.where(seen, pred + self.alpha * err, pred)
-        new_trend = np.where(seen, self.phi * trend + self.beta * err, self.phi * trend)
-        new_level = np.where(fresh, y, new_level)
-        new_trend = np.where(fresh, 0.0, new_trend)
+        if fresh.any():
+            new_level = np.where(fresh, y, new_level)
+            new_trend = np.where(fresh, 0.0, new_trend)
         return (new_level, new_trend)
 
     def predict(self, state: State, horizon: int) -> NDArray[np.float64]:
