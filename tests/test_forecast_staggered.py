@@ -177,3 +177,23 @@ def test_auto_rejects_a_bad_reselection_period_by_name(value):
 
     with pytest.raises(InvalidInputError, match="reselect_every_min"):
         make_forecaster("auto", reselect_every_min=value)
+
+
+@pytest.mark.parametrize(("n_jobs", "pending"), [pytest.param(10, 0, id="10-jobs-one-fit"),
+                                                  pytest.param(120, 1, id="120-jobs-two-slices"),
+                                                  pytest.param(1000, 11, id="1000-jobs-twelve-slices")])
+def test_small_fleets_are_not_sliced_below_the_minimum_slice_size(n_jobs, pending):
+    log: list[list[float]] = []
+    fc = LoadForecaster(factory=lambda: Counting(log), refit_every_min=60, refit_slices=12, min_slice_jobs=50)
+    data = np.arange(n_jobs, dtype=float)[:, None] + np.zeros((1, 30))
+    _, state, _ = fc.forecast(view(data, 1800.0), ForecastState(), horizon=2, quantiles=[0.5])
+    assert len(state.pending) == pending
+
+
+def test_the_faro_policy_slices_one_refit_period_into_its_long_steps():
+    from faro.optimizer.policy.registry import make_policy
+
+    default = make_policy("faro-fairsum")._forecaster
+    assert (default.refit_slices, default.min_slice_jobs) == (12, 50)  # 300 s steps, hourly refits
+    explicit = make_policy("faro-fairsum", refit_slices=4)._forecaster
+    assert (explicit.refit_slices, explicit.min_slice_jobs) == (4, 1)

@@ -170,8 +170,10 @@ class FaroPolicy(HybridPolicy):
             factory=forecaster_factory,
             min_history_min=min_history_min,
             refit_every_min=refit_every_min,
-            # one slice of the fleet refitted per long step (12 at 300 s steps and hourly refits)
+            # by default one slice of the fleet refitted per long step (12 at 300 s steps and hourly
+            # refits), slices of ≥ 50 jobs: small fleets (the paper's 10 jobs) refit all at once
             refit_slices=refit_slices or max(1, round(refit_every_min * 60 / self.interval_s)),
+            min_slice_jobs=1 if refit_slices else 50,
         )
         self._solve_fn = solve_fn
 

@@ -85,9 +85,10 @@ class LoadForecaster:
     ``factory`` builds a forecaster (``fit(history) -> Fitted``); by default
     ``faro.optimizer.forecast.make_forecaster(name, **options)``. ``min_history_min`` minutes are
     needed before the forecaster is used; every job is refitted once per ``refit_every_min``
-    minutes (0 = never on a schedule). The jobs are fitted in ``refit_slices`` slices whose refits
-    are staggered over that period, so a cycle refits about 1/``refit_slices`` of the fleet instead
-    of all of it once an hour (a refit of 1,000 jobs takes seconds). A refit keeps a fitted
+    minutes (0 = never on a schedule). The jobs are fitted in ``refit_slices`` slices (of at least
+    ``min_slice_jobs`` jobs: each fit call has a fixed cost) whose refits are staggered over that
+    period, so a cycle refits about 1/``refit_slices`` of the fleet instead of all of it once an
+    hour (a refit of 1,000 jobs takes seconds). A refit keeps a fitted
     object's own choices where it can (``fitted.refit``, e.g. ``auto``'s model per job). New jobs
     get a slice of their own at once; a vanished job is dropped at its slice's next refit.
     """
@@ -101,15 +102,19 @@ class LoadForecaster:
         min_history_min: int = 15,
         refit_every_min: int = 60,
         refit_slices: int = 1,
+        min_slice_jobs: int = 1,
     ) -> None:
         if refit_slices < 1:
             raise ValueError(f"refit_slices must be >= 1, got {refit_slices}")
+        if min_slice_jobs < 1:
+            raise ValueError(f"min_slice_jobs must be >= 1, got {min_slice_jobs}")
         self.name = name
         self.options = dict(options or {})
         self._factory = factory
         self.min_history_min = int(min_history_min)
         self.refit_every_min = int(refit_every_min)
         self.refit_slices = int(refit_slices)
+        self.min_slice_jobs = int(min_slice_jobs)
 
     def _make(self) -> Any:
         if self._factory is not None:
@@ -131,7 +136,7 @@ class LoadForecaster:
         """One fit of the whole fleet (one pass costs much less than one per slice), and the slices
         1..k-1 to split off it at 1/k, 2/k … of the refit period (slice 0 stays with it)."""
         group = ForecastGroup(job_keys, self._make().fit(history), clock)
-        slices = min(self.refit_slices, len(job_keys)) if self.refit_every_min > 0 else 1
+        slices = min(self.refit_slices, max(1, len(job_keys) // self.min_slice_jobs)) if self.refit_every_min > 0 else 1
         parts = np.array_split(np.arange(len(job_keys)), slices)
         pending = tuple(
             (tuple(job_keys[i] for i in idx), clock + (g * self.refit_every_min) // slices)
