@@ -114,3 +114,21 @@ def test_events_are_created_once_then_counted(kubeapi, kube_client):
                     message="create an HPA", once=True)
     assert [e["reason"] for e in kubeapi.objects("", "events", "team-a")].count("FaroHPAMissing") == 1
     assert kubeapi.verbs("events").count("create") == 2
+
+
+def test_a_snapshot_finds_the_hpa_of_each_deployment_preferring_one_that_uses_faro():
+    from faro.optimizer.kube.state import HpaInfo, KubeSnapshot
+
+    def info(name, target, *, faro, namespace="team-a", kind="Deployment"):
+        return HpaInfo(namespace=namespace, name=name, target_kind=kind, target_name=target, min_replicas=1,
+                       max_replicas=10, uses_faro_metric=faro)
+
+    snap = KubeSnapshot(hpas=(
+        info("cpu-a", "a", faro=False), info("z-faro-a", "a", faro=True), info("b", "b", faro=False),
+        info("other-ns", "c", faro=True, namespace="team-b"), info("sts", "d", faro=True, kind="StatefulSet"),
+    ))
+    assert snap.hpa_for("team-a", "a").name == "z-faro-a"
+    assert snap.hpa_for("team-a", "b").name == "b"
+    assert snap.hpa_for("team-a", "c") is None
+    assert snap.hpa_for("team-b", "c").name == "other-ns"
+    assert snap.hpa_for("team-a", "d") is None

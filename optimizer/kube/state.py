@@ -17,6 +17,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from faro.optimizer.kube.annotations import ENABLED_LABEL
@@ -77,12 +78,19 @@ class KubeSnapshot:
     hpas: tuple[HpaInfo, ...] = ()
     synced: bool = True
 
+    @cached_property
+    def _hpa_by_target(self) -> dict[tuple[str, str], HpaInfo]:
+        """Deployment (namespace, name) → the HPA scaling it: built once per snapshot, so the loop's
+        per-Deployment lookups stay linear in the fleet."""
+        index: dict[tuple[str, str], HpaInfo] = {}
+        for h in sorted(self.hpas, key=lambda h: (not h.uses_faro_metric, h.name)):
+            if h.target_kind == "Deployment":
+                index.setdefault((h.namespace, h.target_name), h)
+        return index
+
     def hpa_for(self, namespace: str, name: str) -> HpaInfo | None:
         """The HPA scaling this Deployment (one that uses Faro's metric first)."""
-        matches = [h for h in self.hpas if h.namespace == namespace and h.target_kind == "Deployment"
-                   and h.target_name == name]
-        matches.sort(key=lambda h: (not h.uses_faro_metric, h.name))
-        return matches[0] if matches else None
+        return self._hpa_by_target.get((namespace, name))
 
 
 def _quantities(values: Mapping[str, str] | None, *, only: Callable[[str], bool] = lambda _: True) -> dict[str, float]:
