@@ -1,6 +1,7 @@
 """The integer solvers: exact on small instances, never over quota, fair where asked, typed when infeasible."""
 
 import itertools
+import zlib
 
 import numpy as np
 import pytest
@@ -71,10 +72,12 @@ def respects_quotas(problem, replicas):
 
 @pytest.mark.parametrize("objective", ["sum", "penaltysum", "fair", "fairsum", "penaltyfairsum"])
 def test_auto_and_dp_equal_brute_force_on_small_random_instances(objective):
-    rng = np.random.default_rng(hash(objective) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(objective.encode()))  # str hash() is salted per process
     checked = 0
-    count = 80 if objective in ("sum", "fair") else 35
-    for _ in range(count):
+    want = 200 if objective == "sum" else 30  # the integer allocator: >= 200 instances compared (issue 2)
+    for _ in range(4 * want):  # bounded: instances whose mins do not fit are skipped
+        if checked == want:
+            break
         n = int(rng.integers(1, 6))
         problem = random_problem(rng, n=n, objective=objective, max_cap=4 if n > 3 else 6)
         expected = brute_force(problem)
@@ -86,7 +89,7 @@ def test_auto_and_dp_equal_brute_force_on_small_random_instances(objective):
             assert result.objective_value == pytest.approx(expected, abs=1e-9), (solver, problem)
             assert respects_quotas(problem, result.replicas)
         checked += 1
-    assert checked >= count // 2
+    assert checked == want
 
 
 def test_greedy_bound_is_never_below_the_true_optimum():
