@@ -142,8 +142,8 @@ def run(n: int, *, cycles: int, interval_s: float, history_min: int, policy_opti
 def prometheus_source(n: int) -> dict:
     """``observe`` on N Deployments against a real Prometheus, batched vs one query per Deployment."""
     sys.path.insert(0, str(ROOT.parent / "tests"))
+    from faro.optimizer.http import urllib_post as urllib_transport
     from faro.optimizer.metrics import DeploymentRef, PrometheusClient, PrometheusSource
-    from faro.optimizer.metrics.prometheus import urllib_transport
     from prom_fixture import prometheus_servers, running_exporter
 
     out: dict = {"deployments": n}

@@ -364,7 +364,7 @@ def counting(transport):
 def test_deployments_sharing_a_preset_get_from_one_query_per_quantity_what_their_own_queries_give(
     scraped: Scraped,
 ) -> None:
-    from faro.optimizer.metrics.prometheus import urllib_transport
+    from faro.optimizer.http import urllib_post as urllib_transport
 
     absent = DeploymentRef("team-a", "no-such-model")
     override = DeploymentRef.from_annotations(

@@ -35,23 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from faro.optimizer.errors import InvalidInputError
+from faro.optimizer.http import Transport, urllib_post
 from faro.optimizer.metrics.base import DeploymentRef
 from faro.optimizer.policy.base import Plan, Target
 
 log = logging.getLogger(__name__)
 
-# (url, JSON body, headers, timeout_s) -> (HTTP status, body); raises OSError when unreachable.
-Transport = Callable[[str, bytes, Mapping[str, str], float], tuple[int, bytes]]
 Resolver = Callable[[str, str], tuple[str, str] | None]
-
-
-def urllib_post(url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def direct_names(namespace: str, name: str) -> tuple[str, str]:

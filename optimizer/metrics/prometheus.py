@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from faro.optimizer.errors import InvalidInputError, PermanentError, TransientError
+from faro.optimizer.http import Transport, urllib_post
 from faro.optimizer.metrics.base import DeploymentRef, JobMetrics, MetricsError
 from faro.optimizer.metrics.presets import GENERIC, PRESETS, RAY_SERVE, REQUIRED, Preset, render
 
@@ -55,18 +56,6 @@ class Series:
     points: tuple[tuple[float, float], ...]  # (unix time s, value)
 
 
-# (url, form-encoded body, headers, timeout_s) -> (HTTP status, body); raises OSError when unreachable.
-Transport = Callable[[str, bytes, Mapping[str, str], float], tuple[int, bytes]]
-
-
-def urllib_transport(url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> tuple[int, bytes]:
-    """POST ``body`` with urllib; HTTP errors come back as (status, body), network errors raise OSError."""
-    request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 class PrometheusClient:
@@ -79,7 +68,7 @@ class PrometheusClient:
         timeout_s: float = 5.0,
         bearer_token: str | None = None,
         headers: Mapping[str, str] | None = None,
-        transport: Transport = urllib_transport,
+        transport: Transport = urllib_post,
     ) -> None:
         parsed = urllib.parse.urlparse(base_url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
