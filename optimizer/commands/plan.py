@@ -121,9 +121,11 @@ def format_table(report: dict[str, Any]) -> str:
             f"p{j['percentile']:g}<={j['slo_ms']:g}ms", util, res,
         ))
     lines += _columns(rows)
+    lines.append("(latency: the worst horizon step; a growing job serves its first cold-start step with the "
+                 "replicas it has now; utility: mean over the steps)")
     if report["quotas"]:
         lines.append("")
-        qrows = [("quota", "resource", "faro uses", "free", "ok")]
+        qrows = [("quota", "resource", "faro uses", "free for faro", "ok")]
         for q in report["quotas"]:
             qrows.append((
                 q["quota"], q["resource"], _quantity(q["resource"], q["used_by_faro"]),
