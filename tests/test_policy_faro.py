@@ -179,10 +179,11 @@ def test_reactive_step_stays_within_the_free_quota():
 
 def test_quantile_is_raised_while_the_plan_leaves_resources_free():
     scale = {0.6: 1.0, 0.7: 1.3, 0.8: 1.6, 0.9: 1.9}
-    policy = faro(forecaster_factory=lambda: TableForecaster(scale))
+    # the artifact's levels (0.6 … 0.9); our default starts at 0.8
+    policy = faro(forecaster_factory=lambda: TableForecaster(scale), quantile=0.6)
     d = policy.decide(cluster(job("a", rate_rpm=600.0), cpus=64), policy.initial_state())
     assert d.state.quantile == pytest.approx(0.9)
-    tight = faro(forecaster_factory=lambda: TableForecaster(scale))
+    tight = faro(forecaster_factory=lambda: TableForecaster(scale), quantile=0.6)
     d = tight.decide(cluster(*[job(f"j{i}", rate_rpm=2400.0) for i in range(4)], cpus=32), tight.initial_state())
     assert d.state.quantile == pytest.approx(0.6)
 
@@ -205,7 +206,29 @@ def test_the_same_view_at_the_same_time_gives_the_same_plan():
     second = policy.decide(view, policy.initial_state()).plan
     assert first.desired() == second.desired()
     early = policy.decide(cluster(job("a"), now=30.0), policy.initial_state()).plan
-    assert early.kind == "hold"
+    assert early.kind == "initial"  # no long-horizon solve before 60 s, only the initial split
+
+
+def test_before_the_first_long_step_the_free_quota_is_split_evenly_once():
+    policy = faro()
+    view = cluster(*[job(f"j{i}", replicas=1) for i in range(4)], job("busy", replicas=5), cpus=20, now=0.0)
+    d = policy.decide(view, policy.initial_state())
+    assert d.plan.kind == "initial"
+    got = d.plan.desired()
+    assert sum(got.values()) == 20
+    assert got[("default", "busy")] == 5  # the free 11 CPUs go to the jobs with the fewest first
+    assert sorted(got[("default", f"j{i}")] for i in range(4)) == [3, 4, 4, 4]
+    again = policy.decide(cluster(job("a", replicas=1), cpus=20, now=10.0), d.state)
+    assert again.plan.kind == "hold" and again.plan.desired()[("default", "a")] == 1
+
+
+def test_the_initial_split_can_be_switched_off_and_needs_a_quota():
+    off = faro(initial_split=False)
+    assert off.decide(cluster(job("a"), now=0.0), off.initial_state()).plan.kind == "hold"
+    policy = faro()
+    no_quota = ClusterView(now_s=0.0, jobs=(job("a", replicas=1),), quotas=())
+    d = policy.decide(no_quota, policy.initial_state())
+    assert d.plan.kind == "hold" and d.plan.desired()[("default", "a")] == 1
 
 
 def test_a_failed_solve_holds_the_current_replicas():

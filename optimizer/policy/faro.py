@@ -115,7 +115,7 @@ class FaroPolicy(HybridPolicy):
         *,
         name: str | None = None,
         horizon: int = 7,
-        quantile: float = 0.6,
+        quantile: float = 0.8,
         max_quantile: float = 0.9,
         quantile_step: float = 0.1,
         raise_quantile: bool = True,
@@ -123,7 +123,7 @@ class FaroPolicy(HybridPolicy):
         shrink_plan: bool = True,
         cold_start_s: float = 35.0,
         alpha: float = 1.0,
-        rho_max: float = 0.95,
+        rho_max: float = 0.9,
         solver: str = "auto",
         time_limit_s: float | None = None,
         hpa_tolerance: float = 0.0,
@@ -140,6 +140,7 @@ class FaroPolicy(HybridPolicy):
         if objective not in OBJECTIVES:
             raise ValueError(f"faro: objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
         self.name = name or f"faro-{objective}"
+        hybrid.setdefault("initial_split", True)
         super().__init__(**hybrid)
         if horizon < 1:
             raise ValueError(f"{self.name}: horizon must be >= 1")

@@ -21,6 +21,7 @@ import numpy as np
 from faro.optimizer.policy.base import ClusterView, Decision, Plan
 from faro.optimizer.policy.common import (
     CounterState,
+    bounds,
     count_checks,
     current_replicas,
     fit_to_quota,
@@ -28,6 +29,7 @@ from faro.optimizer.policy.common import (
     reset,
 )
 from faro.optimizer.policy.forecasting import ForecastState
+from numpy.typing import NDArray
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class HybridState:
     forecast: ForecastState = field(default_factory=ForecastState)
     quantile: float | None = None
     long_steps: int = 0
+    warmed: bool = False
 
 
 class HybridPolicy:
@@ -59,6 +62,7 @@ class HybridPolicy:
         reactive_metric: str = "mean",
         reactive_cumulative: bool = False,
         reactive_skip_scaling: bool = True,
+        initial_split: bool = False,
     ) -> None:
         if not interval_s > 0:
             raise ValueError(f"{self.name}: interval_s must be > 0")
@@ -75,6 +79,7 @@ class HybridPolicy:
         self.reactive_metric = reactive_metric
         self.reactive_cumulative = bool(reactive_cumulative)
         self.reactive_skip_scaling = bool(reactive_skip_scaling)
+        self.initial_split = bool(initial_split)
 
     def initial_state(self) -> HybridState:
         return HybridState()
@@ -109,6 +114,12 @@ class HybridPolicy:
     def decide(self, view: ClusterView, state: HybridState) -> Decision[HybridState]:
         if not view.jobs:
             return Decision(plan=Plan(targets=()), state=state)
+        if self.initial_split and not state.warmed and state.last_long_s is None:
+            state = replace(state, warmed=True)
+            if view.quotas and not self.long_due(view.now_s, state):
+                # nothing is known before the first long step (no history yet): rather than wait a
+                # minute plus a cold start on one replica each, split the free quota max-min fairly now
+                return Decision(plan=make_plan(view, initial_split(view), kind="initial"), state=state)
         if self.long_due(view.now_s, state):
             plan, new_state = self.long_step(view, state)
             new_state = replace(
@@ -117,6 +128,26 @@ class HybridPolicy:
             return Decision(plan=plan, state=new_state)
         plan, new_state = self.reactive_step(view, state)
         return Decision(plan=plan, state=new_state)
+
+
+def initial_split(view: ClusterView) -> NDArray[np.int64]:
+    """Raise every job to the highest common level ``L`` (never below its current count) that fits
+    every quota, then hand out what is left one replica at a time, max-min fairly."""
+    cur = current_replicas(view)
+    lo, hi = bounds(view)
+    base = np.maximum(cur, lo)
+
+    def level(k: int) -> NDArray[np.int64]:
+        return np.minimum(np.maximum(base, k), np.maximum(hi, base))
+
+    good, bad = 0, int(hi.max(initial=0)) + 1
+    while bad - good > 1:  # the largest level that fits as asked
+        mid = (good + bad) // 2
+        if np.array_equal(fit_to_quota(view, level(mid)), level(mid)):
+            good = mid
+        else:
+            bad = mid
+    return fit_to_quota(view, level(good + 1))
 
 
 def options_summary(policy: Any) -> dict[str, Any]:
