@@ -273,3 +273,19 @@ def test_hpa_aware_mode_lifts_small_scale_ups_out_of_the_dead_band():
         assert got == 10
     else:
         assert got == want
+
+
+@pytest.mark.parametrize(
+    "name, quantile",
+    [
+        pytest.param("faro-fair", 0.8, id="fair-0.8"),
+        pytest.param("faro-fairsum", 0.8, id="fairsum-0.8"),
+        pytest.param("faro-penaltyfairsum", 0.8, id="penaltyfairsum-0.8"),
+        pytest.param("faro-sum", 0.6, id="sum-0.6"),
+        pytest.param("faro-penaltysum", 0.6, id="penaltysum-0.6"),
+    ],
+)
+def test_the_default_forecast_quantile_depends_on_the_objective_and_can_be_overridden(name, quantile):
+    assert make_policy(name).quantile == pytest.approx(quantile)
+    assert make_policy(name).model.rho_max == pytest.approx(0.9)
+    assert make_policy(name, quantile=0.7).quantile == pytest.approx(0.7)

@@ -42,6 +42,11 @@ from numpy.typing import NDArray
 
 SolveFn = Callable[..., Any]
 
+FAIR_QUANTILE = 0.8
+"""Default forecast quantile of Faro-Fair/-FairSum/-PenaltyFairSum (the artifact's 0.6 measured worse)."""
+SUM_QUANTILE = 0.6
+"""Default forecast quantile of Faro-Sum/-PenaltySum (the artifact's; 0.8 measured worse)."""
+
 
 def build_problem(view: ClusterView, rates_rpm: NDArray[np.float64], *, objective: str, model: ModelConfig) -> Problem:
     """A ``Problem`` from the view's jobs and quotas and a (jobs × horizon) requests-per-minute table."""
@@ -115,7 +120,7 @@ class FaroPolicy(HybridPolicy):
         *,
         name: str | None = None,
         horizon: int = 7,
-        quantile: float = 0.8,
+        quantile: float | None = None,
         max_quantile: float = 0.9,
         quantile_step: float = 0.1,
         raise_quantile: bool = True,
@@ -144,6 +149,10 @@ class FaroPolicy(HybridPolicy):
         super().__init__(**hybrid)
         if horizon < 1:
             raise ValueError(f"{self.name}: horizon must be >= 1")
+        if quantile is None:
+            # the sum objectives sacrifice whole jobs when the forecast says the cluster is short, so
+            # a pessimistic quantile makes them drop more; the fair ones spread a higher one evenly
+            quantile = SUM_QUANTILE if objective in ("sum", "penaltysum") else FAIR_QUANTILE
         if not 0 < quantile < 1 or not 0 < max_quantile < 1 or max_quantile < quantile:
             raise ValueError(f"{self.name}: need 0 < quantile <= max_quantile < 1")
         if not quantile_step > 0:
