@@ -6,7 +6,9 @@ the artifact does the same) and, at every other check (10 s in the simulator), a
 *reactive step*: +1 replica for a job whose observed latency exceeded its SLO on ``up_checks``
 (3) consecutive checks, never down, within the free quota, and not while the job still has
 replicas starting (the artifact skips jobs whose scaling action is running). A long-horizon step
-clears the reactive counters (the artifact clears lower-priority policies).
+clears the reactive counters (the artifact clears lower-priority policies). With ``initial_split``
+(on for Faro and the Oracle), the very first check before any long step splits the free quota evenly
+(``initial_split``): with no history there is nothing better, and waiting costs a cold start.
 
 Subclasses implement ``long_step``. Time comes only from ``view.now_s``.
 """
