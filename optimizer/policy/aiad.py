@@ -9,32 +9,15 @@ free quota fairly. Registered as ``aiad``.
 
 from __future__ import annotations
 
-from faro.optimizer.policy.base import ClusterView, Decision
-from faro.optimizer.policy.common import CounterState, count_checks, current_replicas, fit_to_quota, make_plan, reset
+import numpy as np
+from faro.optimizer.policy.base import ClusterView
+from faro.optimizer.policy.common import current_replicas
+from faro.optimizer.policy.streak import StreakPolicy
+from numpy.typing import NDArray
 
 
-class AIADPolicy:
+class AIADPolicy(StreakPolicy):
     name = "aiad"
-    needs_future = False
 
-    def __init__(self, *, up_checks: int = 3, down_checks: int = 60, metric: str = "mean") -> None:
-        if up_checks < 1 or down_checks < 1:
-            raise ValueError("aiad: up_checks and down_checks must be >= 1")
-        if metric not in ("mean", "percentile"):
-            raise ValueError("aiad: metric must be 'mean' or 'percentile'")
-        self.up_checks = int(up_checks)
-        self.down_checks = int(down_checks)
-        self.metric = metric
-
-    def initial_state(self) -> CounterState:
-        return CounterState()
-
-    def decide(self, view: ClusterView, state: CounterState) -> Decision[CounterState]:
-        counters, ups, downs = count_checks(view, state, metric=self.metric)
-        grow = ups >= self.up_checks
-        shrink = downs >= self.down_checks
-        counters = reset(reset(counters, view, grow, which="up"), view, shrink, which="down")
-        desired = current_replicas(view) + grow.astype(int) - shrink.astype(int)
-        desired = fit_to_quota(view, desired)
-        kind = "baseline"
-        return Decision(plan=make_plan(view, desired, kind=kind), state=counters)
+    def resize(self, view: ClusterView, grow: NDArray[np.bool_], shrink: NDArray[np.bool_]) -> NDArray[np.int64]:
+        return current_replicas(view) + grow.astype(int) - shrink.astype(int)

@@ -12,16 +12,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from faro.optimizer.policy.base import ClusterView, Decision
-from faro.optimizer.policy.common import (
-    CounterState,
-    count_checks,
-    current_replicas,
-    fit_to_quota,
-    make_plan,
-    observed_latency_ms,
-    reset,
-)
+from faro.optimizer.policy.base import ClusterView
+from faro.optimizer.policy.common import current_replicas, observed_latency_ms
+from faro.optimizer.policy.streak import StreakPolicy
+from numpy.typing import NDArray
 
 
 def oneshot_target(current: int, latency_ms: float | None, slo_ms: float) -> int:
@@ -33,31 +27,13 @@ def oneshot_target(current: int, latency_ms: float | None, slo_ms: float) -> int
     return math.ceil(current * latency_ms / slo_ms - 1e-9)
 
 
-class OneshotPolicy:
+class OneshotPolicy(StreakPolicy):
     name = "oneshot"
-    needs_future = False
 
-    def __init__(self, *, up_checks: int = 3, down_checks: int = 60, metric: str = "mean") -> None:
-        if up_checks < 1 or down_checks < 1:
-            raise ValueError("oneshot: up_checks and down_checks must be >= 1")
-        if metric not in ("mean", "percentile"):
-            raise ValueError("oneshot: metric must be 'mean' or 'percentile'")
-        self.up_checks = int(up_checks)
-        self.down_checks = int(down_checks)
-        self.metric = metric
-
-    def initial_state(self) -> CounterState:
-        return CounterState()
-
-    def decide(self, view: ClusterView, state: CounterState) -> Decision[CounterState]:
-        counters, ups, downs = count_checks(view, state, metric=self.metric)
-        grow = ups >= self.up_checks
-        shrink = downs >= self.down_checks
-        counters = reset(reset(counters, view, grow, which="up"), view, shrink, which="down")
+    def resize(self, view: ClusterView, grow: NDArray[np.bool_], shrink: NDArray[np.bool_]) -> NDArray[np.int64]:
         desired = current_replicas(view).copy()
         for i, jv in enumerate(view.jobs):
             if grow[i] or shrink[i]:
                 latency = observed_latency_ms(jv, metric=self.metric)
                 desired[i] = oneshot_target(jv.current_replicas, latency, jv.spec.slo.latency_ms)
-        desired = fit_to_quota(view, np.asarray(desired))
-        return Decision(plan=make_plan(view, desired, kind="baseline"), state=counters)
+        return np.asarray(desired)
