@@ -16,6 +16,7 @@ Subclasses implement ``long_step``. Time comes only from ``view.now_s``.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -48,7 +49,7 @@ class HybridState:
     warmed: bool = False
 
 
-class HybridPolicy:
+class HybridPolicy(ABC):
     """Base class: scheduling of long vs reactive steps; subclasses provide ``long_step``."""
 
     name = "hybrid"
@@ -93,8 +94,9 @@ class HybridPolicy:
             return now_s + eps >= min(self.first_long_s, self.interval_s)
         return math.floor((now_s + eps) / self.interval_s) > math.floor((state.last_long_s + eps) / self.interval_s)
 
+    @abstractmethod
     def long_step(self, view: ClusterView, state: HybridState) -> tuple[Plan, HybridState]:
-        raise NotImplementedError
+        """The long-horizon decision (forecast + plan) of the concrete policy."""
 
     def reactive_step(self, view: ClusterView, state: HybridState) -> tuple[Plan, HybridState]:
         cur = current_replicas(view)
