@@ -19,6 +19,10 @@ DEFAULT_OUTPUT = "faro-results"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trace", help="wide CSV minute,<job>,<job>,… of requests per minute (default: bundled)")
+    parser.add_argument("--history", help="past load the forecasters start from: a history CSV job,day,sample,m0,… "
+                        "(sample 0) or a wide trace, or 'none' (default: the bundled days 1-10 with the bundled "
+                        "trace, none with --trace)")
+    parser.add_argument("--history-minutes", type=int, help="keep only the last N minutes of --history (default all)")
     parser.add_argument("--cpus", type=float, default=32.0, help="cluster CPU cap (default 32)")
     parser.add_argument("--slo-ms", type=float, default=720.0, help="latency SLO in ms (default 720)")
     parser.add_argument("--slo-percentile", type=float, default=99.0, help="SLO percentile (default 99)")
@@ -59,13 +63,10 @@ def _run_one(task: dict[str, Any]) -> dict[str, Any]:
     from faro.optimizer.policy.registry import make_policy
     from faro.optimizer.sim.engine import SimConfig, simulate
     from faro.optimizer.sim.metrics import summarize
-    from faro.optimizer.sim.workload import load_trace
 
     started = time.perf_counter()
     try:
-        workload = load_trace(task["trace"]).multiplied(task["multiplier"])
-        if task.get("minutes"):
-            workload = workload.head(task["minutes"])
+        workload = _workload(task)
         policy = make_policy(task["policy"])
         result = simulate(workload, policy, SimConfig(**task["config"]), clock=time.perf_counter)
         row: dict[str, Any] = summarize(result).as_dict()
@@ -74,6 +75,20 @@ def _run_one(task: dict[str, Any]) -> dict[str, Any]:
         return {"policy": task["policy"], "row": row, "result": result if task.get("keep") else None}
     except Exception as exc:  # one policy failing must not lose the others' results
         return {"policy": task["policy"], "row": {"error": f"{type(exc).__name__}: {exc}"}, "result": None}
+
+
+def _workload(task: dict[str, Any]) -> Any:
+    """The task's workload: trace, past load (before multiplying, so copies share their original's), jobs
+    multiplier and minutes."""
+    from faro.optimizer.sim.workload import load_history, load_trace
+
+    workload = load_trace(task["trace"])
+    history = task.get("history", "none")
+    if history != "none":
+        path = None if history == "bundled" else history
+        workload = load_history(workload, path, minutes=task.get("history_minutes"))
+    workload = workload.multiplied(task["multiplier"])
+    return workload.head(task["minutes"]) if task.get("minutes") else workload
 
 
 def _run_all(tasks: list[dict[str, Any]], *, workers: int, progress: bool) -> list[dict[str, Any]]:
@@ -105,10 +120,12 @@ def _run_all(tasks: list[dict[str, Any]], *, workers: int, progress: bool) -> li
 def run(args: argparse.Namespace) -> int:
     from faro.optimizer.errors import InvalidInputError
     from faro.optimizer.sim.engine import SimConfig
-    from faro.optimizer.sim.workload import load_trace
 
     names = _policy_names(args.policies)
-    workload = load_trace(args.trace).multiplied(args.jobs_multiplier)  # validates the trace early
+    history = args.history or ("none" if args.trace else "bundled")
+    base = {"trace": args.trace, "multiplier": args.jobs_multiplier, "minutes": args.minutes, "history": history,
+            "history_minutes": args.history_minutes}
+    workload = _workload(base)  # validates the trace and history early
     if args.minutes is not None and args.minutes < 1:
         raise InvalidInputError("--minutes", f"must be >= 1, got {args.minutes}")
     config = {
@@ -122,9 +139,10 @@ def run(args: argparse.Namespace) -> int:
     SimConfig(**config)  # validate once, before starting workers
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    base = {"trace": args.trace, "multiplier": args.jobs_multiplier, "minutes": args.minutes}
     meta = {
         "trace": args.trace or "bundled:faro-top9-day11.csv",
+        "history": "bundled:faro-top9-history.csv" if history == "bundled" else history,
+        "history_minutes": 0 if workload.history_rpm is None else workload.history_rpm.shape[1],
         "jobs": workload.num_jobs,
         "minutes": args.minutes or workload.num_minutes,
         "jobs_multiplier": args.jobs_multiplier,

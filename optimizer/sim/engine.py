@@ -278,10 +278,15 @@ def simulate(
 
     history_cache: dict[int, tuple[int, tuple[float, ...]]] = {}
 
+    # Past load the policies see before minute 0 (unknown minutes left out).
+    past_rows = [()] * num_jobs if workload.history_rpm is None else [
+        tuple(row[~np.isnan(row)].tolist()) for row in workload.history_rpm
+    ]
+
     def _history(j: int, minute: int) -> tuple[float, ...]:
         cached = history_cache.get(j)
         if cached is None or cached[0] != minute:
-            cached = (minute, tuple(workload.counts_rpm[j, :minute].astype(float).tolist()))
+            cached = (minute, past_rows[j] + tuple(workload.counts_rpm[j, :minute].astype(float).tolist()))
             history_cache[j] = cached
         return cached[1]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from faro.optimizer.errors import InvalidInputError
 from numpy.typing import NDArray
 
 BUNDLED_TRACE = "faro-top9-day11.csv"
+BUNDLED_HISTORY = "faro-top9-history.csv"  # days 1–10 before the bundled day 11
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,13 @@ ARTIFACT_ROUTING = LogNormal(shape=0.4808, loc_ms=3.485, scale_ms=0.988)
 
 @dataclass(frozen=True)
 class Workload:
-    """``counts_rpm[j, m]`` requests of job ``names[j]`` in minute ``m``."""
+    """``counts_rpm[j, m]`` requests of job ``names[j]`` in minute ``m``; ``history_rpm[j, h]`` the
+    minutes before minute 0 (NaN = unknown), which the policies see as past load as a live controller
+    sees Prometheus' retention — the simulation itself starts at minute 0."""
 
     names: tuple[str, ...]
     counts_rpm: NDArray[np.int64]
+    history_rpm: NDArray[np.float64] | None = None
 
     def __post_init__(self) -> None:
         if self.counts_rpm.ndim != 2 or self.counts_rpm.shape[0] != len(self.names):
@@ -77,6 +82,12 @@ class Workload:
             )
         if len(set(self.names)) != len(self.names):
             raise InvalidInputError("workload.names", "job names must be unique")
+        if self.history_rpm is not None and (
+            self.history_rpm.ndim != 2 or self.history_rpm.shape[0] != len(self.names)
+        ):
+            raise InvalidInputError(
+                "workload.history_rpm", f"shape {self.history_rpm.shape} does not match {len(self.names)} jobs"
+            )
 
     @property
     def num_jobs(self) -> int:
@@ -97,10 +108,31 @@ class Workload:
         if k == 1:
             return self
         names = tuple(f"{n}-{c}" for c in range(k) for n in self.names)
-        return Workload(names=names, counts_rpm=np.tile(self.counts_rpm, (k, 1)))
+        history = np.tile(self.history_rpm, (k, 1)) if self.history_rpm is not None else None
+        return Workload(names=names, counts_rpm=np.tile(self.counts_rpm, (k, 1)), history_rpm=history)
 
     def head(self, minutes: int) -> Workload:
-        return Workload(names=self.names, counts_rpm=self.counts_rpm[:, :minutes].copy())
+        return Workload(names=self.names, counts_rpm=self.counts_rpm[:, :minutes].copy(), history_rpm=self.history_rpm)
+
+    def with_history(
+        self, names: Sequence[str], counts_rpm: NDArray[np.float64], *, minutes: int | None = None
+    ) -> Workload:
+        """This workload with past load: ``counts_rpm[i]`` is job ``names[i]``'s history (oldest first),
+        of which the last ``minutes`` are kept (all when None). Jobs are matched by name; a job the
+        history lacks gets NaN (no data); at least one job must match."""
+        index = {n: i for i, n in enumerate(names)}
+        if not any(n in index for n in self.names):
+            raise InvalidInputError(
+                "--history", f"has none of the trace's jobs ({', '.join(self.names[:5])}…): {', '.join(names[:5])}…"
+            )
+        if minutes is not None and minutes < 1:
+            raise InvalidInputError("--history-minutes", f"must be >= 1, got {minutes}")
+        width = counts_rpm.shape[1] if minutes is None else min(counts_rpm.shape[1], minutes)
+        history = np.full((len(self.names), width), np.nan)
+        for j, name in enumerate(self.names):
+            if name in index:
+                history[j] = counts_rpm[index[name], counts_rpm.shape[1] - width :]
+        return Workload(names=self.names, counts_rpm=self.counts_rpm, history_rpm=history)
 
 
 def parse_trace_csv(text: str, *, source: str = "trace") -> Workload:
@@ -127,6 +159,21 @@ def parse_trace_csv(text: str, *, source: str = "trace") -> Workload:
                 raise InvalidInputError(f"{source} line {m + 2} column {names[j]}", f"must be >= 0, got {cell!r}")
             counts[j, m] = round(value)
     return Workload(names=names, counts_rpm=counts)
+
+
+def load_history(workload: Workload, path: str | Path | None = None, *, minutes: int | None = None) -> Workload:
+    """``workload`` with past load attached: a history file (``job,day,sample,m0…`` rows, sample 0, or a
+    wide trace; see ``faro.optimizer.forecast.data``), or the bundled paper history (days 1–10 before
+    the bundled day 11) when ``path`` is None."""
+    from faro.optimizer.forecast.data import parse_history, read_trace
+
+    if path is None:
+        from importlib.resources import files
+
+        trace = parse_history((files("faro.traces") / BUNDLED_HISTORY).read_text(), name=BUNDLED_HISTORY)
+    else:
+        trace = read_trace(path)
+    return workload.with_history(trace.jobs, trace.counts, minutes=minutes)
 
 
 def load_trace(path: str | Path | None = None) -> Workload:
