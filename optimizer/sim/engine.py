@@ -127,6 +127,20 @@ class _Pods:
             self.idle_until.popleft()
 
 
+_EMPTY = np.empty(0)
+_EMPTY_BATCH = (_EMPTY, _EMPTY, _EMPTY, None)
+
+
+class _Block:
+    """One job's requests of several steps served at once: arrays, per-step offsets, how many were served."""
+
+    __slots__ = ("arr", "cuts", "done", "ext", "svc")
+
+    def __init__(self, arr: np.ndarray, svc: np.ndarray, ext: np.ndarray, cuts: list[int]) -> None:
+        self.arr, self.svc, self.ext, self.cuts = arr, svc, ext, cuts
+        self.done = 0
+
+
 class _StepDraws:
     """One job's per-step random draws, in the reference order, pre-drawn a minute at a time when possible.
 
@@ -189,6 +203,20 @@ class _StepDraws:
             extra_s += self.routing.draw_ms(self.rng, n) / 1000.0  # type: ignore[union-attr]
         admit = self.rng.random(n) < admission if admission < 1.0 else None
         return service_s, extra_s, admit
+
+    def take_steps(self, sizes: list[int]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """``take(n, 1.0)`` for several steps' ``sizes`` (steps without requests draw nothing), concatenated."""
+        total = sum(sizes)
+        if self.active:
+            o = self.offset
+            self.offset += total
+            return self.svc_s[o : o + total], self.extra_s[o : o + total]
+        parts = [self.take(n, 1.0) for n in sizes if n]
+        if len(parts) == 1:
+            return parts[0][0], parts[0][1]
+        if not parts:
+            return np.empty(0), np.empty(0)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def simulate(
@@ -255,7 +283,12 @@ def simulate(
     # Arrivals and service times per job, generated a minute at a time (bounded memory).
     pending_arr: list[np.ndarray] = [np.empty(0)] * num_jobs
     results: list[list[tuple[np.ndarray, ...]]] = [[] for _ in range(num_jobs)]
-    recent: list[deque[tuple[np.ndarray, np.ndarray, np.ndarray, float]]] = [deque() for _ in range(num_jobs)]
+    # Per job, the results of the last ``keep_steps`` steps for observations: (first step, last step,
+    # arrival, start, finish, max finish, per-step offsets or None for one step), in dispatch order.
+    recent: list[deque[tuple[int, int, np.ndarray, np.ndarray, np.ndarray, float, list[int] | None]]] = [
+        deque() for _ in range(num_jobs)
+    ]
+    keep_steps = max(2, int(2 * cfg.observation_window_s / cfg.step_s) + 4)
     n_steps = round(duration_s / cfg.step_s)
     steps_per_policy = round(cfg.policy_interval_s / cfg.step_s)
     steps_per_minute = 60.0 / cfg.step_s
@@ -290,8 +323,9 @@ def simulate(
             history_cache[j] = cached
         return cached[1]
 
-    def _observe_all(now_s: float) -> list[JobObservation]:
-        """Every job's observation at ``now_s``, from the requests that finished in the last window.
+    def _observe_all(now_s: float, step: int) -> list[JobObservation]:
+        """Every job's observation at ``now_s``, from the requests that finished in the last window
+        (among those dispatched in the last ``keep_steps`` steps).
 
         All jobs' recent results are masked and differenced in one pass; per job only the slices'
         percentile, mean and busy sum remain (the same float operations as per-job arrays).
@@ -301,9 +335,16 @@ def simulate(
         a_parts: list[np.ndarray] = []
         st_parts: list[np.ndarray] = []
         f_parts: list[np.ndarray] = []
+        min_step = step - keep_steps
         for j in range(num_jobs):
-            for a_c, st_c, f_c, f_max in recent[j]:
+            rec = recent[j]
+            while rec and rec[0][1] < min_step:
+                rec.popleft()
+            for first, _last, a_c, st_c, f_c, f_max, offsets in rec:
                 if f_max > lo:  # a chunk that ended before the window adds nothing (latency or busy time)
+                    if first < min_step:  # a block partly older than kept: only its kept steps
+                        o = offsets[min_step - first]  # type: ignore[index]
+                        a_c, st_c, f_c = a_c[o:], st_c[o:], f_c[o:]
                     owners.append(j)
                     a_parts.append(a_c)
                     st_parts.append(st_c)
@@ -376,6 +417,66 @@ def simulate(
                 servers[j].add(now_s + cfg.cold_start_s)
             used += max(new, 0)
 
+    steps_per_minute_i = int(steps_per_minute) if whole_minutes else 1
+    block_start = block_end = 0
+    block: list[_Block | None] = [None] * num_jobs
+
+    def _start_block(k: int) -> tuple[int, list[_Block | None]]:
+        """Serve the coming steps' requests of every job whose replica set cannot change before the next
+        policy call (direct actuation, none starting, as many as targeted; all admitted) in one vectorised
+        call; the rest of a job's requests from where that prefix stops go through its server per step.
+
+        Returns the step the block ends before, and per job its block (None = served per step as usual).
+        """
+        out: list[_Block | None] = [None] * num_jobs
+        block_end = k + 1
+        if not cfg.vectorized:
+            return block_end, out
+        if cfg.actuation == "direct" and whole_minutes:
+            block_end = min(
+                (k // steps_per_policy + 1) * steps_per_policy,
+                (k // steps_per_minute_i + 1) * steps_per_minute_i,
+                n_steps,
+            )
+        length = block_end - k
+        ends = np.array([(k + i) * cfg.step_s + cfg.step_s for i in range(length)])
+        jobs: list[int] = []
+        for j in range(num_jobs):
+            srv = servers[j]
+            if admission[j] < 1.0 or srv.queue or not srv.cycle:
+                continue
+            if length > 1 and (srv.pending or srv.num_active != target[j]):
+                continue
+            arr = pending_arr[j]
+            cuts = [0, *np.searchsorted(arr, ends, side="left").tolist()]
+            total = cuts[-1]
+            batch, pending_arr[j] = arr[:total], arr[total:]
+            svc, ext = draws[j].take_steps([cuts[i + 1] - cuts[i] for i in range(length)])
+            out[j] = _Block(batch, svc, ext, cuts)
+            jobs.append(j)
+        if not jobs:
+            return block_end, out
+        blocks = [out[j] for j in range(num_jobs)]
+        served: list[tuple[np.ndarray, ...] | None] = [None] * num_jobs
+        done = serve_fast(
+            servers,
+            [b.arr if b is not None else _EMPTY for b in blocks],
+            [b.svc if b is not None else _EMPTY for b in blocks],
+            [b.ext if b is not None else _EMPTY for b in blocks],
+            [None] * num_jobs,
+            served=served,
+        )
+        for j in jobs:
+            b = out[j]
+            b.done = done[j]  # type: ignore[union-attr]
+            part = served[j]
+            if part is None:
+                continue
+            a, st, f, e = part
+            results[j].append((a, f, e, _EMPTY))
+            recent[j].append((k, k + length - 1, a, st, f, float(f.max()), b.cuts))  # type: ignore[union-attr]
+        return block_end, out
+
     for k in range(n_steps):
         now = k * cfg.step_s
         if k % steps_per_minute == 0:
@@ -386,7 +487,7 @@ def simulate(
                     cuts = np.searchsorted(pending_arr[j], now + step_ends_s, side="left")
                     draws[j].start_minute(np.diff(cuts, prepend=0))
         if k % steps_per_policy == 0:
-            observations = _observe_all(now)
+            observations = _observe_all(now, k)
             views = tuple(
                 JobView(
                     spec=specs[j],
@@ -428,8 +529,16 @@ def simulate(
         max_used = max(max_used, used * cfg.cpu_per_replica)
 
         end = now + cfg.step_s
+        if k >= block_end:
+            block_start = k
+            block_end, block = _start_block(k)
+        i_step = k - block_start
         batches: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = []
         for j in range(num_jobs):
+            b = block[j]
+            if b is not None:  # cut at the block's start
+                batches.append(_EMPTY_BATCH)
+                continue
             arr = pending_arr[j]
             cut = int(np.searchsorted(arr, end, side="left"))
             batch, pending_arr[j] = arr[:cut], arr[cut:]
@@ -441,18 +550,25 @@ def simulate(
         done = serve_fast(servers, *zip(*batches, strict=True)) if cfg.vectorized else [0] * num_jobs
         for j in range(num_jobs):
             srv = servers[j]
-            batch, service_s, extra_s, admit = batches[j]
-            i = done[j]
-            if i < batch.size:
-                srv.serve(batch[i:], service_s[i:], extra_s[i:], admit[i:] if admit is not None else None)
+            b = block[j]
+            if b is not None:
+                lo_i, hi_i = b.cuts[i_step], b.cuts[i_step + 1]
+                if b.done >= hi_i:
+                    continue  # served by the block's vectorised prefix (recorded at the block's start)
+                i0 = max(lo_i, b.done)
+                if i0 < hi_i:
+                    srv.serve(b.arr[i0:hi_i], b.svc[i0:hi_i], b.ext[i0:hi_i])
+            else:
+                batch, service_s, extra_s, admit = batches[j]
+                i = done[j]
+                if i < batch.size:
+                    srv.serve(batch[i:], service_s[i:], extra_s[i:], admit[i:] if admit is not None else None)
             srv.drain(end)
             a, st, f, e, dropped = srv.take_results()
             if a.size or dropped.size:
                 results[j].append((a, f, e, dropped))
             rec = recent[j]
-            rec.append((a, st, f, float(f.max()) if f.size else -math.inf))
-            while len(rec) > max(2, int(2 * cfg.observation_window_s / cfg.step_s) + 4):
-                rec.popleft()
+            rec.append((k, k, a, st, f, float(f.max()) if f.size else -math.inf, None))
         if progress and (k + 1) % steps_per_minute == 0:
             progress((k + 1) / n_steps)
 

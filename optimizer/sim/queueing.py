@@ -394,11 +394,16 @@ def serve_fast(
     services: Sequence[NDArray[np.float64]],
     extras: Sequence[NDArray[np.float64]],
     admits: Sequence[NDArray[np.bool_] | None],
+    *,
+    served: list[tuple[NDArray[np.float64], ...] | None] | None = None,
 ) -> list[int]:
     """The vectorised prefix (module docstring) for several jobs sharing one ``ReplicaTable``.
 
     Returns, per server, how many of its requests were handled (served or refused by admission); the
-    caller hands the rest to ``JobServer.serve``, which continues with the reference loop.
+    caller hands the rest to ``JobServer.serve``, which continues with the reference loop. The served
+    requests' (arrival, start, finish, extra) go to the server's results, or, when ``served`` is given (a
+    list with one slot per server; admission must then be None), into ``served[j]`` instead so the caller
+    can split them (the engine serves several steps at once and records them per step).
     """
     done = [0] * len(servers)
     if not servers:
@@ -516,9 +521,13 @@ def serve_fast(
         o = int(offsets[slot])
         idx = admitted_idx[slot]
         stop = cuts[slot] if k == sizes[slot] else (int(idx[k]) if idx is not None else k)
-        srv._flush()
         if k:
-            srv._chunks.append((A[o : o + k], start[o : o + k], x[o : o + k], E[o : o + k]))
+            part = (A[o : o + k], start[o : o + k], x[o : o + k], E[o : o + k])
+            if served is not None:
+                served[j] = part
+            else:
+                srv._flush()
+                srv._chunks.append(part)
             srv.pos = (srv.pos + k) % nrep[slot]
             srv._room_s = None
         adm = admits[j]
