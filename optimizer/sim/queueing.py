@@ -521,12 +521,13 @@ def serve_fast(
         o = int(offsets[slot])
         idx = admitted_idx[slot]
         stop = cuts[slot] if k == sizes[slot] else (int(idx[k]) if idx is not None else k)
+        if served is None:
+            srv._flush()  # the loop's earlier results (and drops) come first
         if k:
             part = (A[o : o + k], start[o : o + k], x[o : o + k], E[o : o + k])
             if served is not None:
                 served[j] = part
             else:
-                srv._flush()
                 srv._chunks.append(part)
             srv.pos = (srv.pos + k) % nrep[slot]
             srv._room_s = None
