@@ -164,25 +164,7 @@ class _StepDraws:
 
     def start_minute(self, sizes: NDArray[np.int64]) -> None:
         """Pre-draw the minute whose steps hold ``sizes`` requests (only while admission is 1)."""
-        self.active = False
-        total = int(sizes.sum())
-        if not self.blockwise or total == 0:
-            return
-        per = 1 + self.passes
-        self.saved = self.rng.bit_generator.state
-        z = self.rng.standard_normal(per * total)
-        kind = np.repeat(np.tile(np.arange(per), sizes.size), np.repeat(sizes, per))
-        svc = self.service  # a LogNormal here
-        self.svc_s = (svc.loc_ms + svc.scale_ms * np.exp(svc.shape * z[kind == 0])) / 1000.0  # type: ignore[union-attr]
-        extra = np.zeros(total)
-        route = self.routing
-        for p in range(1, per):
-            extra += (route.loc_ms + route.scale_ms * np.exp(route.shape * z[kind == p])) / 1000.0  # type: ignore[union-attr]
-        self.extra_s = extra
-        self.sizes = sizes.tolist()
-        self.step = 0
-        self.offset = 0
-        self.active = True
+        start_minutes([self], sizes[None, :])
 
     def take(
         self, n: int, admission: float
@@ -217,6 +199,49 @@ class _StepDraws:
         if not parts:
             return np.empty(0), np.empty(0)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def start_minutes(draws: list[_StepDraws], sizes: NDArray[np.int64]) -> None:
+    """``_StepDraws.start_minute`` for several jobs with the same distributions (``sizes[job, step]``): each
+    job's normals from its own generator, turned into times in one pass (the same float operations)."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    totals = sizes.sum(axis=1).tolist()
+    jobs = [i for i, d in enumerate(draws) if d.blockwise and totals[i]]
+    for d in draws:
+        d.active = False
+    if not jobs:
+        return
+    first = draws[jobs[0]]
+    per = 1 + first.passes
+    z_parts = []
+    for i in jobs:
+        d = draws[i]
+        d.saved = d.rng.bit_generator.state
+        z_parts.append(d.rng.standard_normal(per * totals[i]))
+    z = np.concatenate(z_parts) if len(z_parts) > 1 else z_parts[0]
+    # Per step the stream holds that step's n service normals, then n per routing pass: request r of the
+    # concatenated steps finds its service normal at r + (per - 1)·(requests before its step).
+    flat = sizes[jobs].ravel()
+    before = np.cumsum(flat) - flat
+    step_of = np.repeat(np.arange(flat.size), flat)
+    idx = np.arange(step_of.size) + (per - 1) * before[step_of]
+    svc = first.service  # a LogNormal here
+    svc_s = (svc.loc_ms + svc.scale_ms * np.exp(svc.shape * z[idx])) / 1000.0  # type: ignore[union-attr]
+    extra = np.zeros(idx.size)
+    route = first.routing
+    if per > 1:
+        n_of = flat[step_of]
+        for p in range(1, per):
+            extra += (route.loc_ms + route.scale_ms * np.exp(route.shape * z[idx + p * n_of])) / 1000.0  # type: ignore[union-attr]
+    o = 0
+    for i in jobs:
+        d = draws[i]
+        n = totals[i]
+        d.svc_s, d.extra_s = svc_s[o : o + n], extra[o : o + n]
+        o += n
+        d.step = 0
+        d.offset = 0
+        d.active = True
 
 
 def simulate(
@@ -349,45 +374,48 @@ def simulate(
                     a_parts.append(a_c)
                     st_parts.append(st_c)
                     f_parts.append(f_c)
+        minute = int(now_s // 60)
+        ready = [len(srv.replicas) for srv in servers]
+        p_lat: list[float | None] = [None] * num_jobs
+        mean_lat: list[float | None] = [None] * num_jobs
+        util: list[float | None] = [0.0 if r else None for r in ready]
         if a_parts:
             sizes = np.fromiter((x.size for x in a_parts), np.int64, len(a_parts))
             jid = np.repeat(np.asarray(owners), sizes)
             a_all, st_all, f_all = np.concatenate(a_parts), np.concatenate(st_parts), np.concatenate(f_parts)
             mask = (f_all > lo) & (f_all <= now_s)
             lat_all = (f_all[mask] - a_all[mask]) * 1000.0
-            lat_end = np.cumsum(np.bincount(jid[mask], minlength=num_jobs)).tolist()
+            jid_lat = jid[mask]
+            lat_count = np.bincount(jid_lat, minlength=num_jobs)
+            lat_end = np.cumsum(lat_count)
             busy = np.minimum(f_all, now_s) - np.maximum(st_all, lo)
             positive = busy > 0
             busy_pos = busy[positive]
             busy_end = np.cumsum(np.bincount(jid[positive], minlength=num_jobs)).tolist()
-        has_chunks = set(owners)
+            if lat_all.size:
+                p_values = percentiles_by_job(lat_all, jid_lat, lat_count, lat_end, cfg.slo_percentile).tolist()
+            counts, ends = lat_count.tolist(), lat_end.tolist()
+            for j in sorted(set(owners)):
+                lat_start, busy_start = (ends[j - 1], busy_end[j - 1]) if j else (0, 0)
+                n = counts[j]
+                if n:
+                    p_lat[j] = p_values[j]
+                    # Per job, as lat.mean() would sum it (a segment sum is not bit-identical to reduceat).
+                    mean_lat[j] = float(np.add.reduce(lat_all[lat_start : ends[j]])) / n
+                if ready[j]:
+                    busy_s = float(np.add.reduce(busy_pos[busy_start : busy_end[j]]))
+                    util[j] = min(1.0, busy_s / (ready[j] * cfg.observation_window_s))
         out = []
-        lat_start = busy_start = 0
         for j in range(num_jobs):
-            p_lat = mean_lat = util = None
-            ready = servers[j].num_active
-            if j in has_chunks:
-                lat = lat_all[lat_start : lat_end[j]]
-                if lat.size:
-                    p_lat = percentile_linear(lat, cfg.slo_percentile)
-                    mean_lat = float(np.add.reduce(lat)) / lat.size  # = lat.mean(), without its overhead
-                if ready:
-                    busy_s = float(busy_pos[busy_start : busy_end[j]].sum())
-                    util = min(1.0, busy_s / (ready * cfg.observation_window_s))
-            elif ready:
-                util = 0.0
-            if a_parts:
-                lat_start, busy_start = lat_end[j], busy_end[j]
-            minute = int(now_s // 60)
             future = None
             if needs_future:
                 future = tuple(workload.counts_rpm[j, minute : minute + cfg.future_minutes].astype(float).tolist())
             out.append(
                 JobObservation(
                     rate_history_rpm=_history(j, minute),
-                    latency_ms=p_lat,
-                    mean_latency_ms=mean_lat,
-                    cpu_utilization=util,
+                    latency_ms=p_lat[j],
+                    mean_latency_ms=mean_lat[j],
+                    cpu_utilization=util[j],
                     queue_length=float(len(servers[j].queue)),
                     future_rate_rpm=future,
                 )
@@ -396,16 +424,23 @@ def simulate(
 
     def _reconcile(now_s: float) -> None:
         # Scale downs first so their pods can be reused or released; then scale ups within the cap.
+        targets = target.tolist()
+        grow = False
         for j in range(num_jobs):
             pods[j].expire(now_s)
-            have = servers[j].num_active + servers[j].num_pending
-            if target[j] < have:
-                removed = servers[j].remove(int(have - target[j]))
+            srv = servers[j]
+            have = len(srv.replicas) + len(srv.pending)
+            if targets[j] < have:
+                removed = srv.remove(have - targets[j])
                 pods[j].idle_until.extend([now_s + cfg.idle_pod_timeout_s] * removed)
+            elif targets[j] > have:
+                grow = True
+        if not grow:
+            return
         used = sum(s.num_active + s.num_pending + len(p.idle_until) for s, p in zip(servers, pods, strict=True))
         for j in range(num_jobs):
             have = servers[j].num_active + servers[j].num_pending
-            want = int(target[j] - have)
+            want = int(targets[j] - have)
             if want <= 0:
                 continue
             reuse = min(want, len(pods[j].idle_until))
@@ -481,11 +516,15 @@ def simulate(
         now = k * cfg.step_s
         if k % steps_per_minute == 0:
             m = round(now / 60.0)
+            minute_sizes = []
             for j in range(num_jobs):
                 _generate_minute(j, m)
                 if whole_minutes:
-                    cuts = np.searchsorted(pending_arr[j], now + step_ends_s, side="left")
-                    draws[j].start_minute(np.diff(cuts, prepend=0))
+                    minute_sizes.append(np.searchsorted(pending_arr[j], now + step_ends_s, side="left"))
+            if whole_minutes:
+                cuts = np.array(minute_sizes)
+                cuts[:, 1:] -= cuts[:, :-1].copy()
+                start_minutes(draws, cuts)
         if k % steps_per_policy == 0:
             observations = _observe_all(now, k)
             views = tuple(
@@ -519,14 +558,12 @@ def simulate(
                 )
                 target[j] = new_target
         _reconcile(now)
-        used = 0
-        for j in range(num_jobs):
-            n_pods = servers[j].num_active + servers[j].num_pending + len(pods[j].idle_until)
-            used += n_pods
-            rec_pods[k, j] = n_pods
-            rec_target[k, j] = target[j]
-            rec_ready[k, j] = servers[j].num_active
-        max_used = max(max_used, used * cfg.cpu_per_replica)
+        ready_now = [len(srv.replicas) for srv in servers]
+        pods_now = [r + len(s.pending) + len(p.idle_until) for r, s, p in zip(ready_now, servers, pods, strict=True)]
+        rec_pods[k] = pods_now
+        rec_target[k] = target
+        rec_ready[k] = ready_now
+        max_used = max(max_used, sum(pods_now) * cfg.cpu_per_replica)
 
         end = now + cfg.step_s
         if k >= block_end:
@@ -534,11 +571,13 @@ def simulate(
             block_end, block = _start_block(k)
         i_step = k - block_start
         batches: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = []
+        any_batch = False
         for j in range(num_jobs):
             b = block[j]
             if b is not None:  # cut at the block's start
                 batches.append(_EMPTY_BATCH)
                 continue
+            any_batch = True
             arr = pending_arr[j]
             cut = int(np.searchsorted(arr, end, side="left"))
             batch, pending_arr[j] = arr[:cut], arr[cut:]
@@ -547,14 +586,15 @@ def simulate(
                 continue
             batches.append((batch, *draws[j].take(batch.size, float(admission[j]))))
         # All jobs' unsaturated prefixes at once, then each job's rest through its own server.
-        done = serve_fast(servers, *zip(*batches, strict=True)) if cfg.vectorized else [0] * num_jobs
+        vector_step = cfg.vectorized and any_batch
+        done = serve_fast(servers, *zip(*batches, strict=True)) if vector_step else [0] * num_jobs
         for j in range(num_jobs):
-            srv = servers[j]
             b = block[j]
+            if b is not None and b.done >= b.cuts[i_step + 1]:
+                continue  # served by the block's vectorised prefix (recorded at the block's start)
+            srv = servers[j]
             if b is not None:
                 lo_i, hi_i = b.cuts[i_step], b.cuts[i_step + 1]
-                if b.done >= hi_i:
-                    continue  # served by the block's vectorised prefix (recorded at the block's start)
                 i0 = max(lo_i, b.done)
                 if i0 < hi_i:
                     srv.serve(b.arr[i0:hi_i], b.svc[i0:hi_i], b.ext[i0:hi_i])
@@ -627,6 +667,40 @@ def simulate(
         policy_calls=policy_calls,
         policy_time_s=policy_time,
     )
+
+
+def percentiles_by_job(
+    values: NDArray[np.float64],
+    job: NDArray[np.int64],
+    count: NDArray[np.int64],
+    end: NDArray[np.int64],
+    percentile: float,
+) -> NDArray[np.float64]:
+    """``percentile_linear`` of every job's values at once (``values`` grouped by job, ``count``/``end`` per
+    job); one sort of a job × max-count rectangle padded with +inf. Jobs without values get NaN.
+
+    The interpolation uses the same float operations as ``np.percentile``, elementwise, so each value is
+    bit-identical to it (``tests/test_sim_fastpath.py``).
+    """
+    num_jobs = count.size
+    width = int(count.max())
+    rect = np.full((num_jobs, width), np.inf)
+    col = np.arange(values.size) - (end - count)[job]
+    rect[job, col] = values
+    rect.sort(axis=1)
+    virtual = (count - 1) * (percentile / 100)
+    at_max = virtual >= count - 1
+    below = np.where(at_max, count - 1, np.floor(virtual).astype(np.int64))
+    below = np.maximum(below, 0)
+    rows = np.arange(num_jobs)
+    lo = rect[rows, below]
+    hi = rect[rows, np.minimum(below + 1, max(width - 1, 0))]
+    gamma = virtual - below
+    with np.errstate(invalid="ignore"):  # padding rows (inf - inf) are replaced below
+        diff = hi - lo
+        out = np.where(gamma >= 0.5, hi - diff * (1 - gamma), lo + diff * gamma)
+    out = np.where(at_max, lo, out)
+    return np.where(count > 0, out, np.nan)
 
 
 def percentile_linear(values: NDArray[np.float64], percentile: float) -> float:
