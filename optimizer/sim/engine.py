@@ -21,6 +21,7 @@ Model (after the Faro artifact's simulator, ``src/simulation`` of github.com/beo
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Callable
@@ -134,11 +135,12 @@ _EMPTY_BATCH = (_EMPTY, _EMPTY, _EMPTY, None)
 class _Block:
     """One job's requests of several steps served at once: arrays, per-step offsets, how many were served."""
 
-    __slots__ = ("arr", "cuts", "done", "ext", "svc")
+    __slots__ = ("arr", "covered", "cuts", "done", "ext", "svc")
 
     def __init__(self, arr: np.ndarray, svc: np.ndarray, ext: np.ndarray, cuts: list[int]) -> None:
         self.arr, self.svc, self.ext, self.cuts = arr, svc, ext, cuts
         self.done = 0
+        self.covered = 0  # leading steps whose requests were all served by the vectorised prefix
 
 
 class _StepDraws:
@@ -452,7 +454,7 @@ def simulate(
             used += max(new, 0)
 
     steps_per_minute_i = int(steps_per_minute) if whole_minutes else 1
-    block_start = block_end = 0
+    block_start = block_end = fast_until = 0
     block: list[_Block | None] = [None] * num_jobs
 
     def _start_block(k: int) -> tuple[int, list[_Block | None]]:
@@ -503,6 +505,7 @@ def simulate(
         for j in jobs:
             b = out[j]
             b.done = done[j]  # type: ignore[union-attr]
+            b.covered = bisect.bisect_left(b.cuts, b.done + 1) - 1 if b.done < b.cuts[-1] else length  # type: ignore[union-attr]
             part = served[j]
             if part is None:
                 continue
@@ -568,6 +571,14 @@ def simulate(
         if k >= block_end:
             block_start = k
             block_end, block = _start_block(k)
+            # Leading steps whose requests every job's block served already: nothing left to do in them.
+            fast_until = k + min(
+                (b.covered if b is not None else 0 for b in block), default=0
+            )
+        if k < fast_until:
+            if progress and (k + 1) % steps_per_minute == 0:
+                progress((k + 1) / n_steps)
+            continue
         i_step = k - block_start
         batches: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = []
         any_batch = False
