@@ -1,6 +1,7 @@
 """The control loop against the test API server, one tick at a time on a fake clock: failure cases."""
 
 import time
+from itertools import pairwise
 
 import pytest
 from faro.optimizer.kube.events import EventRecorder
@@ -143,10 +144,13 @@ def test_load_drops_and_the_plan_falls_back(rig):
     rig.add("a")
     rig.settle(1)
     rig.metrics.set_load(("team-a", "a"), 6000)
-    high = rig.tick().desired()[("team-a", "a")]
+    high = rig.tick().desired()[("team-a", "a")]  # backfilled: a whole day at 6000 rpm
     rig.metrics.set_load(("team-a", "a"), 300)
-    lows = [rig.tick().desired()[("team-a", "a")] for _ in range(10)]  # ten minutes of low load
+    # Half an hour of low load: after a day of high load the forecast comes down over ~20 minutes
+    # (about 10 when it was fitted on the last hour only), never back up.
+    lows = [rig.tick().desired()[("team-a", "a")] for _ in range(30)]
     assert high >= 10 and lows[-1] < high / 3
+    assert all(later <= earlier for earlier, later in pairwise(lows))
 
 
 def test_the_ray_actuator_scales_the_ray_names_the_deployment_annotations_give(kube_client):

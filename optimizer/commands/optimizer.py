@@ -48,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("cluster-cap", "", "optional cluster-wide cap, e.g. cpu=320,memory=1Ti,nvidia.com/gpu=8")
     add("plan-ttl-s", 900.0, "plan valid_until = created + ttl", type=float)
     add("history-minutes", 60, "per-minute rate history asked from Prometheus each tick", type=int)
+    add("history-backfill-minutes", 1440, "per-minute history asked once for a Deployment with none yet (start, "
+        "leadership gain, newly annotated), so forecasts fit on past load, not only on the minutes since start; "
+        "retried on later cycles if it fails; equal to --history-minutes turns it off", type=int)
+    add("max-history-minutes", None, "per-Deployment history kept in memory for the forecaster, >= "
+        "--history-backfill-minutes (None = the same)", type=int)
     add("grpc-address", "0.0.0.0:50051", "plan gRPC API (faro.v1.PlanService + grpc.health.v1)")
     add("metrics-address", "0.0.0.0:8080", "plain HTTP: /metrics, /healthz, /readyz")
     parser.add_argument("--leader-elect", action=argparse.BooleanOptionalAction,
@@ -92,6 +97,8 @@ def build_service(args: argparse.Namespace, *, api_client=None, metrics_source=N
         policy=args.policy, interval_s=float(args.interval_s), reactive_interval_s=float(args.reactive_interval_s),
         horizon=int(args.horizon), quantile=float(args.quantile), cluster_cap=parse_cluster_cap(args.cluster_cap),
         plan_ttl_s=float(args.plan_ttl_s), history_minutes=int(args.history_minutes),
+        history_backfill_minutes=int(args.history_backfill_minutes),
+        max_history_minutes=None if args.max_history_minutes is None else int(args.max_history_minutes),
         metrics_preset=args.metrics_preset, namespace=args.namespace or None, identity=args.identity,
     )
     tolerance = args.hpa_tolerance if args.hpa_tolerance is not None else (0.1 if args.actuator == "hpa" else 0.0)

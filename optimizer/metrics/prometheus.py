@@ -34,6 +34,7 @@ from faro.optimizer.metrics.base import DeploymentRef, JobMetrics, MetricsError
 from faro.optimizer.metrics.presets import GENERIC, PRESETS, RAY_SERVE, REQUIRED, Preset, render
 
 HISTORY_STEP_S = 60.0
+MAX_RANGE_POINTS = 11_000  # Prometheus rejects more points per series in one range query
 
 
 class PrometheusUnavailable(TransientError):
@@ -237,7 +238,9 @@ class PrometheusSource:
     ``window_s`` is the window of instant queries (rate, latency, processing time, CPU); ``presets``
     maps a name to a ``Preset`` (default: the built-in registry); ``max_workers`` queries run
     concurrently; a quantity is batched (module docstring) once ``batch_min`` Deployments share its
-    query (``0`` = never batch).
+    query (``0`` = never batch). A history longer than ``max_range_points`` minutes (a day-long
+    backfill is 1,440; Prometheus allows 11,000 points per series) is asked in consecutive range
+    queries of at most that many points and joined.
     """
 
     def __init__(
@@ -248,6 +251,7 @@ class PrometheusSource:
         presets: Mapping[str, Preset] = PRESETS,
         max_workers: int = 4,
         batch_min: int = 2,
+        max_range_points: int = MAX_RANGE_POINTS,
     ) -> None:
         if not window_s > 0:
             raise InvalidInputError("metrics window_s", f"must be > 0, got {window_s!r}")
@@ -255,6 +259,9 @@ class PrometheusSource:
             raise InvalidInputError("metrics max_workers", f"must be >= 1, got {max_workers!r}")
         if batch_min < 0:
             raise InvalidInputError("metrics batch_min", f"must be >= 0, got {batch_min!r}")
+        if max_range_points < 1:
+            raise InvalidInputError("metrics max_range_points", f"must be >= 1, got {max_range_points!r}")
+        self.max_range_points = max_range_points
         self.client = client
         self.window_s = window_s
         self.presets = presets
@@ -272,6 +279,25 @@ class PrometheusSource:
         lookup = {(ref.key, batch.quantity): batch for batch in batches for ref in batch.refs}
         results = self._map(lambda ref: self._observe_one(ref, now_s, history_minutes, lookup), deployments)
         return {ref.key: result for ref, result in zip(deployments, results, strict=True)}
+
+    def _history(self, expr: str, *, start_s: float, end_s: float) -> list[Series]:
+        """The per-minute range query from ``start_s`` to ``end_s``, in pieces of at most
+        ``max_range_points`` points, each series' points joined in time order."""
+        span = (self.max_range_points - 1) * HISTORY_STEP_S
+        if end_s - start_s <= span:
+            return self.client.query_range(expr, start_s=start_s, end_s=end_s, step_s=HISTORY_STEP_S)
+        labels: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}
+        points: dict[tuple[tuple[str, str], ...], list[tuple[float, float]]] = {}
+        piece_start_s = start_s
+        while piece_start_s <= end_s:
+            piece_end_s = min(end_s, piece_start_s + span)
+            for series in self.client.query_range(expr, start_s=piece_start_s, end_s=piece_end_s,
+                                                  step_s=HISTORY_STEP_S):
+                key = tuple(sorted(series.labels.items()))
+                labels.setdefault(key, series.labels)
+                points.setdefault(key, []).extend(series.points)
+            piece_start_s = piece_end_s + HISTORY_STEP_S
+        return [Series(labels=labels[key], points=tuple(found)) for key, found in points.items()]
 
     def _map(self, fn: Callable, items: Sequence) -> list:
         if len(items) <= 1 or self.max_workers == 1:
@@ -304,7 +330,7 @@ class PrometheusSource:
         try:
             if batch.quantity == HISTORY:
                 expr = batch.expr(HISTORY_STEP_S)
-                found = self.client.query_range(expr, start_s=start_s, end_s=end_s, step_s=HISTORY_STEP_S)
+                found = self._history(expr, start_s=start_s, end_s=end_s)
             else:
                 expr = batch.expr(self.window_s)
                 found = self.client.query(expr, time_s=now_s)
@@ -364,7 +390,7 @@ class PrometheusSource:
         try:
             matrix = self._batched(lookup.get((ref.key, HISTORY)), ref)
             if matrix is None:
-                matrix = self.client.query_range(history_expr, start_s=start_s, end_s=end_s, step_s=HISTORY_STEP_S)
+                matrix = self._history(history_expr, start_s=start_s, end_s=end_s)
         except PrometheusUnavailable as exc:
             return MetricsError(
                 f"{who}: Prometheus unavailable: {exc}", kind="unavailable", quantity="rate", query=history_expr

@@ -24,7 +24,11 @@ class ServiceConfig:
     quantile: float = 0.9
     cluster_cap: Mapping[str, float] = field(default_factory=dict)  # canonical units
     plan_ttl_s: float = 900.0
-    history_minutes: int = 60  # per-minute rate history asked from the metrics source
+    history_minutes: int = 60  # per-minute rate history asked from the metrics source every cycle
+    # Asked once per Deployment that has no history yet (start, leadership gain, newly annotated):
+    # forecasts fitted on a day of past load are far better than on the minutes seen since start.
+    history_backfill_minutes: int = 1440
+    max_history_minutes: int | None = None  # per-Deployment history kept; None = history_backfill_minutes
     metrics_preset: str = "generic"
     default_max_replicas: int = 100  # when neither an annotation nor an HPA gives one
     namespace: str | None = None
@@ -42,7 +46,20 @@ class ServiceConfig:
         if self.metrics_preset not in ("generic", "ray-serve"):
             raise InvalidInputError("--metrics-preset", f"must be generic or ray-serve, got {self.metrics_preset!r}")
         if self.history_minutes < 1:
-            raise InvalidInputError("--history-minutes", "must be >= 1")
+            raise InvalidInputError("--history-minutes", f"must be >= 1, got {self.history_minutes}")
+        if self.history_backfill_minutes < self.history_minutes:
+            raise InvalidInputError("--history-backfill-minutes", f"must be >= --history-minutes "
+                                    f"({self.history_minutes}), got {self.history_backfill_minutes}")
+        if self.max_history_minutes is None:  # frozen: set the resolved default once, here
+            object.__setattr__(self, "max_history_minutes", self.history_backfill_minutes)
+        if self.max_history_minutes < self.history_backfill_minutes:
+            raise InvalidInputError("--max-history-minutes", f"must be >= --history-backfill-minutes "
+                                    f"({self.history_backfill_minutes}), got {self.max_history_minutes}")
+
+    @property
+    def backfills(self) -> bool:
+        """Whether a Deployment's first observation asks for more than the per-cycle window."""
+        return self.history_backfill_minutes > self.history_minutes
 
     @property
     def objective(self) -> str:

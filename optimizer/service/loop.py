@@ -43,11 +43,19 @@ def hpa_hint(info: DeploymentInfo) -> str:
             f"averageValue \"1\" (see docs/annotations.md)")
 
 
+def _usable(value: Any) -> bool:
+    """An observation the loop can plan with: metrics carrying at least one minute of history."""
+    return is_metrics(value) and len(getattr(value, "rate_history_rpm", ())) > 0
+
+
+def _reason(value: Any) -> str:
+    return str(getattr(value, "message", value))
+
+
 class ControlLoop:
     def __init__(self, *, config: ServiceConfig, policy: Any, snapshot: Callable[[], KubeSnapshot],
                  metrics_source: Any, store: PlanStore, telemetry: Telemetry, clock: Callable[[], float],
-                 events: EventRecorder | None = None, actuators: Sequence[Actuator] = (),
-                 max_history_minutes: int = 1440) -> None:
+                 events: EventRecorder | None = None, actuators: Sequence[Actuator] = ()) -> None:
         self.config = config
         self.policy = policy
         self._snapshot = snapshot
@@ -60,12 +68,16 @@ class ControlLoop:
         self._state = policy.initial_state()
         self.last_good: dict[tuple[str, str], Observed] = {}
         self.history: dict[tuple[str, str], tuple[int, list[float]]] = {}  # key -> (first minute index, rpm)
-        self.max_history_minutes = max_history_minutes
+        self.backfilled: set[tuple[str, str]] = set()  # Deployments whose long past window has been merged
+        self.max_history_minutes = int(config.max_history_minutes or config.history_backfill_minutes)
         self.last_cycle: Cycle | None = None
 
     def reset(self) -> None:
-        """Start from a fresh policy state (on gaining leadership: another replica may have planned since)."""
+        """Start from a fresh policy state and history (on gaining leadership: another replica may have
+        planned since, and the minutes this one did not observe are backfilled from the source again)."""
         self._state = self.policy.initial_state()
+        self.history.clear()
+        self.backfilled.clear()
 
     # ------------------------------------------------------------------------------------------ one cycle
     def tick(self) -> PublishedPlan | None:
@@ -127,34 +139,63 @@ class ControlLoop:
             if isinstance(actuator, DeploymentAware):
                 actuator.update_deployments(refs)
         errors: dict[tuple[str, str], str] = {}
-        try:
-            results = self._metrics.observe(refs, now_s=now_s, history_minutes=self.config.history_minutes) if refs \
-                else {}
-        except Exception as exc:  # the source should report per Deployment; be safe if it raises anyway
-            log.warning("metrics source failed: %s", exc)
-            results = {ref.key: f"metrics source failed: {exc}" for ref in refs}
+        results: dict[tuple[str, str], Any] = {}
+        # Deployments with no history yet get the long backfill window, in one call for all of them;
+        # those it fails for join everyone else's short window and are backfilled on a later cycle.
+        new = [ref for ref in refs if ref.key not in self.backfilled] if self.config.backfills else []
+        failed: list[Any] = []
+        if new:
+            results = self._ask(new, now_s, self.config.history_backfill_minutes, what="history backfill")
+            failed = [ref for ref in new if not _usable(results.get(ref.key))]
+            self.backfilled.update(ref.key for ref in new if _usable(results.get(ref.key)))
+            self.telemetry.history_backfills.labels("ok").inc(len(new) - len(failed))
+            self.telemetry.history_backfills.labels("failed").inc(len(failed))
+        short = [ref for ref in refs if not _usable(results.get(ref.key))]
+        if short:
+            failed_reasons = {ref.key: _reason(results.get(ref.key, "no result")) for ref in failed}
+            results.update(self._ask(short, now_s, self.config.history_minutes, what="metrics"))
+            # Only the backfill failed (the short window worked): say why; other failures are the
+            # Deployment's ordinary metrics errors, reported below.
+            only = [ref for ref in failed if _usable(results.get(ref.key))]
+            if only:
+                log.warning("history backfill (%d min) failed for %d Deployments (e.g. %s/%s: %s); planning them on "
+                            "the %d-minute window and retrying the backfill next cycle",
+                            self.config.history_backfill_minutes, len(only), only[0].namespace, only[0].name,
+                            failed_reasons[only[0].key], self.config.history_minutes)
         for ref in refs:
             value = results.get(ref.key, "no result from the metrics source")
-            if is_metrics(value) and len(getattr(value, "rate_history_rpm", ())) > 0:
+            if _usable(value):
                 self.last_good[ref.key] = Observed(self._accumulate(ref.key, value, now_s), now_s)
             else:
-                errors[ref.key] = str(getattr(value, "message", value))
+                errors[ref.key] = _reason(value)
                 self.telemetry.metrics_errors.inc()
         present = {d.key for d in snapshot.deployments}
+        for key in [k for k in self.history if k not in present]:
+            self.history.pop(key)
+        self.backfilled &= present  # re-annotated later: backfill again
         for key in [k for k in self.last_good if k not in present]:
-            del self.last_good[key]
-            self.history.pop(key, None)  # deleted Deployment: forget it, and its Event dedup state
+            del self.last_good[key]  # deleted Deployment: forget it, and its Event dedup state
             if self._events is not None:
                 self._events.forget(*key)
         return errors
+
+    def _ask(self, refs: Sequence[Any], now_s: float, minutes: int, *, what: str) -> dict[tuple[str, str], Any]:
+        """One call to the metrics source; if it raises anyway (it should report per Deployment), every
+        Deployment asked gets the error instead."""
+        try:
+            return dict(self._metrics.observe(refs, now_s=now_s, history_minutes=minutes))
+        except Exception as exc:
+            log.warning("%s: metrics source failed: %s", what, exc)
+            return {ref.key: f"metrics source failed: {exc}" for ref in refs}
 
     def _accumulate(self, key: tuple[str, str], metrics: Any, now_s: float) -> Any:
         """Merge the source's window into a growing per-minute history and return metrics carrying it.
 
         The metrics source answers a fixed window (``history_minutes``) ending at the last completed
         minute; policies (like the simulator) expect the history to grow minute by minute, and fit
-        and update their forecasters on that. Trimmed by an hour at ``max_history_minutes`` (the
-        policy then refits, as it does hourly anyway).
+        and update their forecasters on that. A backfill (a longer window) reaches further back and
+        replaces what is there. Trimmed by up to an hour at ``max_history_minutes`` (the policy then
+        refits, as it does hourly anyway), never below the per-cycle window.
         """
         window = [float(x) for x in metrics.rate_history_rpm]
         end = int(now_s // 60) - 1  # index of the last completed minute
@@ -165,7 +206,8 @@ class ControlLoop:
         series = series + [math.nan] * (start - first - len(series))  # minutes nobody observed
         series = series[: start - first] + window
         if len(series) > self.max_history_minutes:
-            cut = len(series) - self.max_history_minutes + 60
+            slack = min(60, self.max_history_minutes - self.config.history_minutes)
+            cut = len(series) - self.max_history_minutes + max(slack, 0)
             first, series = first + cut, series[cut:]
         self.history[key] = (first, series)
         try:

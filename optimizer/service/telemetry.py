@@ -45,6 +45,9 @@ class Telemetry:
         self.stale = Gauge("faro_optimizer_observations_age_seconds", "Age of the observations a plan used",
                            DEPLOYMENT, registry=r)
         self.metrics_errors = Counter("faro_optimizer_metrics_errors", "Per-Deployment metrics failures", registry=r)
+        self.history_backfills = Counter("faro_optimizer_history_backfills", "Per-Deployment history backfills "
+                                         "(--history-backfill-minutes) by result: ok, or failed (retried)", ["result"],
+                                         registry=r)
         self.headroom = Gauge("faro_optimizer_quota_headroom", "Quota left after the plan (hard - used - planned)",
                               ["quota", "resource"], registry=r)
         self.actuator_errors = Counter("faro_optimizer_actuator_errors", "Per-job actuator failures", ["actuator"],
