@@ -224,8 +224,8 @@ def start_minutes(draws: list[_StepDraws], sizes: NDArray[np.int64]) -> None:
     # Per step the stream holds that step's n service normals, then n per routing pass: request r of the
     # concatenated steps finds its service normal at r + (per - 1)·(requests before its step).
     flat = sizes[jobs].ravel()
-    before = np.cumsum(flat) - flat
-    step_of = np.repeat(np.arange(flat.size), flat)
+    before = flat.cumsum() - flat
+    step_of = np.arange(flat.size).repeat(flat)
     idx = np.arange(step_of.size) + (per - 1) * before[step_of]
     svc = first.service  # a LogNormal here
     svc_s = (svc.loc_ms + svc.scale_ms * np.exp(svc.shape * z[idx])) / 1000.0  # type: ignore[union-attr]
@@ -343,10 +343,12 @@ def simulate(
         tuple(row[~np.isnan(row)].tolist()) for row in workload.history_rpm
     ]
 
+    counts_f = workload.counts_rpm.astype(float).tolist()
+
     def _history(j: int, minute: int) -> tuple[float, ...]:
         cached = history_cache.get(j)
         if cached is None or cached[0] != minute:
-            cached = (minute, past_rows[j] + tuple(workload.counts_rpm[j, :minute].astype(float).tolist()))
+            cached = (minute, past_rows[j] + tuple(counts_f[j][:minute]))
             history_cache[j] = cached
         return cached[1]
 
@@ -383,16 +385,16 @@ def simulate(
         util: list[float | None] = [0.0 if r else None for r in ready]
         if a_parts:
             sizes = np.fromiter((x.size for x in a_parts), np.int64, len(a_parts))
-            jid = np.repeat(np.asarray(owners), sizes)
+            jid = np.asarray(owners).repeat(sizes)
             a_all, st_all, f_all = np.concatenate(a_parts), np.concatenate(st_parts), np.concatenate(f_parts)
             mask = (f_all > lo) & (f_all <= now_s)
             lat_all = (f_all[mask] - a_all[mask]) * 1000.0
             lat_count = np.bincount(jid[mask], minlength=num_jobs)
-            lat_end = np.cumsum(lat_count)
+            lat_end = lat_count.cumsum()
             busy = np.minimum(f_all, now_s) - np.maximum(st_all, lo)
             positive = busy > 0
             busy_pos = busy[positive]
-            busy_end = np.cumsum(np.bincount(jid[positive], minlength=num_jobs)).tolist()
+            busy_end = np.bincount(jid[positive], minlength=num_jobs).cumsum().tolist()
             counts, ends = lat_count.tolist(), lat_end.tolist()
             for j in sorted(set(owners)):
                 lat_start, busy_start = (ends[j - 1], busy_end[j - 1]) if j else (0, 0)
@@ -484,7 +486,7 @@ def simulate(
             if length > 1 and (srv.pending or srv.num_active != target[j]):
                 continue
             arr = pending_arr[j]
-            cuts = [0, *np.searchsorted(arr, ends, side="left").tolist()]
+            cuts = [0, *arr.searchsorted(ends, side="left").tolist()]
             total = cuts[-1]
             batch, pending_arr[j] = arr[:total], arr[total:]
             svc, ext = draws[j].take_steps([cuts[i + 1] - cuts[i] for i in range(length)])
@@ -522,7 +524,7 @@ def simulate(
             for j in range(num_jobs):
                 _generate_minute(j, m)
                 if whole_minutes:
-                    minute_sizes.append(np.searchsorted(pending_arr[j], now + step_ends_s, side="left"))
+                    minute_sizes.append(pending_arr[j].searchsorted(now + step_ends_s, side="left"))
             if whole_minutes:
                 cuts = np.array(minute_sizes)
                 cuts[:, 1:] -= cuts[:, :-1].copy()
@@ -589,7 +591,7 @@ def simulate(
                 continue
             any_batch = True
             arr = pending_arr[j]
-            cut = int(np.searchsorted(arr, end, side="left"))
+            cut = int(arr.searchsorted(end, side="left"))
             batch, pending_arr[j] = arr[:cut], arr[cut:]
             if not batch.size:
                 batches.append((batch, batch, batch, None))

@@ -424,7 +424,7 @@ def serve_fast(
         arr = arrivals[j]
         if not srv.vectorized or srv.queue or not srv.cycle or arr.size == 0 or srv.table is not table:
             continue
-        cut = arr.size if not srv.pending else int(np.searchsorted(arr, srv.pending[0], side="left"))
+        cut = arr.size if not srv.pending else int(arr.searchsorted(srv.pending[0], side="left"))
         if cut == 0:
             continue
         adm = admits[j]
@@ -456,7 +456,7 @@ def serve_fast(
     # Per-job integers, then per request in one repeat: replicas, first request, end, first row.
     per_job = np.array([nrep, offsets_l[:-1], offsets_l[1:], rowoffs_l[:-1]])
     sizes_a, n_a, offsets = np.asarray(sizes), per_job[0], per_job[1]
-    n_req, off_req, end_req, rowoff_req = np.repeat(per_job, sizes_a, axis=1)
+    n_req, off_req, end_req, rowoff_req = per_job.repeat(sizes_a, axis=1)
     rows = np.asarray(rows_list)
     num_rows = rows.size
     g = np.arange(m)
@@ -495,23 +495,24 @@ def serve_fast(
     start = np.maximum(A, z[pred])
 
     # Check: the cap-th previous finish on the replica must be <= the arrival (the replica has room).
+    # W = [each row's prior last cap finishes (row-major) | x]: request g's cap-th previous finish on its
+    # replica is a prior one while it is among the row's first cap requests of this call, else in x.
     last_prior = table.last[rows]
+    W = np.concatenate([last_prior.ravel(), x])
     u = t // n_req
-    prev_cap = np.empty(m)
-    deep = u >= cap
-    prev_cap[deep] = x[(g - cap * n_req)[deep]]
-    shallow = ~deep
-    prev_cap[shallow] = last_prior[rowpos[shallow], u[shallow]]
+    prev_cap = W[np.where(u >= cap, num_rows * cap + g - cap * n_req, rowpos * cap + u)]
     bad = np.flatnonzero(prev_cap > A)
     accepted = sizes_a.copy()
     if bad.size:
-        job_of_bad = np.searchsorted(offsets, bad, side="right") - 1
-        first_jobs, first_at = np.unique(job_of_bad, return_index=True)
-        accepted[first_jobs] = bad[first_at] - offsets[first_jobs]
+        job_of_bad = offsets.searchsorted(bad, side="right") - 1
+        first = np.ones(bad.size, dtype=bool)  # bad is sorted: each job's first bad request
+        np.not_equal(job_of_bad[1:], job_of_bad[:-1], out=first[1:])
+        first_jobs = job_of_bad[first]
+        accepted[first_jobs] = bad[first] - offsets[first_jobs]
 
     # Commit: new free time and last cap finishes of every row, from the accepted requests.
     per_job[2] = accepted  # reuse the table: accepted, replicas, first request, first row per row
-    k_row, n_row, off_row, rowoff_row = np.repeat(per_job[[2, 0, 1, 3]], n_a, axis=1)
+    k_row, n_row, off_row, rowoff_row = per_job[[2, 0, 1, 3]].repeat(n_a, axis=1)
     p_row = np.arange(num_rows) - rowoff_row
     c_row = np.where(k_row > p_row, (k_row - p_row + n_row - 1) // n_row, 0)
     base_row = off_row + p_row
@@ -524,7 +525,7 @@ def serve_fast(
         num_rows * cap + base_row[:, None] + (c2 - 1 - q) * n_row[:, None],
         np.arange(num_rows)[:, None] * cap + np.minimum(cap - 1 - q + c2, cap - 1),
     )
-    new_last = np.concatenate([last_prior.ravel(), x])[gather]
+    new_last = W[gather]
     table.free_at[rows] = np.where(c_row > 0, new_last[:, cap - 1], z[:num_rows])
     table.last[rows] = new_last
 
