@@ -6,18 +6,26 @@ falls back to the short window and is retried. Fake clock, in-memory cluster sta
 from __future__ import annotations
 
 import argparse
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import parse_qs
 
 import pytest
 from faro.optimizer.commands import optimizer as command
 from faro.optimizer.errors import InvalidInputError
+from faro.optimizer.http import urllib_post
 from faro.optimizer.kube.state import DeploymentInfo, HpaInfo, KubeSnapshot
-from faro.optimizer.metrics.base import JobMetrics, MetricsError
+from faro.optimizer.metrics.base import DeploymentRef, JobMetrics, MetricsError
+from faro.optimizer.metrics.prometheus import PrometheusClient, PrometheusSource
 from faro.optimizer.policy.base import Decision, Plan, Target
 from faro.optimizer.policy.registry import make_policy
 from faro.optimizer.service.config import ServiceConfig
 from faro.optimizer.service.loop import ControlLoop
 from faro.optimizer.service.plans import PlanStore
 from faro.optimizer.service.telemetry import Telemetry
+from prom_fixture import openmetrics_counter, prometheus_servers
 from prometheus_client import CollectorRegistry
 
 ANN = {"faro.dev/slo-latency-ms": "300", "faro.dev/processing-time-ms": "100"}
@@ -82,6 +90,7 @@ class RecordingPolicy:
 class Rig:
     def __init__(self, *, policy=None, **config) -> None:
         self.names: list[str] = []
+        self.namespace = "ns"
         self.source = RecordingSource(short=config.get("history_minutes", 60))
         self.policy = policy or RecordingPolicy()
         self.registry = CollectorRegistry()
@@ -91,8 +100,8 @@ class Rig:
                                 store=PlanStore(), telemetry=Telemetry(self.registry), clock=lambda: self.now[0])
 
     def snapshot(self) -> KubeSnapshot:
-        deps = tuple(DeploymentInfo("ns", n, f"uid-{n}", ANN, {"cpu": 1.0}, {}, 2, 2) for n in self.names)
-        hpas = tuple(HpaInfo("ns", n, "Deployment", n, 1, 50, True) for n in self.names)
+        deps = tuple(DeploymentInfo(self.namespace, n, f"uid-{n}", ANN, {"cpu": 1.0}, {}, 2, 2) for n in self.names)
+        hpas = tuple(HpaInfo(self.namespace, n, "Deployment", n, 1, 50, True) for n in self.names)
         return KubeSnapshot(deps, (), hpas)
 
     def tick(self, advance_s: float = 60.0):
@@ -263,3 +272,78 @@ def test_a_backfill_shorter_than_the_window_is_refused_before_anything_starts() 
         command.build_service(args, api_client=object(), metrics_source=RecordingSource())
     assert "120" in str(error.value)
 
+
+
+# ------------------------------------------------------------------------------------------ real Prometheus
+
+BACKFILLED = [60.0 + (37 * i) % 240 for i in range(180)]  # requests in each of 3 hours of minutes, oldest first
+
+
+@dataclass(frozen=True)
+class Backfilled:
+    url: str
+    now_s: float  # the loop's (fixed) clock: the backfill's last minute is the last completed one
+
+
+@pytest.fixture(scope="module")
+def backfilled_prometheus() -> Iterator[Backfilled]:
+    """A real Prometheus whose TSDB holds, written by promtool before start, three hours of a request counter
+    (15 s samples) for hist/model ending at the last completed minute: what it would have scraped before
+    the optimizer started."""
+    now_s = time.time()
+    end_s = math.floor(now_s / 60) * 60
+    first_s = end_s - 60 * len(BACKFILLED)
+    points, total = [(first_s, 0.0)], 0.0
+    for i, count in enumerate(BACKFILLED):
+        points += [(first_s + i * 60 + quarter * 15, total + count * quarter / 4) for quarter in range(1, 5)]
+        total += count
+    text = openmetrics_counter("http_requests", {"namespace": "hist", "deployment": "model"}, points)
+    with prometheus_servers() as start:
+        yield Backfilled(start([], backfill=text).url, now_s)
+
+
+@pytest.mark.prometheus
+def test_the_loops_first_observation_carries_the_minutes_prometheus_held_before_it_started(
+    backfilled_prometheus: Backfilled,
+) -> None:
+    asked: list[tuple[str, str, str]] = []
+
+    def transport(url, body, headers, timeout_s):
+        params = parse_qs(body.decode())
+        if url.endswith("query_range"):
+            asked.append((params["start"][0], params["end"][0], params["step"][0]))
+        return urllib_post(url, body, headers, timeout_s)
+
+    source = PrometheusSource(PrometheusClient(backfilled_prometheus.url, timeout_s=30, transport=transport))
+    rig = Rig(history_minutes=10)
+    rig.loop._metrics = source
+    rig.namespace, rig.names = "hist", ["model"]
+    rig.now[0] = backfilled_prometheus.now_s
+    plan = rig.loop.tick()
+
+    [(start, end, step)] = asked  # one range query: the backfill (the short window was not needed)
+    assert (float(end) - float(start)) / float(step) + 1 == 1440
+    [job] = rig.policy.views[-1].jobs
+    assert job.spec.key == ("hist", "model") and plan.targets[0].held_reason == ""
+    history = job.observation.rate_history_rpm
+    assert len(history) == 1440
+    assert history[-180:] == pytest.approx(BACKFILLED, abs=1e-6)
+    assert all(math.isnan(v) for v in history[:-181])  # before the counter existed
+
+
+@pytest.mark.prometheus
+def test_a_history_longer_than_prometheus_allows_in_one_range_query_is_asked_in_pieces(
+    backfilled_prometheus: Backfilled,
+) -> None:
+    minutes = 12_000  # Prometheus allows 11,000 points per series in one range query
+    ref = DeploymentRef("hist", "model")
+
+    whole = PrometheusSource(PrometheusClient(backfilled_prometheus.url, timeout_s=30), max_range_points=minutes)
+    refused = whole.observe([ref], now_s=backfilled_prometheus.now_s, history_minutes=minutes)[ref.key]
+    assert isinstance(refused, MetricsError) and "11,000" in refused.reason  # the real limit, as the split assumes
+
+    split = PrometheusSource(PrometheusClient(backfilled_prometheus.url, timeout_s=30))
+    result = split.observe([ref], now_s=backfilled_prometheus.now_s, history_minutes=minutes)[ref.key]
+    assert isinstance(result, JobMetrics), result
+    assert len(result.rate_history_rpm) == minutes
+    assert result.rate_history_rpm[-180:] == pytest.approx(BACKFILLED, abs=1e-6)

@@ -479,3 +479,37 @@ def test_a_batch_prometheus_rejects_falls_back_to_each_deployments_own_query() -
 def test_batch_min_must_not_be_negative() -> None:
     with pytest.raises(InvalidInputError, match="batch_min"):
         PrometheusSource(PrometheusClient("http://127.0.0.1:9"), batch_min=-1)
+
+
+def test_a_batched_history_longer_than_max_range_points_is_asked_in_contiguous_pieces_and_joined() -> None:
+    from urllib.parse import parse_qs
+
+    ranges: list[tuple[float, float]] = []
+
+    def transport(url, body, headers, timeout_s):
+        params = parse_qs(body.decode())
+        if url.endswith("query_range"):
+            start, end, step = (float(params[k][0]) for k in ("start", "end", "step"))
+            ranges.append((start, end))
+            steps = [start + i * step for i in range(round((end - start) / step) + 1)]
+            result = [{"metric": {"namespace": "ns", "deployment": dep},
+                       "values": [[t, str(t / 60 + k)] for t in steps]} for k, dep in enumerate(("m1", "m2"))]
+            return 200, json.dumps({"status": "success", "data": {"resultType": "matrix", "result": result}}).encode()
+        return 200, json.dumps(vector()).encode()
+
+    refs = [DeploymentRef("ns", "m1"), DeploymentRef("ns", "m2")]
+    source = PrometheusSource(PrometheusClient("http://127.0.0.1:9", transport=transport), max_workers=1,
+                              max_range_points=100)
+
+    result = source.observe(refs, now_s=60_000.0 + 5, history_minutes=250)
+
+    assert ranges == [(45_060.0, 51_000.0), (51_060.0, 57_000.0), (57_060.0, 60_000.0)]  # 100 + 100 + 50 points
+    for k, ref in enumerate(refs):
+        value = result[ref.key]
+        assert isinstance(value, JobMetrics)
+        assert value.rate_history_rpm == tuple(60.0 * (minute + k) for minute in range(751, 1001))
+
+
+def test_max_range_points_must_be_positive() -> None:
+    with pytest.raises(InvalidInputError, match="max_range_points"):
+        PrometheusSource(PrometheusClient("http://127.0.0.1:9"), max_range_points=0)
