@@ -102,6 +102,74 @@ def test_engine_with_vectorised_queues_equals_the_reference_loop(config):
     assert np.isinf(fast.req_latency_ms).any()  # the overload did drop requests
 
 
+class _Steady:
+    """Holds every job's replicas for long stretches (so whole policy intervals are served at once), then
+    changes them, refuses traffic for a while and starves one job (saturation and drops); records views."""
+
+    name = "steady"
+    needs_future = False
+
+    def __init__(self) -> None:
+        self.views: list = []
+
+    def initial_state(self) -> None:
+        return None
+
+    def decide(self, view, state):
+        self.views.append(view)
+        phase = int(view.now_s // 90)
+        targets = []
+        for i, j in enumerate(view.jobs):
+            replicas = 1 if (phase == 2 and i == 0) else 2 + (phase + i) % 3
+            admission = 0.8 if (phase == 3 and i == 1) else 1.0
+            targets.append(Target(j.spec.namespace, j.spec.name, replicas, j.current_replicas, admission=admission))
+        return Decision(Plan(tuple(targets)), None)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        pytest.param(SimConfig(cpus=40, seed=4), id="artifact"),
+        pytest.param(SimConfig(cpus=40, seed=5, discipline="mgc"), id="mgc"),
+        pytest.param(SimConfig(cpus=40, seed=6, policy_interval_s=15.0), id="blocks-not-dividing-the-kept-steps"),
+        pytest.param(SimConfig(cpus=9, seed=7), id="cap-limits-scale-up"),
+        pytest.param(
+            SimConfig(cpus=9, seed=9, cold_start_s=1.0, hot_start_s=0.5, idle_pod_timeout_s=5.0),
+            id="pods-freed-and-started-between-policy-calls",
+        ),
+        pytest.param(SimConfig(cpus=40, seed=8, actuation="hpa"), id="hpa-one-step-blocks"),
+    ],
+)
+def test_whole_intervals_served_at_once_equal_the_reference_loop_and_policies_see_the_same(config):
+    rng = np.random.default_rng(config.seed)
+    counts = rng.integers(200, 1500, size=(3, 8))
+    counts[0, 4] = 4000  # job a saturates (its replicas fill, the queue drops) while held at 1 replica
+    workload = Workload(names=("a", "b", "c"), counts_rpm=counts)
+    fast_policy, slow_policy = _Steady(), _Steady()
+    fast = simulate(workload, fast_policy, config)
+    slow = simulate(workload, slow_policy, SimConfig(**{**config.__dict__, "vectorized": False}))
+    for name in ("req_job", "req_arrival_s", "req_latency_ms", "target_replicas", "ready_replicas", "pods"):
+        assert np.array_equal(getattr(fast, name), getattr(slow, name)), name
+    assert fast_policy.views == slow_policy.views  # observations (latency, utilisation, queue) identical
+    assert np.isinf(fast.req_latency_ms).any()
+
+
+def test_minute_draws_for_several_jobs_equal_each_job_drawing_alone():
+    from faro.optimizer.sim.engine import _StepDraws, start_minutes
+    from faro.optimizer.sim.workload import ARTIFACT_ROUTING, ARTIFACT_SERVICE
+
+    sizes = np.array([[3, 0, 5], [0, 0, 0], [7, 2, 1]])
+    together = [_StepDraws(np.random.default_rng(s), ARTIFACT_SERVICE, ARTIFACT_ROUTING, 2) for s in range(3)]
+    alone = [_StepDraws(np.random.default_rng(s), ARTIFACT_SERVICE, ARTIFACT_ROUTING, 2) for s in range(3)]
+    start_minutes(together, sizes)
+    for d, row in zip(alone, sizes, strict=True):
+        start_minutes([d], row[None, :])
+    for t, a, row in zip(together, alone, sizes, strict=True):
+        assert t.active == a.active == bool(row.sum())
+        if t.active:
+            assert np.array_equal(t.svc_s, a.svc_s) and np.array_equal(t.extra_s, a.extra_s)
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     values=st.lists(st.floats(0.0, 1e5, allow_nan=False), min_size=1, max_size=400),
@@ -111,7 +179,9 @@ def test_observation_percentile_equals_numpy_bit_for_bit(values, percentile):
     from faro.optimizer.sim.engine import percentile_linear
 
     arr = np.asarray(values)
-    assert percentile_linear(arr, percentile) == float(np.percentile(arr, percentile))
+    expected = float(np.percentile(arr, percentile))
+    assert percentile_linear(arr, percentile) == expected
+    assert percentile_linear(arr.copy(), percentile, in_place=True) == expected
 
 
 def test_minute_block_draws_equal_per_step_draws_even_when_admission_changes_mid_minute():
