@@ -219,9 +219,9 @@ def test_history_is_trimmed_at_max_history_minutes_but_never_below_the_window() 
     rig.names = ["a"]
     lengths = [len(rig.loop.history[("ns", "a")][1]) for _ in range(40) if rig.tick()]
     assert lengths[0] == 120 and max(lengths) <= 150 and min(lengths[1:]) >= 60
-    rig = Rig(history_minutes=60, history_backfill_minutes=60, max_history_minutes=60)
+    rig = Rig(history_minutes=60, history_backfill_minutes=60, max_history_minutes=61)
     rig.names = ["a"]
-    assert [len(rig.policy.history("a")) for _ in range(3) if rig.tick()] == [60, 60, 60]
+    assert [len(rig.policy.history("a")) for _ in range(4) if rig.tick()] == [60, 61, 60, 61]  # shrinks: a trim
 
 
 def test_a_faro_policy_fits_on_the_backfilled_day() -> None:
@@ -240,15 +240,22 @@ def test_a_faro_policy_fits_on_the_backfilled_day() -> None:
     pytest.param({"history_backfill_minutes": 30}, "--history-backfill-minutes", id="backfill-below-window"),
     pytest.param({"max_history_minutes": 1000}, "--max-history-minutes", id="kept-below-backfill"),
     pytest.param({"history_minutes": 0}, "--history-minutes", id="no-window"),
+    pytest.param({"history_minutes": 120, "history_backfill_minutes": 120, "max_history_minutes": 120},
+                 "--max-history-minutes", id="kept-no-longer-than-window"),
 ])
 def test_history_settings_are_validated_naming_the_flag(settings: dict, flag: str) -> None:
     with pytest.raises(InvalidInputError, match=flag):
         ServiceConfig(**settings)
 
 
-def test_max_history_defaults_to_the_backfill() -> None:
-    assert ServiceConfig(history_backfill_minutes=2880).max_history_minutes == 2880
-    assert ServiceConfig().history_backfill_minutes == 1440 and ServiceConfig().max_history_minutes == 1440
+@pytest.mark.parametrize(("settings", "kept"), [
+    pytest.param({}, 1440, id="defaults"),
+    pytest.param({"history_backfill_minutes": 2880}, 2880, id="longer-backfill"),
+    pytest.param({"history_minutes": 60, "history_backfill_minutes": 60}, 1440, id="no-backfill-as-before"),
+    pytest.param({"history_minutes": 1440, "history_backfill_minutes": 1440}, 1500, id="day-long-window"),
+])
+def test_max_history_defaults_to_a_day_or_what_the_backfill_and_window_need(settings: dict, kept: int) -> None:
+    assert ServiceConfig(**settings).max_history_minutes == kept
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -71,9 +71,10 @@ def test_plans_over_grpc_rise_with_load_respect_the_quota_and_fall_back(cluster)
         assert max(desired(low).values()) <= 3 and low.valid_until.seconds > low.created.seconds
         for name in ("a", "b"):
             metrics.set_load(("team-a", name), 12000)  # 200 rps each: far more than the quota allows
-        high = wait_plan(plans, lambda p: p.kind == "solve" and min(desired(p).values()) >= 7)
+        # The forecast (fitted on a backfilled day at 5 rps) climbs over a few minutes towards 200 rps.
+        high = wait_plan(plans, lambda p: p.kind == "solve" and min(t.forecast_rps for t in p.targets) > 100)
         assert sum(desired(high).values()) <= 16  # requests.cpu quota, 1 CPU per replica
-        assert all(t.forecast_rps > 100 and t.expected_latency_ms > 0 for t in high.targets)
+        assert min(desired(high).values()) >= 7 and all(t.expected_latency_ms > 0 for t in high.targets)
         for name in ("a", "b"):
             metrics.set_load(("team-a", name), 300)
         wait_plan(plans, lambda p: p.kind == "solve" and max(desired(p).values()) <= 3)

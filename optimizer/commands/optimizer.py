@@ -51,8 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("history-backfill-minutes", 1440, "per-minute history asked once for a Deployment with none yet (start, "
         "leadership gain, newly annotated), so forecasts fit on past load, not only on the minutes since start; "
         "retried on later cycles if it fails; equal to --history-minutes turns it off", type=int)
-    add("max-history-minutes", None, "per-Deployment history kept in memory for the forecaster, >= "
-        "--history-backfill-minutes (None = the same)", type=int)
+    add("max-history-minutes", None, "per-Deployment history kept in memory for the forecaster (trimmed by up to an "
+        "hour when longer), >= --history-backfill-minutes and > --history-minutes (None = max(1440, "
+        "--history-backfill-minutes, --history-minutes + 60))", type=int)
     add("grpc-address", "0.0.0.0:50051", "plan gRPC API (faro.v1.PlanService + grpc.health.v1)")
     add("metrics-address", "0.0.0.0:8080", "plain HTTP: /metrics, /healthz, /readyz")
     parser.add_argument("--leader-elect", action=argparse.BooleanOptionalAction,

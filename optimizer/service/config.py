@@ -28,7 +28,8 @@ class ServiceConfig:
     # Asked once per Deployment that has no history yet (start, leadership gain, newly annotated):
     # forecasts fitted on a day of past load are far better than on the minutes seen since start.
     history_backfill_minutes: int = 1440
-    max_history_minutes: int | None = None  # per-Deployment history kept; None = history_backfill_minutes
+    # Per-Deployment history kept; None = max(1440, the backfill, the window + 60).
+    max_history_minutes: int | None = None
     metrics_preset: str = "generic"
     default_max_replicas: int = 100  # when neither an annotation nor an HPA gives one
     namespace: str | None = None
@@ -51,10 +52,16 @@ class ServiceConfig:
             raise InvalidInputError("--history-backfill-minutes", f"must be >= --history-minutes "
                                     f"({self.history_minutes}), got {self.history_backfill_minutes}")
         if self.max_history_minutes is None:  # frozen: set the resolved default once, here
-            object.__setattr__(self, "max_history_minutes", self.history_backfill_minutes)
+            default = max(1440, self.history_backfill_minutes, self.history_minutes + 60)
+            object.__setattr__(self, "max_history_minutes", default)
         if self.max_history_minutes < self.history_backfill_minutes:
             raise InvalidInputError("--max-history-minutes", f"must be >= --history-backfill-minutes "
                                     f"({self.history_backfill_minutes}), got {self.max_history_minutes}")
+        # The loop trims below the cap so the history visibly shrinks: policies count the minutes a
+        # trimmed history gained by time only when it got shorter.
+        if self.max_history_minutes <= self.history_minutes:
+            raise InvalidInputError("--max-history-minutes", f"must be > --history-minutes "
+                                    f"({self.history_minutes}), got {self.max_history_minutes}")
 
     @property
     def backfills(self) -> bool:

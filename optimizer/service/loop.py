@@ -206,8 +206,10 @@ class ControlLoop:
         series = series + [math.nan] * (start - first - len(series))  # minutes nobody observed
         series = series[: start - first] + window
         if len(series) > self.max_history_minutes:
-            slack = min(60, self.max_history_minutes - self.config.history_minutes)
-            cut = len(series) - self.max_history_minutes + max(slack, 0)
+            # Cut up to an hour more (never into the window): the policy sees the history get
+            # shorter, which is how it tells a trim from a minute that did not come.
+            slack = max(1, min(60, self.max_history_minutes - self.config.history_minutes))
+            cut = len(series) - self.max_history_minutes + slack
             first, series = first + cut, series[cut:]
         self.history[key] = (first, series)
         try:
