@@ -5,11 +5,14 @@ cycle reads) with N Deployments in 10 namespaces, each with a ResourceQuota, and
 source, and times each phase. Goal: < 1 s per cycle at 1,000 Deployments on the 2-core machine.
 
 The optimizer is driven as it runs for days: every tick is a long-horizon step ``--interval-s``
-(300 s) after the last, the first one finds ``--history-min`` (a day) of per-minute history (as
-after a restart with Prometheus history) and fits the whole fleet; the following ``--cycles``
-(default: one full hourly refit period + 1) each absorb 5 new minutes, refit one slice of the
-fleet (``auto``: parameters only; models are re-chosen daily) and solve. Steady = median and max
-over those cycles.
+(300 s) after the last; the first one backfills ``--history-min`` minutes of per-minute history
+(``--history-backfill-minutes``: a day by default, as after a restart with Prometheus history;
+``--history-min 60`` is the cold start without backfill) and fits the whole fleet; the following
+``--cycles`` (default: one full hourly refit period + 1) each absorb 5 new minutes through the
+60-minute window, refit one slice of the fleet (``auto``: parameters only; models are re-chosen
+daily) and solve. Steady = median and max over those cycles. Memory: the process's resident set
+grown from before the loop was built to after its last cycle (the loop's history + the policy's
+fitted state), and the peak resident set.
 
     python bench/loop.py [--sizes 100 1000] [--cycles 13] [--interval-s 300] [--history-min 1440]
                          [--prometheus 1000]
@@ -18,7 +21,7 @@ over those cycles.
 scraping a test exporter with N Deployments of the generic preset): one ``observe`` with batched
 queries and one with a query per Deployment and quantity.
 
-Prints a table and writes bench/results/loop.json.
+Prints a table and writes bench/results/loop.json (``--output`` another name).
 """
 
 from __future__ import annotations
@@ -61,17 +64,16 @@ def snapshot(n: int) -> KubeSnapshot:
 
 
 class Metrics:
-    """Per-minute load as a function of the absolute minute (a day-long wave plus noise); the first
-    call answers ``first_minutes`` of history, later ones the loop's window."""
+    """Per-minute load as a function of the absolute minute (a day-long wave plus noise), as many
+    minutes as the loop asks (its backfill first, then its window)."""
 
-    def __init__(self, *, first_minutes: int, seed: int = 0) -> None:
+    def __init__(self, *, seed: int = 0) -> None:
         self.rng = np.random.default_rng(seed)
-        self.first_minutes = first_minutes
-        self.calls = 0
+        self.asked: list[int] = []
 
     def observe(self, refs, *, now_s, history_minutes):
-        minutes = self.first_minutes if self.calls == 0 else history_minutes
-        self.calls += 1
+        minutes = history_minutes
+        self.asked.append(minutes)
         end = int(now_s // 60) - 1
         t = np.arange(end - minutes + 1, end + 1)[None, :]
         i = np.arange(len(refs))[:, None]
@@ -80,6 +82,17 @@ class Metrics:
         table = np.maximum(table, 0.0)
         return {ref.key: JobMetrics(rate_history_rpm=tuple(row), latency_ms=100.0)
                 for ref, row in zip(refs, table.tolist(), strict=True)}
+
+
+def rss_mib(field: str = "VmRSS") -> float:
+    """This process's resident set (or its peak, ``VmHWM``) in MiB, from /proc (0 where there is none)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 PHASES = ("state+metrics", "forecast", "solve (+shrink, quota fit)", "publish", "cycle")
@@ -114,9 +127,12 @@ def run(n: int, *, cycles: int, interval_s: float, history_min: int, policy_opti
 
     now = [1_700_000_000.0 - 1_700_000_000.0 % 86400]
     store = PlanStore()
-    loop = ControlLoop(config=ServiceConfig(interval_s=interval_s, reactive_interval_s=10), policy=TimedPolicy(),
-                       snapshot=lambda: snap, metrics_source=Metrics(first_minutes=history_min), store=store,
-                       telemetry=Telemetry(CollectorRegistry()), clock=lambda: now[0])
+    metrics = Metrics()
+    rss_before = rss_mib()
+    config = ServiceConfig(interval_s=interval_s, reactive_interval_s=10, history_minutes=min(60, history_min),
+                           history_backfill_minutes=history_min)
+    loop = ControlLoop(config=config, policy=TimedPolicy(), snapshot=lambda: snap, metrics_source=metrics,
+                       store=store, telemetry=Telemetry(CollectorRegistry()), clock=lambda: now[0])
     statuses = []
     for _ in tqdm(range(cycles + 1), desc=f"{n} deployments", file=sys.stderr):
         now[0] += interval_s  # every tick a long-horizon step (the expensive kind)
@@ -134,9 +150,12 @@ def run(n: int, *, cycles: int, interval_s: float, history_min: int, policy_opti
     first = {k: v[0] for k, v in times.items()}
     steady = {k: statistics.median(v[1:]) for k, v in times.items()}
     worst = {k: max(v[1:]) for k, v in times.items()}
+    history = [len(series) for _, series in loop.history.values()]
     return {"deployments": n, "first_cycle_s": first, "steady_cycle_s": steady, "max_cycle_s": worst,
             "cycle_s_each": times["cycle"], "kind": plan.kind, "solver_status": statuses,
-            "held": sum(1 for t in plan.targets if t.held_reason)}
+            "held": sum(1 for t in plan.targets if t.held_reason), "asked_minutes": metrics.asked,
+            "history_minutes_kept": [min(history), max(history)],
+            "rss_growth_mib": rss_mib() - rss_before, "peak_rss_mib": rss_mib("VmHWM")}
 
 
 def prometheus_source(n: int) -> dict:
@@ -182,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refit-slices", type=int, default=None, help="default: one per long step of a refit period")
     parser.add_argument("--reselect-every-min", type=int, default=None,
                         help="auto's model re-choice period (default: its own, 1440); 60 = every refit re-chooses")
+    parser.add_argument("--output", default="loop.json", help="file name under bench/results/")
     parser.add_argument("--prometheus", type=int, default=0, metavar="N",
                         help="also time the Prometheus source on a real Prometheus with N Deployments")
     args = parser.parse_args(argv)
@@ -195,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         for label in ("first_cycle_s", "steady_cycle_s", "max_cycle_s"):
             print(f"{row['deployments']:>11} {label[:-8]:>6} " + " ".join(f"{row[label][p]:>26.3f}" for p in PHASES))
+        print(f"{row['deployments']:>11} memory: +{row['rss_growth_mib']:.0f} MiB resident after the loop was built "
+              f"(peak {row['peak_rss_mib']:.0f} MiB), history kept {row['history_minutes_kept']} minutes")
     prom = prometheus_source(args.prometheus) if args.prometheus else None
     if prom:
         print(f"\nPrometheus source, {prom['deployments']} Deployments, one observe (60 min history):")
@@ -206,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
            "settings": {**vars(args), "cycles": cycles}, "rows": rows,
            "command": "python bench/loop.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     (ROOT / "results").mkdir(exist_ok=True)
-    (ROOT / "results" / "loop.json").write_text(json.dumps(out, indent=2))
+    (ROOT / "results" / args.output).write_text(json.dumps(out, indent=2))
     return 0
 
 
