@@ -21,7 +21,6 @@ Model (after the Faro artifact's simulator, ``src/simulation`` of github.com/beo
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections import deque
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from faro.optimizer.errors import InvalidInputError
 from faro.optimizer.model.problem import SLO, Quota
 from faro.optimizer.policy.base import ClusterView, JobObservation, JobSpec, JobView
 from faro.optimizer.sim.hpa import HPABehavior, HPASpec, HPAState, hpa_step
-from faro.optimizer.sim.queueing import JobServer, ReplicaTable, serve_fast
+from faro.optimizer.sim.queueing import JobServer, ReplicaTable, rewind_fast, serve_fast
 from faro.optimizer.sim.workload import (
     ARTIFACT_ROUTING,
     ARTIFACT_SERVICE,
@@ -133,14 +132,18 @@ _EMPTY_BATCH = (_EMPTY, _EMPTY, _EMPTY, None)
 
 
 class _Block:
-    """One job's requests of several steps served at once: arrays, per-step offsets, how many were served."""
+    """One job's requests of steps ``start``..``end - 1`` served at once: arrays, per-step offsets (``cuts``),
+    how many the vectorised prefix served (``done``), and what taking part of it back needs."""
 
-    __slots__ = ("arr", "covered", "cuts", "done", "ext", "svc")
+    __slots__ = ("arr", "cuts", "done", "end", "ext", "rewindable", "start", "svc", "undo")
 
-    def __init__(self, arr: np.ndarray, svc: np.ndarray, ext: np.ndarray, cuts: list[int]) -> None:
+    def __init__(
+        self, arr: np.ndarray, svc: np.ndarray, ext: np.ndarray, cuts: list[int], start: int, end: int, rewindable: bool
+    ) -> None:
         self.arr, self.svc, self.ext, self.cuts = arr, svc, ext, cuts
+        self.start, self.end, self.rewindable = start, end, rewindable
         self.done = 0
-        self.covered = 0  # leading steps whose requests were all served by the vectorised prefix
+        self.undo: tuple | None = None
 
 
 class _StepDraws:
@@ -310,11 +313,10 @@ def simulate(
     # Arrivals and service times per job, generated a minute at a time (bounded memory).
     pending_arr: list[np.ndarray] = [np.empty(0)] * num_jobs
     results: list[list[tuple[np.ndarray, ...]]] = [[] for _ in range(num_jobs)]
-    # Per job, the results of the last ``keep_steps`` steps for observations: (first step, last step,
-    # arrival, start, finish, max finish, per-step offsets or None for one step), in dispatch order.
-    recent: list[deque[tuple[int, int, np.ndarray, np.ndarray, np.ndarray, float, list[int] | None]]] = [
-        deque() for _ in range(num_jobs)
-    ]
+    # Per job, the results of the last ``keep_steps`` steps for observations, in dispatch order: (first
+    # step, last step, arrival, start, finish, max finish, then for a block its per-step offsets and
+    # running max finish, else None, None).
+    recent: list[deque[Any]] = [deque() for _ in range(num_jobs)]
     keep_steps = max(2, int(2 * cfg.observation_window_s / cfg.step_s) + 4)
     n_steps = round(duration_s / cfg.step_s)
     steps_per_policy = round(cfg.policy_interval_s / cfg.step_s)
@@ -369,11 +371,17 @@ def simulate(
             rec = recent[j]
             while rec and rec[0][1] < min_step:
                 rec.popleft()
-            for first, _last, a_c, st_c, f_c, f_max, offsets in rec:
+            for first, _last, a_c, st_c, f_c, f_max, offsets, f_run in rec:
                 if f_max > lo:  # a chunk that ended before the window adds nothing (latency or busy time)
-                    if first < min_step:  # a block partly older than kept: only its kept steps
-                        o = offsets[min_step - first]  # type: ignore[index]
-                        a_c, st_c, f_c = a_c[o:], st_c[o:], f_c[o:]
+                    if offsets is not None:
+                        # A block: only its kept steps (older ones were dropped), none from this step on
+                        # (they arrived at or after now_s), none of a leading run that finished by ``lo``.
+                        # All left out would be masked below, so the result is the same.
+                        o = int(f_run.searchsorted(lo, side="right"))
+                        if first < min_step:
+                            o = max(o, offsets[min_step - first])
+                        e = offsets[step - first] if step - first < len(offsets) else f_c.size
+                        a_c, st_c, f_c = a_c[o:e], st_c[o:e], f_c[o:e]
                     owners.append(j)
                     a_parts.append(a_c)
                     st_parts.append(st_c)
@@ -456,65 +464,83 @@ def simulate(
             used += max(new, 0)
 
     steps_per_minute_i = int(steps_per_minute) if whole_minutes else 1
-    block_start = block_end = fast_until = 0
     block: list[_Block | None] = [None] * num_jobs
 
-    def _start_block(k: int) -> tuple[int, list[_Block | None]]:
-        """Serve the coming steps' requests of every job whose replica set cannot change before the next
-        policy call (direct actuation, none starting, as many as targeted; all admitted) in one vectorised
-        call; the rest of a job's requests from where that prefix stops go through its server per step.
+    def _start_blocks(k: int) -> None:
+        """Serve the coming steps' requests of every job not in a block whose replica set will not change on
+        its own (direct actuation, none starting, as many as targeted; all admitted) in one vectorised call;
+        a job's requests from where that prefix stops go through its server step by step.
 
-        Returns the step the block ends before, and per job its block (None = served per step as usual).
+        A block runs to the end of the minute when the job's draws can be taken back (speculation: if a
+        policy call changes the job's replicas or admission, ``_rewind`` returns the steps not yet reached),
+        else to the next policy call; with HPA actuation (targets change between policy calls) one step.
         """
-        out: list[_Block | None] = [None] * num_jobs
-        block_end = k + 1
-        if not cfg.vectorized:
-            return block_end, out
-        if cfg.actuation == "direct" and whole_minutes:
-            block_end = min(
-                (k // steps_per_policy + 1) * steps_per_policy,
-                (k // steps_per_minute_i + 1) * steps_per_minute_i,
-                n_steps,
-            )
-        length = block_end - k
-        ends = np.array([(k + i) * cfg.step_s + cfg.step_s for i in range(length)])
+        minute_end = min((k // steps_per_minute_i + 1) * steps_per_minute_i, n_steps)
+        policy_end = min((k // steps_per_policy + 1) * steps_per_policy, minute_end)
         jobs: list[int] = []
         for j in range(num_jobs):
             srv = servers[j]
-            if admission[j] < 1.0 or srv.queue or not srv.cycle:
+            if block[j] is not None or admission[j] < 1.0 or srv.queue or not srv.cycle:
                 continue
-            if length > 1 and (srv.pending or srv.num_active != target[j]):
-                continue
+            if cfg.actuation != "direct" or not whole_minutes or srv.pending or len(srv.replicas) != target[j]:
+                end_step, rewindable = k + 1, False
+            elif draws[j].active:
+                end_step, rewindable = minute_end, True
+            else:
+                end_step, rewindable = policy_end, False
+            length = end_step - k
             arr = pending_arr[j]
-            cuts = [0, *arr.searchsorted(ends, side="left").tolist()]
+            if length == 1:
+                cuts = [0, int(arr.searchsorted(k * cfg.step_s + cfg.step_s, side="left"))]
+            else:
+                ends = np.array([(k + i) * cfg.step_s + cfg.step_s for i in range(length)])
+                cuts = [0, *arr.searchsorted(ends, side="left").tolist()]
             total = cuts[-1]
             batch, pending_arr[j] = arr[:total], arr[total:]
             svc, ext = draws[j].take_steps([cuts[i + 1] - cuts[i] for i in range(length)])
-            out[j] = _Block(batch, svc, ext, cuts)
+            block[j] = _Block(batch, svc, ext, cuts, k, end_step, rewindable)
             jobs.append(j)
         if not jobs:
-            return block_end, out
-        blocks = [out[j] for j in range(num_jobs)]
+            return
         served: list[tuple[np.ndarray, ...] | None] = [None] * num_jobs
+        undo: list[tuple | None] = [None] * num_jobs
         done = serve_fast(
             servers,
-            [b.arr if b is not None else _EMPTY for b in blocks],
-            [b.svc if b is not None else _EMPTY for b in blocks],
-            [b.ext if b is not None else _EMPTY for b in blocks],
+            [b.arr if b is not None and b.start == k else _EMPTY for b in block],
+            [b.svc if b is not None and b.start == k else _EMPTY for b in block],
+            [b.ext if b is not None and b.start == k else _EMPTY for b in block],
             [None] * num_jobs,
             served=served,
+            undo=undo,
         )
         for j in jobs:
-            b = out[j]
+            b = block[j]
             b.done = done[j]  # type: ignore[union-attr]
-            b.covered = bisect.bisect_left(b.cuts, b.done + 1) - 1 if b.done < b.cuts[-1] else length  # type: ignore[union-attr]
+            b.undo = undo[j]  # type: ignore[union-attr]
             part = served[j]
             if part is None:
                 continue
             a, st, f, e = part
             results[j].append((a, f, e, _EMPTY))
-            recent[j].append((k, k + length - 1, a, st, f, float(np.maximum.reduce(f)), b.cuts))  # type: ignore[union-attr]
-        return block_end, out
+            f_run = np.maximum.accumulate(f)
+            recent[j].append([k, b.end - 1, a, st, f, float(f_run[-1]), b.cuts, f_run])  # type: ignore[union-attr]
+
+    def _rewind(j: int, k: int) -> None:
+        """End job ``j``'s block before step ``k``: its requests from step ``k`` on (and their draws) go back,
+        and what the vectorised prefix served from step ``k`` on is taken back."""
+        b = block[j]
+        block[j] = None
+        keep = b.cuts[k - b.start]  # type: ignore[union-attr]
+        if b.done > keep:  # type: ignore[union-attr]
+            rewind_fast(servers[j], b.undo, keep)  # type: ignore[union-attr, arg-type]
+            a, f, e, _d = results[j][-1]  # the block's entry is the job's latest: nothing ran after it
+            results[j][-1] = (a[:keep], f[:keep], e[:keep], _EMPTY)
+            rec = recent[j][-1]
+            rec[1], rec[2], rec[3], rec[4], rec[7] = k - 1, rec[2][:keep], rec[3][:keep], rec[4][:keep], rec[7][:keep]
+        rest = b.arr[keep:]  # type: ignore[union-attr]
+        if rest.size:
+            pending_arr[j] = np.concatenate([rest, pending_arr[j]]) if pending_arr[j].size else rest
+        draws[j].offset -= rest.size
 
     for k in range(n_steps):
         now = k * cfg.step_s
@@ -555,6 +581,16 @@ def simulate(
                 admission[j] = float(getattr(t, "admission", 1.0))
                 if cfg.actuation == "direct":
                     target[j] = planned[j]
+        for j, b in enumerate(block):
+            if b is None:
+                continue
+            if k >= b.end:
+                block[j] = None
+            elif b.rewindable and (
+                b.done < b.cuts[k - b.start]  # its prefix stopped earlier: let a new block start when it can
+                or (k % steps_per_policy == 0 and (target[j] != len(servers[j].replicas) or admission[j] < 1.0))
+            ):
+                _rewind(j, k)
         if cfg.actuation == "hpa":
             for j in range(num_jobs):
                 new_target, hpa_states[j] = hpa_step(
@@ -570,18 +606,13 @@ def simulate(
         max_used = max(max_used, sum(pods_now) * cfg.cpu_per_replica)
 
         end = now + cfg.step_s
-        if k >= block_end:
-            block_start = k
-            block_end, block = _start_block(k)
-            # Leading steps whose requests every job's block served already: nothing left to do in them.
-            fast_until = k + min(
-                (b.covered if b is not None else 0 for b in block), default=0
-            )
-        if k < fast_until:
+        if cfg.vectorized:
+            _start_blocks(k)
+        if all(b is not None and b.done >= b.cuts[k - b.start + 1] for b in block):
+            # Every job's requests of this step were served by its block's vectorised prefix.
             if progress and (k + 1) % steps_per_minute == 0:
                 progress((k + 1) / n_steps)
             continue
-        i_step = k - block_start
         batches: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = []
         any_batch = False
         for j in range(num_jobs):
@@ -602,11 +633,11 @@ def simulate(
         done = serve_fast(servers, *zip(*batches, strict=True)) if vector_step else [0] * num_jobs
         for j in range(num_jobs):
             b = block[j]
-            if b is not None and b.done >= b.cuts[i_step + 1]:
+            if b is not None and b.done >= b.cuts[k - b.start + 1]:
                 continue  # served by the block's vectorised prefix (recorded at the block's start)
             srv = servers[j]
             if b is not None:
-                lo_i, hi_i = b.cuts[i_step], b.cuts[i_step + 1]
+                lo_i, hi_i = b.cuts[k - b.start], b.cuts[k - b.start + 1]
                 i0 = max(lo_i, b.done)
                 if i0 < hi_i:
                     srv.serve(b.arr[i0:hi_i], b.svc[i0:hi_i], b.ext[i0:hi_i])
@@ -620,7 +651,7 @@ def simulate(
             if a.size or dropped.size:
                 results[j].append((a, f, e, dropped))
             rec = recent[j]
-            rec.append((k, k, a, st, f, float(f.max()) if f.size else -math.inf, None))
+            rec.append((k, k, a, st, f, float(f.max()) if f.size else -math.inf, None, None))
         if progress and (k + 1) % steps_per_minute == 0:
             progress((k + 1) / n_steps)
 

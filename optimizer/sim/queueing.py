@@ -397,6 +397,7 @@ def serve_fast(
     admits: Sequence[NDArray[np.bool_] | None],
     *,
     served: list[tuple[NDArray[np.float64], ...] | None] | None = None,
+    undo: list[tuple | None] | None = None,
 ) -> list[int]:
     """The vectorised prefix (module docstring) for several jobs sharing one ``ReplicaTable``.
 
@@ -404,7 +405,8 @@ def serve_fast(
     caller hands the rest to ``JobServer.serve``, which continues with the reference loop. The served
     requests' (arrival, start, finish, extra) go to the server's results, or, when ``served`` is given (a
     list with one slot per server; admission must then be None), into ``served[j]`` instead so the caller
-    can split them (the engine serves several steps at once and records them per step).
+    can split them (the engine serves several steps at once and records them per step). ``undo`` (a list
+    with one slot per server) receives what ``rewind_fast`` needs to take back the end of that prefix.
     """
     done = [0] * len(servers)
     if not servers:
@@ -513,19 +515,8 @@ def serve_fast(
     # Commit: new free time and last cap finishes of every row, from the accepted requests.
     per_job[2] = accepted  # reuse the table: accepted, replicas, first request, first row per row
     k_row, n_row, off_row, rowoff_row = per_job[[2, 0, 1, 3]].repeat(n_a, axis=1)
-    p_row = np.arange(num_rows) - rowoff_row
-    c_row = np.where(k_row > p_row, (k_row - p_row + n_row - 1) // n_row, 0)
-    base_row = off_row + p_row
-    # Row r's sequence is its prior last-cap finishes then its c accepted finishes; keep the last cap of
-    # it, gathered in one go from [prior (row-major) | x].
-    q = np.arange(cap - 1, -1, -1)[None, :]  # q-th newest lands in column cap-1-q
-    c2 = c_row[:, None]
-    gather = np.where(
-        c2 > q,
-        num_rows * cap + base_row[:, None] + (c2 - 1 - q) * n_row[:, None],
-        np.arange(num_rows)[:, None] * cap + np.minimum(cap - 1 - q + c2, cap - 1),
-    )
-    new_last = W[gather]
+    all_rows = np.arange(num_rows)
+    new_last, c_row = _row_state(W, num_rows, cap, all_rows, all_rows - rowoff_row, k_row, n_row, off_row)
     table.free_at[rows] = np.where(c_row > 0, new_last[:, cap - 1], z[:num_rows])
     table.last[rows] = new_last
 
@@ -538,6 +529,8 @@ def serve_fast(
         stop = cuts[slot] if k == sizes[slot] else (int(idx[k]) if idx is not None else k)
         if served is None:
             srv._flush()  # the loop's earlier results (and drops) come first
+        if undo is not None:
+            undo[j] = (W, num_rows, rows, z, rowoffs_l[slot], nrep[slot], o, srv.pos)
         if k:
             part = (A[o : o + k], start[o : o + k], x[o : o + k], E[o : o + k])
             if served is not None:
@@ -553,3 +546,52 @@ def serve_fast(
                 srv._drop_chunks.append(refused)
         done[j] = stop
     return done
+
+
+def _row_state(
+    W: NDArray[np.float64],
+    num_rows: int,
+    cap: int,
+    row: NDArray[np.int64],
+    p_row: NDArray[np.int64],
+    k_row: NDArray[np.int64],
+    n_row: NDArray[np.int64],
+    off_row: NDArray[np.int64],
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Last ``cap`` finishes of rows (replicas) after their job's first ``k_row`` requests of one
+    ``serve_fast`` call, and how many of those requests each row got.
+
+    Row ``row`` (``p_row``-th of its job's ``n_row`` replicas in round-robin order, the job's requests from
+    ``off_row`` in ``W``'s request part) holds its prior last ``cap`` finishes, then the finishes of
+    requests ``p_row``, ``p_row + n_row``, …; the last ``cap`` of that sequence are gathered from ``W``.
+    """
+    c_row = np.where(k_row > p_row, (k_row - p_row + n_row - 1) // n_row, 0)
+    base_row = off_row + p_row
+    q = np.arange(cap - 1, -1, -1)[None, :]  # q-th newest lands in column cap-1-q
+    c2 = c_row[:, None]
+    gather = np.where(
+        c2 > q,
+        num_rows * cap + base_row[:, None] + (c2 - 1 - q) * n_row[:, None],
+        row[:, None] * cap + np.minimum(cap - 1 - q + c2, cap - 1),
+    )
+    return W[gather], c_row
+
+
+def rewind_fast(srv: JobServer, undo: tuple, keep: int) -> None:
+    """Take back a ``serve_fast`` prefix of ``srv`` after its first ``keep`` requests: the replicas' state
+    (free times, last finishes) and the round-robin position become what they were right after them.
+
+    Valid only while nothing else served ``srv`` since that call (the engine rewinds a block of steps
+    whose replica set a policy changed before those steps were replayed).
+    """
+    W, num_rows, rows, z, rowoff, n, off, pos0 = undo
+    cap = srv.table.cap
+    mine = np.arange(rowoff, rowoff + n)
+    new_last, c_row = _row_state(
+        W, num_rows, cap, mine, np.arange(n), np.full(n, keep), np.full(n, n), np.full(n, off)
+    )
+    ids = rows[rowoff : rowoff + n]
+    srv.table.free_at[ids] = np.where(c_row > 0, new_last[:, cap - 1], z[rowoff : rowoff + n])
+    srv.table.last[ids] = new_last
+    srv.pos = (pos0 + keep) % n
+    srv._room_s = None
