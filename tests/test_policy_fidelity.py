@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from faro.optimizer.model.problem import SLO, Quota
 from faro.optimizer.policy.base import ClusterView, JobObservation, JobSpec, JobView
-from faro.optimizer.policy.mark import fit_in_job_order
+from faro.optimizer.policy.common import clip_to_quota, fit_in_job_order
 from faro.optimizer.policy.registry import make_policy
 
 
@@ -114,3 +114,47 @@ def test_mark_fair_order_splits_the_free_quota_evenly():
 def test_mark_rejects_an_unknown_quota_order():
     with pytest.raises(ValueError, match="quota_order"):
         make_policy("mark", quota_order="random")
+
+
+def test_no_quota_order_leaves_over_quota_asks_to_the_cluster():
+    view = cluster(job("a", replicas=2, hi=5), job("b", replicas=2), hard={"cpu": 4.0})
+    assert clip_to_quota(view, [9, 3], "none").tolist() == [5, 3]  # only the [min, max] clamp
+
+
+def _hot_view(cpus):
+    # both jobs at 100% CPU on 2 ready replicas: an HPA at 70% target asks ceil(2 × 100/70) = 3 each
+    def hot(name):
+        spec = JobSpec(name=name, slo=SLO(720.0), processing_time_ms=180.0, resources={"cpu": 1.0})
+        obs = JobObservation(rate_history_rpm=(), cpu_utilization=1.0)
+        return JobView(spec=spec, observation=obs, current_replicas=2, ready_replicas=2)
+
+    return cluster(hot("a"), hot("b"), hard={"cpu": cpus})
+
+
+@pytest.mark.parametrize(
+    ("order", "expected"),
+    [pytest.param(None, [3, 3], id="default-none-asks-past-the-quota"),
+     pytest.param("job", [3, 2], id="job-first-come-first-served"),
+     pytest.param("fair", [3, 2], id="fair-split")],
+)
+def test_hpa_cpu_does_not_coordinate_with_other_hpas_by_default(order, expected):
+    policy = make_policy("hpa-cpu", **({} if order is None else {"quota_order": order}))
+    plan = policy.decide(_hot_view(5.0), policy.initial_state()).plan
+    assert [plan.desired()[("default", n)] for n in ("a", "b")] == expected
+
+
+@pytest.mark.parametrize("name", ["aiad", "oneshot"])
+def test_streak_baselines_clip_in_job_order_by_default(name):
+    # both jobs over the SLO for 3 checks; only one replica is free: the first job gets it
+    def slow(n):
+        spec = JobSpec(name=n, slo=SLO(720.0), processing_time_ms=180.0, resources={"cpu": 1.0})
+        obs = JobObservation(rate_history_rpm=(), latency_ms=2000.0, mean_latency_ms=2000.0)
+        return JobView(spec=spec, observation=obs, current_replicas=2, ready_replicas=2)
+
+    policy = make_policy(name)
+    state = policy.initial_state()
+    for t in range(3):
+        decision = policy.decide(cluster(slow("b"), slow("a"), hard={"cpu": 5.0}, now=10.0 * t), state)
+        state = decision.state
+    desired = decision.plan.desired()
+    assert desired[("default", "b")] == 3 and desired[("default", "a")] == 2

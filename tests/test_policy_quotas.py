@@ -19,6 +19,8 @@ def options_for(name):
         return {"solve_fn": greedy_solve, "forecaster_factory": TableForecaster, "min_history_min": 3}
     if name == "mark":
         return {"forecaster_factory": TableForecaster, "min_history_min": 3}
+    if name == "hpa-cpu":
+        return {"quota_order": "job"}  # by default it leaves over-quota asks to the cluster, as real HPAs do
     return {}
 
 

@@ -103,6 +103,53 @@ def fit_to_quota(view: ClusterView, desired: Sequence[int] | NDArray) -> NDArray
     return x
 
 
+QUOTA_ORDERS = ("job", "fair", "none")
+
+
+def fit_in_job_order(view: ClusterView, desired: Sequence[int] | NDArray) -> NDArray[np.int64]:
+    """Clamp ``desired`` to each job's [min, max] and fit it to every quota first come, first served.
+
+    Decreases are applied as asked; then, in view order, each job gets as much of its increase as
+    still fits every quota (the Faro artifact's ``check_action``), so later jobs absorb the shortfall.
+    If even the current counts (after decreases) break a quota, ``fit_to_quota`` decides (it shrinks).
+    """
+    lo, hi = bounds(view)
+    want = np.clip(np.asarray(desired, dtype=np.int64), lo, hi)
+    matrix, bound = constraint_matrix(view)
+    if matrix.shape[0] == 0:
+        return want
+    tol = 1e-9 * np.maximum(1.0, np.abs(bound))
+    x = np.maximum(np.minimum(want, np.maximum(current_replicas(view), lo)), lo)
+    if np.any(matrix @ x > bound + tol):
+        return fit_to_quota(view, x)
+    for i in np.flatnonzero(want > x):
+        # the largest grant k ≤ want − x that fits: a quota row's use grows linearly in k
+        free = bound + tol - matrix @ x
+        per = matrix[:, i]
+        need = per > 0
+        k = int(want[i] - x[i])
+        if need.any():
+            k = min(k, int(np.floor(np.min(free[need] / per[need]))))
+        x[i] += max(0, k)
+    return x
+
+
+def clip_to_quota(view: ClusterView, desired: Sequence[int] | NDArray, order: str = "fair") -> NDArray[np.int64]:
+    """``fit_to_quota`` (``order="fair"``: max-min fair split of the free quota), ``fit_in_job_order``
+    (``"job"``: first come, first served, as uncoordinated per-job autoscalers get it) or only the
+    [min, max] clamp (``"none"``: the plan may exceed a quota and the cluster settles it — pods over a
+    ResourceQuota are refused and retried, as under standard HPAs)."""
+    if order == "none":
+        lo, hi = bounds(view)
+        return np.clip(np.asarray(desired, dtype=np.int64), lo, hi)
+    if order == "job":
+        return fit_in_job_order(view, desired)
+    if order == "fair":
+        return fit_to_quota(view, desired)
+    raise ValueError(f"quota_order must be one of {', '.join(QUOTA_ORDERS)}, got {order!r}")
+
+
+
 def free_capacity(view: ClusterView, replicas: NDArray) -> NDArray[np.float64]:
     """What each quota row has left after ``replicas`` (``b − A x``); empty without quotas."""
     matrix, bound = constraint_matrix(view)

@@ -5,7 +5,11 @@ Follows the HPA controller's rule: ``ratio = utilisation/target``; within the to
 default ``behavior``: scale-down stabilization (the highest recommendation of the last
 ``downscale_stabilization_s``, 300 s) and the scale-up rate limit (at most max(100%, 4 pods) more
 per decision), and the min/max clamp. No utilisation measured or no ready replica ⇒ no change
-(the HPA skips jobs without metrics). Scale-ups are clipped to the free quota fairly.
+(the HPA skips jobs without metrics). HPAs do not coordinate: by default (``quota_order="none"``)
+the plan may exceed the quota, as an HPA sets ``spec.replicas`` without looking at it, and the cluster
+settles it — pods over the ResourceQuota are refused and retried (the simulator creates them in job
+order as capacity frees up). ``"job"`` clips first come, first served in job order, ``"fair"``
+max-min fairly (an arbiter Kubernetes does not have; ``docs/fidelity.md`` has the numbers).
 Registered as ``hpa-cpu``.
 """
 
@@ -17,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from faro.optimizer.policy.base import ClusterView, Decision
-from faro.optimizer.policy.common import Key, current_replicas, fit_to_quota, make_plan
+from faro.optimizer.policy.common import QUOTA_ORDERS, Key, clip_to_quota, current_replicas, make_plan
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class HPACPUPolicy:
         downscale_stabilization_s: float = 300.0,
         scale_up_limit_pods: int = 4,
         scale_up_limit_percent: float = 100.0,
+        quota_order: str = "none",
     ) -> None:
         if not 0 < target_utilization <= 1:
             raise ValueError("hpa-cpu: target_utilization must be in (0, 1]")
@@ -60,6 +65,9 @@ class HPACPUPolicy:
         self.window_s = float(downscale_stabilization_s)
         self.up_pods = int(scale_up_limit_pods)
         self.up_percent = float(scale_up_limit_percent)
+        if quota_order not in QUOTA_ORDERS:
+            raise ValueError(f"hpa-cpu: quota_order must be one of {', '.join(QUOTA_ORDERS)}, got {quota_order!r}")
+        self.quota_order = quota_order
 
     def initial_state(self) -> HPAState:
         return HPAState()
@@ -83,5 +91,5 @@ class HPACPUPolicy:
             new = raw if raw > cur else min(cur, down_rec)
             limit = max(math.ceil(cur * (1 + self.up_percent / 100.0)), cur + self.up_pods)
             desired[i] = min(new, limit)
-        desired = fit_to_quota(view, np.asarray(desired))
+        desired = clip_to_quota(view, np.asarray(desired), self.quota_order)
         return Decision(plan=make_plan(view, desired, kind="baseline"), state=HPAState(recommendations=recs))

@@ -23,8 +23,10 @@ from typing import Any
 import numpy as np
 from faro.optimizer.policy.base import ClusterView, Decision, Plan
 from faro.optimizer.policy.common import (
+    QUOTA_ORDERS,
     CounterState,
     bounds,
+    clip_to_quota,
     count_checks,
     current_replicas,
     fit_to_quota,
@@ -66,6 +68,7 @@ class HybridPolicy(ABC):
         reactive_cumulative: bool = False,
         reactive_skip_scaling: bool = True,
         initial_split: bool = False,
+        quota_order: str = "fair",
     ) -> None:
         if not interval_s > 0:
             raise ValueError(f"{self.name}: interval_s must be > 0")
@@ -83,6 +86,9 @@ class HybridPolicy(ABC):
         self.reactive_cumulative = bool(reactive_cumulative)
         self.reactive_skip_scaling = bool(reactive_skip_scaling)
         self.initial_split = bool(initial_split)
+        if quota_order not in QUOTA_ORDERS:
+            raise ValueError(f"{self.name}: quota_order must be one of {', '.join(QUOTA_ORDERS)}, got {quota_order!r}")
+        self.quota_order = quota_order
 
     def initial_state(self) -> HybridState:
         return HybridState()
@@ -111,7 +117,7 @@ class HybridPolicy(ABC):
         )
         grow = ups >= self.up_checks
         counters = reset(counters, view, grow, which="up")
-        desired = fit_to_quota(view, cur + grow.astype(np.int64))
+        desired = clip_to_quota(view, cur + grow.astype(np.int64), self.quota_order)
         kind = "reactive" if np.any(desired > cur) else "hold"
         return make_plan(view, desired, kind=kind), replace(state, counters=counters)
 

@@ -19,16 +19,15 @@ kinder MArk than the paper's: 1.18 instead of 1.73 lost utility at 32 CPUs (``do
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from faro.optimizer.policy.base import ClusterView, Plan
-from faro.optimizer.policy.common import bounds, constraint_matrix, current_replicas, fit_to_quota, make_plan
+from faro.optimizer.policy.common import clip_to_quota, make_plan
 from faro.optimizer.policy.forecasting import LoadForecaster
 from faro.optimizer.policy.hybrid import HybridPolicy, HybridState
-from numpy.typing import NDArray
 
 
 def mark_replicas(peak_rps: float, *, processing_time_ms: float, slo_ms: float, rho_max: float = 0.95) -> int:
@@ -36,37 +35,6 @@ def mark_replicas(peak_rps: float, *, processing_time_ms: float, slo_ms: float, 
     s = processing_time_ms / 1000.0
     capacity_rps = min(slo_ms / processing_time_ms, rho_max / s)
     return math.ceil(peak_rps / capacity_rps - 1e-9)
-
-
-QUOTA_ORDERS = ("job", "fair")
-
-
-def fit_in_job_order(view: ClusterView, desired: Sequence[int] | NDArray) -> NDArray[np.int64]:
-    """Clamp ``desired`` to each job's [min, max] and fit it to every quota first come, first served.
-
-    Decreases are applied as asked; then, in view order, each job gets as much of its increase as
-    still fits every quota (the Faro artifact's ``check_action``), so later jobs absorb the shortfall.
-    If even the current counts (after decreases) break a quota, ``fit_to_quota`` decides (it shrinks).
-    """
-    lo, hi = bounds(view)
-    want = np.clip(np.asarray(desired, dtype=np.int64), lo, hi)
-    matrix, bound = constraint_matrix(view)
-    if matrix.shape[0] == 0:
-        return want
-    tol = 1e-9 * np.maximum(1.0, np.abs(bound))
-    x = np.maximum(np.minimum(want, np.maximum(current_replicas(view), lo)), lo)
-    if np.any(matrix @ x > bound + tol):
-        return fit_to_quota(view, x)
-    for i in np.flatnonzero(want > x):
-        # the largest grant k ≤ want − x that fits: a quota row's use grows linearly in k
-        free = bound + tol - matrix @ x
-        per = matrix[:, i]
-        need = per > 0
-        k = int(want[i] - x[i])
-        if need.any():
-            k = min(k, int(np.floor(np.min(free[need] / per[need]))))
-        x[i] += max(0, k)
-    return x
 
 
 class MArkPolicy(HybridPolicy):
@@ -86,12 +54,9 @@ class MArkPolicy(HybridPolicy):
         quota_order: str = "job",
         **hybrid: Any,
     ) -> None:
-        super().__init__(**hybrid)
+        super().__init__(quota_order=quota_order, **hybrid)
         if horizon < 1 or not 0 < quantile < 1:
             raise ValueError("mark: need horizon >= 1 and 0 < quantile < 1")
-        if quota_order not in QUOTA_ORDERS:
-            raise ValueError(f"mark: quota_order must be one of {', '.join(QUOTA_ORDERS)}, got {quota_order!r}")
-        self.quota_order = quota_order
         self.horizon = int(horizon)
         self.quantile = float(quantile)
         self.rho_max = float(rho_max)
@@ -120,8 +85,7 @@ class MArkPolicy(HybridPolicy):
             ],
             dtype=np.int64,
         )
-        fit = fit_in_job_order if self.quota_order == "job" else fit_to_quota
-        desired = fit(view, desired)
+        desired = clip_to_quota(view, desired, self.quota_order)
         status = f"mark ({source}; {self.quota_order} order)"
         plan = make_plan(view, desired, kind="solve", forecast_rps=peak_rps, solver_status=status)
         return plan, replace(state, forecast=fstate, quantile=self.quantile)

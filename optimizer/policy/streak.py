@@ -3,7 +3,9 @@
 Every check (one ``decide`` call) compares each job's observed latency with its SLO; after
 ``up_checks`` consecutive checks over it the job grows, after ``down_checks`` at or under it the job
 shrinks, and acting resets that counter. Subclasses only say how big the move is (``resize``).
-Scale-ups are clipped to the free quota fairly.
+Scale-ups are clipped to the free quota first come, first served in job order (``quota_order="job"``,
+as the Faro artifact's controller grants the actions of per-job autoscalers) or max-min fairly
+(``"fair"``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 from faro.optimizer.policy.base import ClusterView, Decision
-from faro.optimizer.policy.common import CounterState, count_checks, fit_to_quota, make_plan, reset
+from faro.optimizer.policy.common import QUOTA_ORDERS, CounterState, clip_to_quota, count_checks, make_plan, reset
 from numpy.typing import NDArray
 
 
@@ -20,7 +22,9 @@ class StreakPolicy(ABC):
     name = "streak"
     needs_future = False
 
-    def __init__(self, *, up_checks: int = 3, down_checks: int = 60, metric: str = "mean") -> None:
+    def __init__(
+        self, *, up_checks: int = 3, down_checks: int = 60, metric: str = "mean", quota_order: str = "job"
+    ) -> None:
         if up_checks < 1 or down_checks < 1:
             raise ValueError(f"{self.name}: up_checks and down_checks must be >= 1")
         if metric not in ("mean", "percentile"):
@@ -28,6 +32,9 @@ class StreakPolicy(ABC):
         self.up_checks = int(up_checks)
         self.down_checks = int(down_checks)
         self.metric = metric
+        if quota_order not in QUOTA_ORDERS:
+            raise ValueError(f"{self.name}: quota_order must be one of {', '.join(QUOTA_ORDERS)}, got {quota_order!r}")
+        self.quota_order = quota_order
 
     def initial_state(self) -> CounterState:
         return CounterState()
@@ -37,7 +44,7 @@ class StreakPolicy(ABC):
         grow = ups >= self.up_checks
         shrink = downs >= self.down_checks
         counters = reset(reset(counters, view, grow, which="up"), view, shrink, which="down")
-        desired = fit_to_quota(view, self.resize(view, grow, shrink))
+        desired = clip_to_quota(view, self.resize(view, grow, shrink), self.quota_order)
         return Decision(plan=make_plan(view, desired, kind="baseline"), state=counters)
 
     @abstractmethod
