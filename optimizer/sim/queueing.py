@@ -43,6 +43,7 @@ from numpy.typing import NDArray
 FAST_MIN_REQUESTS = 8  # below this the loop is cheaper than the vectorised path (results are the same)
 FAST_WINDOW = 4096  # most requests one vectorised attempt looks at
 SLOW_CHUNK = 16  # requests the loop handles before the vectorised path is tried again
+SLOW_CHUNK_MAX = 1024  # ... at most, after vectorised attempts that served almost nothing
 FULL_SWEEPS = 3  # fixed-point sweeps over all requests before only the changed ones are followed
 
 
@@ -101,6 +102,10 @@ class JobServer:
         self.pending: list[float] = []  # heap of ready times of starting replicas
         self.queue: deque[tuple[float, float, float]] = deque()  # (arrival_s, service_s, extra_s)
         self.t_sched = 0.0
+        # Requests the loop handles after a vectorised prefix stopped before that path is tried again
+        # (``loop_left`` of them still, across calls); grows while the prefixes stay short.
+        self.slow_chunk = SLOW_CHUNK
+        self.loop_left = 0
         self._room_s: float | None = None  # cached _next_room_s(); None = recompute
         # Results of every request handed in, in dispatch order (drops separately): array chunks, then
         # the loop's scalars not yet turned into a chunk.
@@ -283,7 +288,7 @@ class JobServer:
         lists: tuple[list, ...] | None = None
         window = FAST_WINDOW
         while i < n:
-            if self.vectorized and not self.queue and self.cycle and n - i >= FAST_MIN_REQUESTS:
+            if self.vectorized and not self.queue and self.cycle and n - i >= FAST_MIN_REQUESTS and self.loop_left <= 0:
                 # A bounded window, shrunk while the prefix keeps breaking early (saturation), so a long
                 # batch never costs more than a few times the loop.
                 w = min(n, i + window)
@@ -292,6 +297,8 @@ class JobServer:
                 whole = i + got == w
                 i += got
                 window = FAST_WINDOW if got >= window // 2 else max(FAST_MIN_REQUESTS * 4, window // 4)
+                if not whole:
+                    self.after_fast(got)
                 if i >= n:
                     break
                 if whole:
@@ -305,6 +312,19 @@ class JobServer:
                 )
             i = self._serve_slow(*lists, i, n)
 
+    def after_fast(self, got: int) -> None:
+        """A vectorised prefix stopped after ``got`` requests: how long the loop goes on before the next try.
+
+        A prefix this short did not pay for the call (busy replicas, e.g. M/G/c at high load): the loop goes
+        on longer each time, and the vectorised path is tried sooner again once a prefix pays. (Either path
+        gives the same results; this only decides which is faster.)
+        """
+        if got < FAST_MIN_REQUESTS * 2:
+            self.slow_chunk = min(self.slow_chunk * 2, SLOW_CHUNK_MAX)
+        else:
+            self.slow_chunk = SLOW_CHUNK
+        self.loop_left = self.slow_chunk
+
     def _serve_slow(
         self, arrivals: list, services: list, extras: list, admits: list | None, i0: int, n: int
     ) -> int:
@@ -316,10 +336,11 @@ class JobServer:
         inflight, free_at, cap = self.inflight, self.free_at, self.cap
         o_arr, o_start = self.out_arrival.append, self.out_start.append
         o_fin, o_extra = self.out_finish.append, self.out_extra.append
-        stop_after = i0 + SLOW_CHUNK if self.vectorized else n
+        stop_after = i0 + (self.loop_left if self.loop_left > 0 else SLOW_CHUNK) if self.vectorized else n
         i = i0
         while i < n:
             if i >= stop_after and not queue:
+                self.loop_left = 0
                 return i
             a = arrivals[i]
             i += 1
@@ -372,6 +393,8 @@ class JobServer:
             o_start(start)
             o_fin(finish)
             o_extra(extras[i - 1])
+        if self.vectorized:
+            self.loop_left = max(stop_after - i, 0)  # the rest of the loop's turn, in the next call
         return i
 
     def take_results(self) -> tuple[NDArray[np.float64], ...]:
