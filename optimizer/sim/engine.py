@@ -17,6 +17,15 @@ Model (after the Faro artifact's simulator, ``src/simulation`` of github.com/beo
 * Control: every ``policy_interval_s`` (10 s) the policy sees a ``ClusterView`` and returns a plan.
   ``actuation="direct"`` sets the target replicas to the plan (as the artifact did); ``"hpa"`` serves the plan
   as an External AverageValue metric (target 1) to an emulated HPA per job (``hpa.py``, 15 s sync).
+
+Speed (results are bit-identical to ``vectorized=False``, the per-request reference loop;
+``tests/test_sim_fastpath.py``): a job whose replica set cannot change on its own (direct actuation, no
+replica starting, as many as targeted, all admitted, empty queue) gets a *block*: its requests up to the end
+of the minute are served by one ``queueing.serve_fast`` call shared by all jobs starting a block then. That
+is speculative: when a policy call changes the job's target or admission, or its prefix stopped (a full
+replica), ``_rewind`` takes back the steps not reached yet (replica state via ``queueing.rewind_fast``,
+results, arrivals and their pre-drawn service times) and the job goes on step by step. Observations stay
+exact because requests that arrive at or after ``now_s`` can neither have finished nor been busy before it.
 """
 
 from __future__ import annotations

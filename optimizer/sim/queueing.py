@@ -27,7 +27,11 @@ Two implementations give bit-identical results (``tests/test_sim_fastpath.py``):
   loop, so the values are identical. The assumption is then checked (the ``concurrency``-th previous
   finish on the replica must be ≤ the arrival); from the first request that breaks it the loop takes
   over. A replica's state is its free time and its last ``concurrency`` finish times, which is all the
-  loop's decisions depend on.
+  loop's decisions depend on. ``rewind_fast`` restores that state after any shorter prefix of a call (the
+  engine serves a minute ahead and takes back what a policy call invalidates).
+
+Which path runs only changes the speed: after a prefix that served almost nothing (busy replicas, as in
+M/G/c at high load) the loop keeps going longer before the vectorised path is tried again.
 """
 
 from __future__ import annotations
