@@ -47,6 +47,52 @@ def test_vectorised_server_equals_the_reference_loop_bit_for_bit(seed, cap, repl
         assert np.array_equal(f, s)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    cap=st.sampled_from([1, 2, 4]),
+    replicas=st.integers(1, 9),
+    load=st.floats(0.2, 1.4),
+    keep_fraction=st.floats(0.0, 1.0),
+)
+def test_a_rewound_prefix_continues_exactly_like_the_reference_loop(seed, cap, replicas, load, keep_fraction):
+    from faro.optimizer.sim.queueing import rewind_fast
+
+    rng = np.random.default_rng(seed)
+    n = 800
+    arrivals = np.cumsum(rng.exponential(0.154 / (load * replicas), n))
+    service = 0.08 + 0.07 * np.exp(0.42 * rng.standard_normal(n))
+    extra = np.zeros(n)
+
+    def server(vectorized: bool) -> JobServer:
+        srv = JobServer(concurrency=cap, max_queue=50, rng=np.random.default_rng(seed + 1), vectorized=vectorized)
+        for _ in range(replicas):
+            srv.add(0.0)
+        srv.serve(arrivals[:5], service[:5], extra[:5])  # activates the replicas, some requests in flight
+        return srv
+
+    ref = server(False)
+    ref.serve(arrivals[5:], service[5:], extra[5:])
+    ref.drain(float("inf"))
+    expected = ref.take_results()
+
+    fast = server(True)
+    head = fast.take_results()
+    served: list = [None]
+    undo: list = [None]
+    done = serve_fast([fast], [arrivals[5:]], [service[5:]], [extra[5:]], [None], served=served, undo=undo)[0]
+    keep = int(done * keep_fraction)
+    if done:
+        rewind_fast(fast, undo[0], keep)  # as if only the first `keep` had been served
+    fast.serve(arrivals[5 + keep :], service[5 + keep :], extra[5 + keep :])
+    fast.drain(float("inf"))
+    rest = fast.take_results()
+    kept = [p[:keep] for p in served[0]] if served[0] is not None else [np.empty(0)] * 4
+    for k in range(4):
+        assert np.array_equal(np.concatenate([head[k], kept[k], rest[k]]), expected[k])
+    assert np.array_equal(rest[4], expected[4])  # drops
+
+
 def test_serve_fast_on_several_jobs_stops_each_job_at_its_first_full_replica():
     table = ReplicaTable(4)
     servers = [JobServer(concurrency=4, max_queue=50, rng=np.random.default_rng(j), table=table) for j in range(2)]
