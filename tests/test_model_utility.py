@@ -13,6 +13,7 @@ from faro.optimizer.model import (
     utility_curves,
 )
 from faro.optimizer.model.utility import (
+    ADMISSION_MIN_GAIN,
     drop_penalty,
     effective_replicas,
     relaxed_utility,
@@ -54,6 +55,16 @@ def test_penalty_curves_admit_less_when_replicas_are_too_few():
     pen = utility_curves([j], np.array([2, 20]), config=ModelConfig(), penalty=True)
     assert pen.admission[0, 0] < 1.0
     assert pen.utility[0, 0] > plain.utility[0, 0]
+
+
+def test_penalty_curves_never_drop_for_less_than_the_minimum_gain():
+    # a job near its SLO: dropping 0.1% (free under P) shaves a little latency but buys < 0.01 utility
+    j = job(rate_rps=(10.0,) * 3, current_replicas=3)
+    pen = utility_curves([j], np.arange(1, 12), config=ModelConfig(), penalty=True)
+    plain = utility_curves([j], np.arange(1, 12), config=ModelConfig())
+    chose = pen.admission[0] < 1.0
+    assert np.all(pen.utility[0, chose] >= plain.utility[0, chose] + ADMISSION_MIN_GAIN)
+    assert np.array_equal(pen.utility[0, ~chose], plain.utility[0, ~chose])
 
 
 @pytest.mark.parametrize(

@@ -289,3 +289,20 @@ def test_the_default_forecast_quantile_depends_on_the_objective_and_can_be_overr
     assert make_policy(name).quantile == pytest.approx(quantile)
     assert make_policy(name).model.rho_max == pytest.approx(0.9)
     assert make_policy(name, quantile=0.7).quantile == pytest.approx(0.7)
+
+
+def test_reactive_steps_keep_the_last_long_steps_admission_until_the_next_one():
+    def admit_less(problem, **kw):
+        result = greedy_solve(problem, **kw)
+        return SolveResult(**{**result.__dict__, "admission": np.full(len(problem.jobs), 0.9)})
+
+    policy = faro("faro-penaltyfairsum", solve_fn=admit_less, raise_quantile=False, initial_split=False)
+    state = policy.initial_state()
+    seen = {}
+    for t in (60, 70, 80, 290, 300):
+        d = policy.decide(cluster(job("a"), now=float(t)), state)
+        state = d.state
+        seen[t] = (d.plan.kind, d.plan.targets[0].admission)
+    assert seen[60] == ("solve", 0.9)
+    assert all(adm == 0.9 for kind, adm in (seen[70], seen[80], seen[290]))  # reactive or hold
+    assert seen[300] == ("solve", 0.9)

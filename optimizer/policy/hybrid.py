@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -25,6 +26,7 @@ from faro.optimizer.policy.base import ClusterView, Decision, Plan
 from faro.optimizer.policy.common import (
     QUOTA_ORDERS,
     CounterState,
+    Key,
     bounds,
     clip_to_quota,
     count_checks,
@@ -41,7 +43,8 @@ from numpy.typing import NDArray
 class HybridState:
     """``last_long_s``: time of the last long-horizon step (None before the first);
     ``counters``: reactive streaks; ``forecast``: the fitted forecaster; ``quantile``: the forecast
-    quantile the last long step settled on (reporting only)."""
+    quantile the last long step settled on (reporting only); ``admission``: the admission rates the
+    last long step planned (Penalty objectives), kept by the reactive steps until the next one."""
 
     last_long_s: float | None = None
     counters: CounterState = field(default_factory=CounterState)
@@ -49,6 +52,7 @@ class HybridState:
     quantile: float | None = None
     long_steps: int = 0
     warmed: bool = False
+    admission: Mapping[Key, float] = field(default_factory=dict)  # the last long step's, until the next
 
 
 class HybridPolicy(ABC):
@@ -106,8 +110,9 @@ class HybridPolicy(ABC):
 
     def reactive_step(self, view: ClusterView, state: HybridState) -> tuple[Plan, HybridState]:
         cur = current_replicas(view)
+        admission = [state.admission.get(jv.spec.key, 1.0) for jv in view.jobs]
         if not self.reactive:
-            return make_plan(view, fit_to_quota(view, cur), kind="hold"), state
+            return make_plan(view, fit_to_quota(view, cur), kind="hold", admission=admission), state
         counters, ups, _ = count_checks(
             view,
             state.counters,
@@ -119,7 +124,7 @@ class HybridPolicy(ABC):
         counters = reset(counters, view, grow, which="up")
         desired = clip_to_quota(view, cur + grow.astype(np.int64), self.quota_order)
         kind = "reactive" if np.any(desired > cur) else "hold"
-        return make_plan(view, desired, kind=kind), replace(state, counters=counters)
+        return make_plan(view, desired, kind=kind, admission=admission), replace(state, counters=counters)
 
     def decide(self, view: ClusterView, state: HybridState) -> Decision[HybridState]:
         if not view.jobs:
@@ -133,7 +138,8 @@ class HybridPolicy(ABC):
         if self.long_due(view.now_s, state):
             plan, new_state = self.long_step(view, state)
             new_state = replace(
-                new_state, last_long_s=view.now_s, counters=CounterState(), long_steps=state.long_steps + 1
+                new_state, last_long_s=view.now_s, counters=CounterState(), long_steps=state.long_steps + 1,
+                admission={(t.namespace, t.name): t.admission for t in plan.targets if t.admission < 1.0},
             )
             return Decision(plan=plan, state=new_state)
         plan, new_state = self.reactive_step(view, state)

@@ -26,7 +26,7 @@ import numpy as np
 from faro.optimizer.model.latency import erlang_c
 from faro.optimizer.model.objective import is_penalty
 from faro.optimizer.model.problem import Constraints, Problem
-from faro.optimizer.model.utility import ADMISSION_GRID, drop_penalty
+from faro.optimizer.model.utility import ADMISSION_GRID, ADMISSION_MIN_GAIN, drop_penalty
 from numpy.typing import NDArray
 
 _STACK_BUDGET = 4_000_000
@@ -152,7 +152,7 @@ def build_tables(
             u_s = u_s[:, :width].reshape(reps, n, width) * (1.0 - drop_penalty(1.0 - part))[:, None, None]
             worst_s = worst_s[:, :width].reshape(reps, n, width)
             for j, d in enumerate(part):  # in grid order: the first strictly better rate wins, as in the model
-                better = u_s[j] > util + 1e-12
+                better = u_s[j] > util + ADMISSION_MIN_GAIN
                 util = np.where(better, u_s[j], util)
                 worst = np.where(better, worst_s[j], worst)
                 admission = np.where(better, d, admission)
