@@ -372,6 +372,7 @@ def simulate(
         """
         lo = now_s - cfg.observation_window_s
         owners: list[int] = []
+        sizes: list[int] = []
         a_parts: list[np.ndarray] = []
         st_parts: list[np.ndarray] = []
         f_parts: list[np.ndarray] = []
@@ -392,6 +393,7 @@ def simulate(
                         e = offsets[step - first] if step - first < len(offsets) else f_c.size
                         a_c, st_c, f_c = a_c[o:e], st_c[o:e], f_c[o:e]
                     owners.append(j)
+                    sizes.append(f_c.size)
                     a_parts.append(a_c)
                     st_parts.append(st_c)
                     f_parts.append(f_c)
@@ -401,19 +403,22 @@ def simulate(
         mean_lat: list[float | None] = [None] * num_jobs
         util: list[float | None] = [0.0 if r else None for r in ready]
         if a_parts:
-            sizes = np.fromiter((x.size for x in a_parts), np.int64, len(a_parts))
-            jid = np.asarray(owners).repeat(sizes)
+            jid = np.array(owners).repeat(sizes)
             a_all, st_all, f_all = np.concatenate(a_parts), np.concatenate(st_parts), np.concatenate(f_parts)
-            mask = (f_all > lo) & (f_all <= now_s)
-            lat_all = (f_all[mask] - a_all[mask]) * 1000.0
+            mask = f_all > lo
+            mask &= f_all <= now_s
+            lat_all = f_all - a_all  # elementwise, so the same values as masking first
+            lat_all *= 1000.0
+            lat_all = lat_all[mask]
             lat_count = np.bincount(jid[mask], minlength=num_jobs)
             lat_end = lat_count.cumsum()
-            busy = np.minimum(f_all, now_s) - np.maximum(st_all, lo)
+            busy = np.minimum(f_all, now_s)
+            busy -= np.maximum(st_all, lo)
             positive = busy > 0
             busy_pos = busy[positive]
             busy_end = np.bincount(jid[positive], minlength=num_jobs).cumsum().tolist()
             counts, ends = lat_count.tolist(), lat_end.tolist()
-            for j in sorted(set(owners)):
+            for j in dict.fromkeys(owners):  # owners come in job order
                 lat_start, busy_start = (ends[j - 1], busy_end[j - 1]) if j else (0, 0)
                 n = counts[j]
                 if n:
