@@ -34,3 +34,14 @@ def test_simulate_writes_the_results_contract_and_plots(tmp_path):
 def test_unknown_policy_is_named_in_the_error(tmp_path):
     with pytest.raises(InvalidInputError, match="nope"):
         cmd.run(_args("--policies", "fairshare,nope", "--output", str(tmp_path)))
+
+
+def test_a_timeline_of_many_jobs_shows_the_ones_with_the_most_violations():
+    import numpy as np
+    from faro.optimizer.sim.report import timeline_jobs
+
+    satisfaction = np.ones((20, 5))
+    satisfaction[[3, 17, 9], :] = [[0.5] * 5, [0.2] * 5, [0.9] * 5]
+    satisfaction[4, :] = np.nan  # a job without requests
+    assert timeline_jobs(satisfaction, 2) == [3, 17]
+    assert timeline_jobs(satisfaction, 25) == list(range(20))

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from faro.optimizer.sim.engine import SimResult
 from faro.optimizer.sim.metrics import job_minute_stats
+from numpy.typing import NDArray
 
 
 def table(rows: Mapping[str, Mapping[str, float]]) -> str:
@@ -52,19 +53,33 @@ def plot_policies(rows: Mapping[str, Mapping[str, float]], path: Path, *, title:
     plt.close(fig)
 
 
-def plot_timeline(result: SimResult, path: Path) -> None:
-    """Replicas (target and ready) and p-tail latency per minute, one row per job."""
+def timeline_jobs(satisfaction: NDArray[np.float64], max_jobs: int) -> list[int]:
+    """Indices of the jobs a timeline shows: all, or the ``max_jobs`` with the highest mean violation
+    (``satisfaction`` is [job, minute], NaN = no request), in job order."""
+    n = satisfaction.shape[0]
+    if n <= max_jobs:
+        return list(range(n))
+    with np.errstate(all="ignore"):
+        violation = np.nan_to_num(np.nanmean(1.0 - satisfaction, axis=1))
+    return sorted(np.argsort(-violation, kind="stable")[:max_jobs].tolist())
+
+
+def plot_timeline(result: SimResult, path: Path, *, max_jobs: int = 12) -> None:
+    """Replicas (target and ready) and p-tail latency per minute, one row per job; with more than
+    ``max_jobs`` jobs, the ``max_jobs`` with the most SLO violations (a 100-row figure helps nobody)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     stats = job_minute_stats(result)
-    n = len(result.job_names)
+    shown = timeline_jobs(stats.satisfaction, max_jobs)
+    n = len(shown)
     fig, axes = plt.subplots(n, 2, figsize=(13, max(3, 1.6 * n)), sharex=True, squeeze=False)
     minutes = result.step_time_s / 60.0
-    for j, name in enumerate(result.job_names):
-        ax_r, ax_l = axes[j]
+    for row, j in enumerate(shown):
+        name = result.job_names[j]
+        ax_r, ax_l = axes[row]
         ax_r.step(minutes, result.target_replicas[:, j], where="post", label="target", lw=0.8)
         ax_r.step(minutes, result.ready_replicas[:, j], where="post", label="ready", lw=0.8)
         ax_r.set_ylabel(name, rotation=0, ha="right")
@@ -77,7 +92,8 @@ def plot_timeline(result: SimResult, path: Path) -> None:
     axes[0][1].set_title(f"p{result.config.slo_percentile:g} latency per minute (ms), SLO dashed")
     axes[-1][0].set_xlabel("minute")
     axes[-1][1].set_xlabel("minute")
-    fig.suptitle(f"policy {result.policy}")
+    worst = f", the {n} of {len(result.job_names)} jobs with the most violations" if n < len(result.job_names) else ""
+    fig.suptitle(f"policy {result.policy}{worst}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
