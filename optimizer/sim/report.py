@@ -59,8 +59,9 @@ def timeline_jobs(satisfaction: NDArray[np.float64], max_jobs: int) -> list[int]
     n = satisfaction.shape[0]
     if n <= max_jobs:
         return list(range(n))
-    with np.errstate(all="ignore"):
-        violation = np.nan_to_num(np.nanmean(1.0 - satisfaction, axis=1))
+    served = np.isfinite(satisfaction)
+    minutes = np.maximum(served.sum(axis=1), 1)
+    violation = np.where(served, 1.0 - satisfaction, 0.0).sum(axis=1) / minutes  # a job without requests: 0
     return sorted(np.argsort(-violation, kind="stable")[:max_jobs].tolist())
 
 
