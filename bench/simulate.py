@@ -23,7 +23,7 @@ import numpy as np
 from faro.optimizer.policy.base import Decision, Plan, Target
 from faro.optimizer.sim.engine import SimConfig, simulate
 from faro.optimizer.sim.metrics import summarize
-from faro.optimizer.sim.workload import load_trace
+from faro.optimizer.sim.workload import load_history, load_trace
 
 OUT = Path(__file__).parent / "results" / "simulate.json"
 
@@ -84,7 +84,7 @@ def _policy_run(args: tuple[str, float, int | None]) -> dict:
     from faro.optimizer.policy.registry import make_policy
 
     name, cpus, minutes = args
-    workload = load_trace()
+    workload = load_history(load_trace())  # as `faro simulate`: the bundled days 1-10 as past load
     if minutes:
         workload = workload.head(minutes)
     started, cpu0 = time.perf_counter(), time.process_time()
@@ -155,7 +155,7 @@ def fidelity(rows: list[dict]) -> dict:
 def _hundred_worker(policy: str, minutes: int | None) -> dict:
     from faro.optimizer.policy.registry import make_policy
 
-    workload = load_trace().multiplied(10)
+    workload = load_history(load_trace()).multiplied(10)
     if minutes:
         workload = workload.head(minutes)
     started, cpu0 = time.perf_counter(), time.process_time()
