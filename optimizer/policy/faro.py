@@ -137,6 +137,7 @@ class FaroPolicy(HybridPolicy):
         forecaster_factory: Callable[[], Any] | None = None,
         min_history_min: int = 15,
         refit_every_min: int = 60,
+        recent_floor_min: int = 3,
         refit_slices: int | None = None,
         solve_fn: SolveFn | None = None,
         quantile_search: str = "bisect",
@@ -180,6 +181,7 @@ class FaroPolicy(HybridPolicy):
             factory=forecaster_factory,
             min_history_min=min_history_min,
             refit_every_min=refit_every_min,
+            recent_floor_min=recent_floor_min,
             # by default one slice of the fleet refitted per long step (12 at 300 s steps and hourly
             # refits), slices of ≥ 50 jobs: small fleets (the paper's 10 jobs) refit all at once
             refit_slices=refit_slices or max(1, round(refit_every_min * 60 / self.interval_s)),

@@ -51,6 +51,7 @@ class MArkPolicy(HybridPolicy):
         forecaster_factory: Callable[[], Any] | None = None,
         min_history_min: int = 15,
         refit_every_min: int = 60,
+        recent_floor_min: int = 3,
         quota_order: str = "job",
         **hybrid: Any,
     ) -> None:
@@ -66,6 +67,7 @@ class MArkPolicy(HybridPolicy):
             factory=forecaster_factory,
             min_history_min=min_history_min,
             refit_every_min=refit_every_min,
+            recent_floor_min=recent_floor_min,
         )
 
     def long_step(self, view: ClusterView, state: HybridState) -> tuple[Plan, HybridState]:
