@@ -113,8 +113,9 @@ def test_a_slice_split_off_the_first_fit_forecasts_as_a_fresh_fit_and_the_rest_a
     """Every model fits each job on its own rows, so fitting the fleet in slices changes no forecast
     beyond the refit times."""
     hist = series(23, 960)
-    one = LoadForecaster(name="profile", refit_slices=1)
-    many = LoadForecaster(name="profile", refit_slices=5)
+    # recent_floor_min=0: the raw forecasts, to compare with a fresh fit's
+    one = LoadForecaster(name="profile", refit_slices=1, recent_floor_min=0)
+    many = LoadForecaster(name="profile", refit_slices=5, recent_floor_min=0)
     a, one_state, _ = one.forecast(view(hist[:, :900], 900 * 60.0), ForecastState(), horizon=7, quantiles=[0.9])
     b, state, _ = many.forecast(view(hist[:, :900], 900 * 60.0), ForecastState(), horizon=7, quantiles=[0.9])
     assert len(state.groups) == 1 and [due for _, due in state.pending] == [12, 24, 36, 48]
