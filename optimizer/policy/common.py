@@ -134,19 +134,23 @@ def fit_in_job_order(view: ClusterView, desired: Sequence[int] | NDArray) -> NDA
     return x
 
 
+def quota_order_of(owner: str, order: str) -> str:
+    """``order`` if it is one of ``QUOTA_ORDERS``, else a ``ValueError`` naming ``owner`` (a policy)."""
+    if order not in QUOTA_ORDERS:
+        raise ValueError(f"{owner}: quota_order must be one of {', '.join(QUOTA_ORDERS)}, got {order!r}")
+    return order
+
+
 def clip_to_quota(view: ClusterView, desired: Sequence[int] | NDArray, order: str = "fair") -> NDArray[np.int64]:
     """``fit_to_quota`` (``order="fair"``: max-min fair split of the free quota), ``fit_in_job_order``
     (``"job"``: first come, first served, as uncoordinated per-job autoscalers get it) or only the
     [min, max] clamp (``"none"``: the plan may exceed a quota and the cluster settles it — pods over a
     ResourceQuota are refused and retried, as under standard HPAs)."""
+    order = quota_order_of("clip_to_quota", order)
     if order == "none":
         lo, hi = bounds(view)
         return np.clip(np.asarray(desired, dtype=np.int64), lo, hi)
-    if order == "job":
-        return fit_in_job_order(view, desired)
-    if order == "fair":
-        return fit_to_quota(view, desired)
-    raise ValueError(f"quota_order must be one of {', '.join(QUOTA_ORDERS)}, got {order!r}")
+    return fit_in_job_order(view, desired) if order == "job" else fit_to_quota(view, desired)
 
 
 

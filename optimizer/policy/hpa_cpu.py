@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from faro.optimizer.policy.base import ClusterView, Decision
-from faro.optimizer.policy.common import QUOTA_ORDERS, Key, clip_to_quota, current_replicas, make_plan
+from faro.optimizer.policy.common import Key, clip_to_quota, current_replicas, make_plan, quota_order_of
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,7 @@ class HPACPUPolicy:
         self.window_s = float(downscale_stabilization_s)
         self.up_pods = int(scale_up_limit_pods)
         self.up_percent = float(scale_up_limit_percent)
-        if quota_order not in QUOTA_ORDERS:
-            raise ValueError(f"hpa-cpu: quota_order must be one of {', '.join(QUOTA_ORDERS)}, got {quota_order!r}")
-        self.quota_order = quota_order
+        self.quota_order = quota_order_of("hpa-cpu", quota_order)
 
     def initial_state(self) -> HPAState:
         return HPAState()

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 from faro.optimizer.policy.base import ClusterView, Decision, Plan
 from faro.optimizer.policy.common import (
-    QUOTA_ORDERS,
     CounterState,
     Key,
     bounds,
@@ -33,6 +32,7 @@ from faro.optimizer.policy.common import (
     current_replicas,
     fit_to_quota,
     make_plan,
+    quota_order_of,
     reset,
 )
 from faro.optimizer.policy.forecasting import ForecastState
@@ -90,9 +90,7 @@ class HybridPolicy(ABC):
         self.reactive_cumulative = bool(reactive_cumulative)
         self.reactive_skip_scaling = bool(reactive_skip_scaling)
         self.initial_split = bool(initial_split)
-        if quota_order not in QUOTA_ORDERS:
-            raise ValueError(f"{self.name}: quota_order must be one of {', '.join(QUOTA_ORDERS)}, got {quota_order!r}")
-        self.quota_order = quota_order
+        self.quota_order = quota_order_of(self.name, quota_order)
 
     def initial_state(self) -> HybridState:
         return HybridState()

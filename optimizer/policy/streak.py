@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 from faro.optimizer.policy.base import ClusterView, Decision
-from faro.optimizer.policy.common import QUOTA_ORDERS, CounterState, clip_to_quota, count_checks, make_plan, reset
+from faro.optimizer.policy.common import CounterState, clip_to_quota, count_checks, make_plan, quota_order_of, reset
 from numpy.typing import NDArray
 
 
@@ -32,9 +32,7 @@ class StreakPolicy(ABC):
         self.up_checks = int(up_checks)
         self.down_checks = int(down_checks)
         self.metric = metric
-        if quota_order not in QUOTA_ORDERS:
-            raise ValueError(f"{self.name}: quota_order must be one of {', '.join(QUOTA_ORDERS)}, got {quota_order!r}")
-        self.quota_order = quota_order
+        self.quota_order = quota_order_of(self.name, quota_order)
 
     def initial_state(self) -> CounterState:
         return CounterState()
