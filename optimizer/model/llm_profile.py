@@ -149,3 +149,29 @@ class TokenMix:
     @property
     def mean_output_tokens(self) -> float:
         return float(self.output_tokens.mean())
+
+
+@dataclass(frozen=True)
+class LLMSpec:
+    """The declared side of an LLM job: its SLOs and the engine profile of one replica."""
+
+    slo: LLMSLO
+    profile: EngineProfile
+
+
+@dataclass(frozen=True)
+class LLMObservation:
+    """What was measured of an LLM job over the last reactive window (None = no data).
+
+    Latencies are at the SLO percentile; ``kv_cache_usage`` is the mean fraction (0–1) of KV blocks in
+    use across ready replicas; ``num_waiting``/``num_running`` are totals over the job's replicas
+    (vLLM's ``vllm:num_requests_waiting`` / ``vllm:num_requests_running``); ``token_mix`` holds
+    recent requests' prompt/output lengths.
+    """
+
+    ttft_ms: float | None = None
+    itl_ms: float | None = None
+    kv_cache_usage: float | None = None
+    num_waiting: float | None = None
+    num_running: float | None = None
+    token_mix: TokenMix | None = None

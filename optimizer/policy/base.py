@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+from faro.optimizer.model.llm_profile import LLMObservation, LLMSpec
 from faro.optimizer.model.problem import SLO, Quota
 
 
@@ -27,6 +28,7 @@ class JobSpec:
     weight: float = 1.0
     min_replicas: int = 1
     max_replicas: int = 100
+    llm: LLMSpec | None = None  # set for LLM jobs (TTFT/ITL SLOs, engine profile); ``slo`` then unused
 
     @property
     def key(self) -> tuple[str, str]:
@@ -44,6 +46,7 @@ class JobObservation:
     back to ``latency_ms``).
     ``cpu_utilization``: busy fraction of the ready replicas over that window (None = no data).
     ``future_rate_rpm``: the true coming minutes — only the simulator's Oracle gets it.
+    ``llm``: TTFT/ITL, KV-cache use, queue and token mix of an LLM job (None for other jobs).
     """
 
     rate_history_rpm: tuple[float, ...] = ()
@@ -52,6 +55,7 @@ class JobObservation:
     queue_length: float | None = None
     future_rate_rpm: tuple[float, ...] | None = None
     mean_latency_ms: float | None = None
+    llm: LLMObservation | None = None
 
 
 @dataclass(frozen=True)
