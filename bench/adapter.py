@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test PKI and plan fakes
+
 N_DEPLOYMENTS = 1000
 RESULTS = Path(__file__).resolve().parent / "results" / "adapter.json"
 
@@ -37,9 +39,9 @@ def _pin(core: int) -> None:
 
 def _serve(workdir: str, ready: mp.Queue, marks: mp.Queue, stop: mp.Event) -> None:  # type: ignore[type-arg]
     _pin(0)
+    from adapter_fakes import make_plan
     from faro.adapter.app import Adapter, AdapterConfig
     from faro.adapter.auth import Attributes, Authenticator, Authorizer, UserInfo, auth_config_from_configmap
-    from faro.adapter.testing import make_plan
     from google.protobuf import json_format
 
     class AllowAll:
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32, 64])
     args = parser.parse_args(argv)
 
-    from faro.adapter.testing import CertificateAuthority
+    from pki import CertificateAuthority
 
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)

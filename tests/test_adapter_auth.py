@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from adapter_fakes import make_plan
 from faro.adapter.auth import Attributes, KubeReviewer, UserInfo, load_auth_configmap
-from faro.adapter.testing import CertificateAuthority, make_plan
 from google.protobuf import json_format
+from pki import CertificateAuthority
 
 HPA_USER = "system:serviceaccount:kube-system:horizontal-pod-autoscaler"
 METRIC = (

@@ -19,12 +19,13 @@ import grpc
 import pytest
 from faro.adapter.app import Adapter, AdapterConfig
 from faro.adapter.sources import Backoff
-from faro.adapter.testing import CertificateAuthority
 from faro.externalscaler import externalscaler_pb2 as kpb
 from faro.externalscaler import externalscaler_pb2_grpc as kpb_grpc
+from faro.optimizer.policy.base import Target
 from faro.optimizer.service.grpc_api import PlanServer, PlanServicer
-from faro.optimizer.service.plans import PlannedTarget, PlanStore, PublishedPlan
+from faro.optimizer.service.plans import PlanStore, PublishedPlan
 from faro.optimizer.sim.hpa import HPABehavior, HPASpec, HPAState, hpa_step
+from pki import CertificateAuthority
 
 TTL_S = 6.0
 URL = "https://127.0.0.1:{port}/apis/external.metrics.k8s.io/v1beta1/namespaces/default/faro_desired_replicas"
@@ -42,7 +43,7 @@ class Optimizer:
 
     def publish(self, generation: int, replicas: int) -> None:
         now = time.time()
-        target = PlannedTarget(namespace="default", deployment="resnet", desired_replicas=replicas, current_replicas=0)
+        target = Target(namespace="default", name="resnet", desired_replicas=replicas, current_replicas=0)
         self.store.publish(PublishedPlan(generation=generation, created_s=now, valid_until_s=now + 900,
                                          targets=(target,), kind="solve"))
 

@@ -21,12 +21,13 @@ from typing import Any
 
 import pytest
 import yaml
+from adapter_fakes import LoopThread, make_plan
 from faro.adapter.app import Adapter, AdapterConfig
 from faro.adapter.auth import Attributes, Authenticator, Authorizer, UserInfo, auth_config_from_configmap
-from faro.adapter.testing import CertificateAuthority, KeyPair, LoopThread, make_plan
 from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pki import CertificateAuthority, KeyPair
 
 METRIC_PATH = "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/faro_desired_replicas"
 FRONT_PROXY_HEADERS = {"X-Remote-User": "system:serviceaccount:kube-system:horizontal-pod-autoscaler",

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from adapter_fakes import FakePlanService, make_plan, start_plan_server
 from faro.adapter.app import Adapter, AdapterConfig
-from faro.adapter.testing import CertificateAuthority, FakePlanService, make_plan, start_plan_server
 from faro.externalscaler import externalscaler_pb2 as pb
 from faro.externalscaler import externalscaler_pb2_grpc as pb_grpc
+from pki import CertificateAuthority
 
 
 @dataclass

@@ -6,12 +6,12 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from adapter_fakes import make_plan
 from faro.adapter.errors import DeploymentNotFoundError, MetricNotFoundError, NoFreshPlanError
 from faro.adapter.metrics import AdapterMetrics
 from faro.adapter.provider import METRIC_NAME, PlanStore
 from faro.adapter.selector import SelectorError, parse
 from faro.adapter.sources import Backoff, PlanFileSource
-from faro.adapter.testing import make_plan
 from faro.optimizer.errors import InvalidInputError
 from google.protobuf import json_format
 from prometheus_client import CollectorRegistry

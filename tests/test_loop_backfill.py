@@ -155,7 +155,7 @@ def test_a_failed_backfill_plans_on_the_short_window_and_is_retried_next_cycle(f
     rig.source.fail_long = failure
     plan, calls = rig.tick()
     assert calls == [(1440, ("new",)), (60, ("old", "new"))]
-    assert {t.deployment: t.held_reason for t in plan.targets} == {"new": "", "old": ""}  # nobody's target lost
+    assert {t.name: t.held_reason for t in plan.targets} == {"new": "", "old": ""}  # nobody's target lost
     assert len(rig.policy.history("new")) == 60 and len(rig.policy.history("old")) > 1000
     assert rig.backfills("failed") == 1
 

@@ -280,8 +280,9 @@ def test_every_call_the_real_optimizer_makes_is_allowed_by_the_chart_rbac(render
 
 @pytest.mark.slow
 def test_every_call_the_real_adapter_makes_is_allowed_by_the_chart_rbac(rendered, apiserver, tmp_path: Path):
-    from faro.adapter.testing import CertificateAuthority, make_plan
+    from adapter_fakes import make_plan
     from google.protobuf import json_format
+    from pki import CertificateAuthority
 
     serving_ca, front_ca = CertificateAuthority("serving-ca"), CertificateAuthority("front-proxy-ca")
     cert, key = serving_ca.issue("faro-adapter", server=True).write(tmp_path, "server")

@@ -90,7 +90,7 @@ def test_invalid_annotations_hold_that_deployment_with_an_event_and_plan_the_res
     for _ in range(3):
         plan = rig.tick()
     bad, good = plan.targets
-    assert bad.deployment == "bad" and bad.desired_replicas == 4 and "faro.dev/slo-latency-ms" in bad.held_reason
+    assert bad.name == "bad" and bad.desired_replicas == 4 and "faro.dev/slo-latency-ms" in bad.held_reason
     assert good.held_reason == "" and good.desired_replicas >= 1
     warnings = [e for e in kubeapi.objects("", "events", "team-a") if e["reason"] == "FaroInvalidSLO"]
     assert len(warnings) == 1 and warnings[0]["involvedObject"]["name"] == "bad"
@@ -132,11 +132,11 @@ def test_a_deleted_deployment_leaves_the_plan(rig):
     rig.add("a")
     rig.add("b")
     rig.settle(2)
-    assert {t.deployment for t in rig.tick().targets} == {"a", "b"}
+    assert {t.name for t in rig.tick().targets} == {"a", "b"}
     rig.apps.delete_namespaced_deployment("b", "team-a")
     rig.settle(1)
     plan = rig.tick()
-    assert [t.deployment for t in plan.targets] == ["a"]
+    assert [t.name for t in plan.targets] == ["a"]
     assert b'deployment="b"' not in generate_latest(rig.registry)
 
 
@@ -177,5 +177,5 @@ def test_the_ray_actuator_scales_the_ray_names_the_deployment_annotations_give(k
         plan = rig.tick()
     finally:
         rig.state.stop()
-    desired = {t.deployment: t.desired_replicas for t in plan.targets}
+    desired = {t.name: t.desired_replicas for t in plan.targets}
     assert sent == [("vision/deployments/ResNet/scale", desired["resnet-pods"])]

@@ -11,7 +11,7 @@
 2. Plans → adapter → HPA (issue 6): ``faro optimizer`` and ``faro adapter`` as processes on the real
    clock (the adapter ages plans from their ``created`` time against wall time, so an accelerated
    optimizer would never look stale to it), real Prometheus with a backfilled per-minute history
-   (promtool), the adapter's real HTTPS server with certificates from ``faro.adapter.testing`` and
+   (promtool), the adapter's real HTTPS server with certificates from ``tests/pki.py`` and
    delegated auth against the test API server (the HPA comes through the aggregator's front-proxy
    certificate + SubjectAccessReview, kubectl with a bearer token + TokenReview), the HPA emulator
    reading ``faro_desired_replicas`` over HTTPS like the HPA controller (a failed read holds) and
@@ -32,12 +32,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from faro.adapter.testing import CertificateAuthority
 from faro.optimizer.commands import optimizer as command
 from faro.optimizer.sim.hpa import HPABehavior, HPASpec
 from faro.v1 import plan_pb2, plan_pb2_grpc
 from kubeapi.objects import deployment, hpa, quota
 from kubernetes import client
+from pki import CertificateAuthority
 from prom_fixture import TrafficExporter, free_port, openmetrics_counter
 from prometheus_client import CollectorRegistry
 from service_fakes import AcceleratedClock

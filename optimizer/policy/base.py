@@ -75,7 +75,12 @@ class ClusterView:
 
 @dataclass(frozen=True)
 class Target:
-    """One job's line of a plan (mirrors ``faro.v1.Target``)."""
+    """One job's line of a plan: the one type for a policy's answer and for a published plan's line
+    (``faro.v1.Target`` on the wire, where ``name`` is called ``deployment``).
+
+    Policies fill the fields up to ``admission``; the live loop adds what it observed when it publishes
+    (the SLO, the observed latency and how stale the observations are).
+    """
 
     namespace: str
     name: str
@@ -86,6 +91,11 @@ class Target:
     expected_utility: float = 0.0
     held_reason: str = ""
     admission: float = 1.0  # fraction of requests to admit (Penalty objectives); 1 = admit all
+    slo_latency_ms: float = 0.0
+    slo_percentile: float = 0.0
+    observed_latency_ms: float = 0.0
+    stale: bool = False  # observations not fresh: planned from the last good ones, observations_age_s old
+    observations_age_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from faro.optimizer.kube.state import DeploymentInfo, KubeSnapshot
 from faro.optimizer.policy.base import Plan, Target
 from faro.optimizer.service.actuator import Actuator, DeploymentAware
 from faro.optimizer.service.config import ServiceConfig
-from faro.optimizer.service.plans import PlannedTarget, PlanStore, PublishedPlan
+from faro.optimizer.service.plans import PlanStore, PublishedPlan
 from faro.optimizer.service.telemetry import Telemetry
 from faro.optimizer.service.view import Cycle, Observed, _demand, build_cycle, is_metrics, parse_all, refs_for
 
@@ -92,7 +92,7 @@ class ControlLoop:
         self._report_problems(snapshot, parsed)
         errors = self._observe(snapshot, parsed, now_s)
         previous = self.store.current()
-        asked = {(t.namespace, t.deployment): t.desired_replicas for t in previous.targets if not t.held_reason} \
+        asked = {(t.namespace, t.name): t.desired_replicas for t in previous.targets if not t.held_reason} \
             if previous is not None and previous.leader == self.config.identity else {}
         cycle = build_cycle(snapshot, self.last_good, now_s=now_s, parsed=parsed, errors=errors, asked=asked,
                             cluster_cap=self.config.cluster_cap, default_max_replicas=self.config.default_max_replicas,
@@ -222,9 +222,9 @@ class ControlLoop:
         # Reactive and hold steps carry no model numbers: keep the last solve's, so that plans and the
         # forecast/latency/utility gauges do not drop to 0 between long-horizon steps.
         previous = self.store.current()
-        carried = {(x.namespace, x.deployment): x for x in previous.targets if not x.held_reason} \
+        carried = {(x.namespace, x.name): x for x in previous.targets if not x.held_reason} \
             if plan.kind != "solve" and previous is not None and previous.leader == self.config.identity else {}
-        targets: list[PlannedTarget] = []
+        targets: list[Target] = []
         for job in cycle.view.jobs:
             key = job.spec.key
             t = by_key.get(key)
@@ -233,8 +233,8 @@ class ControlLoop:
                            held_reason="the policy returned no target")
             obs = job.observation
             last = carried.get(key)
-            targets.append(PlannedTarget(
-                namespace=key[0], deployment=key[1], desired_replicas=int(t.desired_replicas),
+            targets.append(Target(
+                namespace=key[0], name=key[1], desired_replicas=int(t.desired_replicas),
                 current_replicas=cycle.infos[key].replicas,
                 forecast_rps=float(t.forecast_rps) or (last.forecast_rps if last else 0.0),
                 expected_latency_ms=float(t.expected_latency_ms) or (last.expected_latency_ms if last else 0.0),
@@ -246,13 +246,13 @@ class ControlLoop:
             ))
         for held in cycle.held:
             settings = held.annotations
-            targets.append(PlannedTarget(
-                namespace=held.info.namespace, deployment=held.info.name, desired_replicas=held.info.replicas,
+            targets.append(Target(
+                namespace=held.info.namespace, name=held.info.name, desired_replicas=held.info.replicas,
                 current_replicas=held.info.replicas, held_reason=held.reason,
                 slo_latency_ms=settings.slo_latency_ms if settings else 0.0,
                 slo_percentile=settings.slo_percentile if settings else 0.0,
             ))
-        targets.sort(key=lambda t: (t.namespace, t.deployment))
+        targets.sort(key=lambda t: (t.namespace, t.name))
         generation = max(self.store.generation + 1, int(now_s * 1000))  # monotonic across leader changes
         published = PublishedPlan(
             generation=generation, created_s=now_s, valid_until_s=now_s + self.config.plan_ttl_s,
@@ -268,11 +268,11 @@ class ControlLoop:
         t = self.telemetry
         t.plan_generation.set(plan.generation)
         t.plans_published.labels(plan.kind).inc()
-        t.forget_deployments({(x.namespace, x.deployment) for x in plan.targets})
+        t.forget_deployments({(x.namespace, x.name) for x in plan.targets})
         for target in plan.targets:
             t.set_target(target)
             if target.held_reason:
-                t.held.labels(target.namespace, target.deployment, target.held_reason.split(":")[0][:60]).set(1)
+                t.held.labels(target.namespace, target.name, target.held_reason.split(":")[0][:60]).set(1)
         t.held_total.set(sum(1 for x in plan.targets if x.held_reason))
         desired = plan.desired()
         for quota in cycle.view.quotas:
@@ -289,9 +289,7 @@ class ControlLoop:
     def _actuate(self, plan: PublishedPlan) -> None:
         if not self._actuators:
             return
-        policy_plan = Plan(targets=tuple(Target(x.namespace, x.deployment, x.desired_replicas, x.current_replicas,
-                                                x.forecast_rps, x.expected_latency_ms, x.expected_utility,
-                                                x.held_reason) for x in plan.targets), kind=plan.kind)
+        policy_plan = Plan(targets=plan.targets, kind=plan.kind)
         for actuator in self._actuators:
             try:
                 failures = actuator.apply(policy_plan)

@@ -1,4 +1,5 @@
-"""Versioned plans as published by the live optimizer, their store, and the ``faro.v1.Plan`` form.
+"""Versioned plans as published by the live optimizer (lines are the policy's ``Target``), their store, and
+the ``faro.v1.Plan`` form.
 
 The control loop (``loop.py``) publishes into a ``PlanStore``; the gRPC servicer (``grpc_api.py``)
 reads it (``current``) and blocks on it (``wait_newer``) for ``WatchPlans`` streams.
@@ -6,31 +7,13 @@ reads it (``current``) and blocks on it (``wait_newer``) for ``WatchPlans`` stre
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass
 
+from faro.optimizer.policy.base import Target
 from faro.v1 import plan_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
-
-
-@dataclass(frozen=True)
-class PlannedTarget:
-    """One Deployment's line of a published plan (mirrors ``faro.v1.Target``)."""
-
-    namespace: str
-    deployment: str
-    desired_replicas: int
-    current_replicas: int
-    forecast_rps: float = 0.0
-    expected_latency_ms: float = 0.0
-    expected_utility: float = 0.0
-    held_reason: str = ""
-    slo_latency_ms: float = 0.0
-    slo_percentile: float = 0.0
-    observed_latency_ms: float = 0.0
-    stale: bool = False
-    observations_age_s: float = 0.0
-    admission: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -38,7 +21,7 @@ class PublishedPlan:
     generation: int
     created_s: float
     valid_until_s: float
-    targets: tuple[PlannedTarget, ...]
+    targets: tuple[Target, ...]
     policy: str = ""
     objective: str = ""
     objective_value: float = 0.0
@@ -48,10 +31,10 @@ class PublishedPlan:
     solver_status: str = ""
 
     def desired(self) -> dict[tuple[str, str], int]:
-        return {(t.namespace, t.deployment): t.desired_replicas for t in self.targets}
+        return {(t.namespace, t.name): t.desired_replicas for t in self.targets}
 
-    def target(self, namespace: str, deployment: str) -> PlannedTarget | None:
-        return next((t for t in self.targets if (t.namespace, t.deployment) == (namespace, deployment)), None)
+    def target(self, namespace: str, deployment: str) -> Target | None:
+        return next((t for t in self.targets if (t.namespace, t.name) == (namespace, deployment)), None)
 
 
 def _timestamp(seconds: float) -> Timestamp:
@@ -63,18 +46,27 @@ def _timestamp(seconds: float) -> Timestamp:
 def to_proto(plan: PublishedPlan) -> plan_pb2.Plan:
     return plan_pb2.Plan(
         generation=plan.generation, created=_timestamp(plan.created_s), valid_until=_timestamp(plan.valid_until_s),
-        targets=[plan_pb2.Target(**t.__dict__) for t in plan.targets],
+        targets=[_target_to_proto(t) for t in plan.targets],
         policy=plan.policy, objective=plan.objective, objective_value=plan.objective_value, solve_ms=plan.solve_ms,
         kind=plan.kind, leader=plan.leader, solver_status=plan.solver_status,
     )
 
 
+# Target fields the wire carries, by their wire names (``name`` is ``deployment`` in faro.v1.Target); fields
+# a later version adds to ``Target`` without a proto field stay in the process.
+_WIRE = {f.name: wire for f in dataclasses.fields(Target)
+         if (wire := "deployment" if f.name == "name" else f.name) in plan_pb2.Target.DESCRIPTOR.fields_by_name}
+
+
+def _target_to_proto(target: Target) -> plan_pb2.Target:
+    return plan_pb2.Target(**{wire: getattr(target, field) for field, wire in _WIRE.items()})
+
+
 def from_proto(message: plan_pb2.Plan) -> PublishedPlan:
-    fields = PlannedTarget.__dataclass_fields__
     return PublishedPlan(
         generation=message.generation, created_s=message.created.ToNanoseconds() / 1e9,
         valid_until_s=message.valid_until.ToNanoseconds() / 1e9,
-        targets=tuple(PlannedTarget(**{f: getattr(t, f) for f in fields}) for t in message.targets),
+        targets=tuple(Target(**{field: getattr(t, wire) for field, wire in _WIRE.items()}) for t in message.targets),
         policy=message.policy, objective=message.objective, objective_value=message.objective_value,
         solve_ms=message.solve_ms, kind=message.kind, leader=message.leader, solver_status=message.solver_status,
     )

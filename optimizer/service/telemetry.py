@@ -58,8 +58,8 @@ class Telemetry:
         self._series: set[tuple[str, str]] = set()
 
     def set_target(self, target: object) -> None:
-        """Per-Deployment gauges from one ``PlannedTarget``."""
-        key = (target.namespace, target.deployment)  # type: ignore[attr-defined]
+        """Per-Deployment gauges from one published ``Target``."""
+        key = (target.namespace, target.name)  # type: ignore[attr-defined]
         self._series.add(key)
         self.desired.labels(*key).set(target.desired_replicas)  # type: ignore[attr-defined]
         self.current.labels(*key).set(target.current_replicas)  # type: ignore[attr-defined]
