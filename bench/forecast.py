@@ -11,8 +11,8 @@ each job's model (``FittedAuto.refit``) and the models are re-chosen every ``--r
 
 The policy refits one slice of the fleet per cycle (refit_every_min / cycle_min slices), so the
 worst cycles are ``update + forecast + refit / slices`` (hourly) and ``+ fit / slices`` (auto's
-daily re-choice). Accuracy: the day-11 backtest (fit on ``../shared/traces/faro-top9-history.csv``,
-skipped if absent). Prints a table and writes ``bench/results/forecast.json``.
+daily re-choice). Accuracy: the day-11 backtest (fit on the bundled days 1–10,
+``traces/faro-top9-history.csv``). Prints a table and writes ``bench/results/forecast.json``.
 
     python bench/forecast.py [--jobs 10,100,1000] [--models ...] [--cycles 5]
 """
@@ -30,11 +30,10 @@ from pathlib import Path
 import numpy as np
 from faro.optimizer.forecast import make_forecaster
 from faro.optimizer.forecast.backtest import rolling_forecasts, score
-from faro.optimizer.forecast.data import bundled_day11, read_trace
+from faro.optimizer.forecast.data import bundled_day11, bundled_history
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
-HISTORY = ROOT.parent / "shared" / "traces" / "faro-top9-history.csv"
 QUANTILES = (0.5, 0.6, 0.9)
 
 
@@ -76,10 +75,7 @@ def time_model(name: str, n_jobs: int, *, history_min: int, cycles: int, cycle_m
 
 
 def accuracy(models: list[str]) -> dict:
-    if not HISTORY.exists():
-        print(f"accuracy skipped: {HISTORY} not found", file=sys.stderr)
-        return {}
-    hist = read_trace(HISTORY).counts
+    hist = bundled_history().counts
     series = np.concatenate([hist, bundled_day11().counts], axis=1)
     out = {}
     for name in tqdm(models, desc="day-11 backtest", file=sys.stderr):

@@ -28,7 +28,7 @@ from faro.optimizer.sim.workload import load_history, load_trace
 OUT = Path(__file__).parent / "results" / "simulate.json"
 
 # The artifact simulator on the same workload (mean of 5 seeds): (violation, lost utility) at 32 and 36 CPUs,
-# from ../shared/traces/README.md.
+# as published with the artifact's evaluation (docs/fidelity.md).
 ARTIFACT = {
     "oneshot": {32: (0.369, 4.37), 36: (0.322, 3.87)},
     "fairshare": {32: (0.163, 2.08), 36: (0.163, 2.08)},

@@ -2,7 +2,8 @@
 
 Reads a wide CSV (``minute,job0,…``) and/or a history CSV (``job,day,sample,m0..m359``). With both,
 the models are fitted on the history (its day windows concatenated) and evaluated on the trace; with
-only one, the first ``--train-fraction`` of it is for fitting. Prints a table (overall, then per job at
+only a trace, the first ``--train-fraction`` of it is for fitting; with neither, the bundled paper
+workload (fit on days 1–10, evaluated on day 11). Prints a table (overall, then per job at
 q=0.9), writes ``backtest.json`` and ``backtest.png`` (forecast fan vs actual) to ``--output``.
 """
 
@@ -22,8 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="forecast_command", metavar="ACTION", required=True)
     bt = sub.add_parser("backtest", help="rolling-origin backtest: pinball loss, coverage, MAPE per model and job")
     bt.add_argument("--trace", type=Path, help="wide CSV minute,job0,... to evaluate on (default: the bundled day 11 "
-                    "when --history is given)")
-    bt.add_argument("--history", type=Path, help="history CSV job,day,sample,m0..m359 to fit on")
+                    "when --history is given or neither is)")
+    bt.add_argument("--history", help="history CSV job,day,sample,m0..m359 to fit on, or 'bundled' (default: the "
+                    "bundled days 1-10 when --trace is not given; with --trace alone its first --train-fraction)")
     bt.add_argument("--sample", type=int, default=0, help="augmentation sample of the history to use (default 0)")
     bt.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated models (default {DEFAULT_MODELS})")
     bt.add_argument("--horizon", type=int, default=7, help="forecast steps in minutes (default 7)")
@@ -32,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bt.add_argument("--refit-every-min", type=int, default=60, help="refit period during the backtest (default 60)")
     bt.add_argument("--train-fraction", type=float, default=0.5,
                     help="share of a single trace used for fitting when no --history is given (default 0.5)")
-    bt.add_argument("--output", type=Path, default=Path("forecast-backtest"), help="directory for JSON and PNG")
+    bt.add_argument("--output", type=Path, default=Path("forecast-backtest"),
+                    help="directory for backtest.json and backtest.png (default ./forecast-backtest)")
     bt.add_argument("--plot-jobs", type=int, default=3, help="jobs shown in the PNG (default 3)")
     bt.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
@@ -52,21 +55,20 @@ def run(args: argparse.Namespace) -> int:
     from faro.optimizer.errors import InvalidInputError
     from faro.optimizer.forecast import make_forecaster
     from faro.optimizer.forecast.backtest import rolling_forecasts, score
-    from faro.optimizer.forecast.data import bundled_day11, read_trace
+    from faro.optimizer.forecast.data import bundled_day11, bundled_history, read_trace
     from tqdm import tqdm
 
     if args.horizon < 1:
         raise InvalidInputError("--horizon", f"must be ≥ 1, got {args.horizon}")
     if not 0 < args.train_fraction < 1:
         raise InvalidInputError("--train-fraction", f"must be in (0, 1), got {args.train_fraction}")
-    if args.trace is None and args.history is None:
-        raise InvalidInputError("faro forecast backtest", "give --trace FILE and/or --history FILE")
+    history = args.history or (None if args.trace is not None else "bundled")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models:
         raise InvalidInputError("--models", "names no model")
 
-    if args.history is not None:
-        hist = read_trace(args.history, sample=args.sample)
+    if history is not None:
+        hist = bundled_history(sample=args.sample) if history == "bundled" else read_trace(history, sample=args.sample)
         test = read_trace(args.trace) if args.trace is not None else bundled_day11()
         if len(hist.jobs) != len(test.jobs):
             raise InvalidInputError("--trace", f"has {len(test.jobs)} jobs, --history has {len(hist.jobs)}")

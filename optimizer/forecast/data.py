@@ -20,6 +20,7 @@ from faro.optimizer.errors import InvalidInputError
 from numpy.typing import NDArray
 
 BUNDLED_DAY11 = "faro-top9-day11.csv"
+BUNDLED_HISTORY = "faro-top9-history.csv"  # the same jobs on days 1–10
 
 
 @dataclass(frozen=True)
@@ -116,3 +117,9 @@ def bundled_day11() -> Trace:
     """The paper's evaluation day shipped with the package (``faro.traces``)."""
     text = resources.files("faro.traces").joinpath(BUNDLED_DAY11).read_text()
     return parse_wide(text, name=BUNDLED_DAY11)
+
+
+def bundled_history(*, sample: int = 0) -> Trace:
+    """Days 1–10 of the bundled jobs (history format, one augmentation ``sample``), shipped with the package."""
+    text = resources.files("faro.traces").joinpath(BUNDLED_HISTORY).read_text()
+    return parse_history(text, name=BUNDLED_HISTORY, sample=sample)

@@ -165,14 +165,9 @@ def load_history(workload: Workload, path: str | Path | None = None, *, minutes:
     """``workload`` with past load attached: a history file (``job,day,sample,m0…`` rows, sample 0, or a
     wide trace; see ``faro.optimizer.forecast.data``), or the bundled paper history (days 1–10 before
     the bundled day 11) when ``path`` is None."""
-    from faro.optimizer.forecast.data import parse_history, read_trace
+    from faro.optimizer.forecast.data import bundled_history, read_trace
 
-    if path is None:
-        from importlib.resources import files
-
-        trace = parse_history((files("faro.traces") / BUNDLED_HISTORY).read_text(), name=BUNDLED_HISTORY)
-    else:
-        trace = read_trace(path)
+    trace = bundled_history() if path is None else read_trace(path)
     return workload.with_history(trace.jobs, trace.counts, minutes=minutes)
 
 
