@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="front-proxy CA (default: from ConfigMap kube-system/extension-apiserver-authentication)")
     parser.add_argument("--disable-auth", action="store_true", default=_env_bool("--disable-auth"),
                         help="LOCAL DEVELOPMENT ONLY: serve anyone without authentication or authorisation")
-    opt("--log-format", "text", choices=["text", "json"])
+    opt("--log-format", "text", choices=["text", "json"], help="log line format")
 
 
 def run(args: argparse.Namespace) -> int:

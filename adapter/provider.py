@@ -30,6 +30,11 @@ DEPLOYMENT_LABEL = "deployment"
 log = logging.getLogger("faro.adapter.plan")
 
 
+# How the optimizer made a plan (faro.v1.Plan.kind), in the words the log uses.
+_PLAN_KINDS = {"solve": "from a long-horizon solve", "reactive": "from a reactive step",
+               "hold": "holding replicas (no solve)"}
+
+
 @dataclass(frozen=True)
 class MetricValue:
     """One external metric value: what ``ExternalMetricValue`` and KEDA's ``MetricValue`` carry."""
@@ -110,7 +115,8 @@ class PlanStore:
         self._version += 1
         if self._changed is not None:
             self._changed.set()
-        log.info("plan generation %d received: %d targets (kind=%s)", plan.generation, len(index), plan.kind or "-")
+        made_by = _PLAN_KINDS.get(plan.kind, f"a {plan.kind!r} step") if plan.kind else "no step kind given"
+        log.info("plan generation %d received: %d targets, %s", plan.generation, len(index), made_by)
 
     @property
     def version(self) -> int:

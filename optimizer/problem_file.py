@@ -55,10 +55,20 @@ def load_problem(path: str | Path, *, objective: str | None = None) -> Problem:
         raise InvalidInputError(str(p), f"cannot read: {exc.strerror or exc}") from None
     try:
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvalidInputError(str(p), f"not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {first}") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{p} line {exc.lineno} column {exc.colno}", f"not valid JSON: {exc.msg}") from None
+    except yaml.YAMLError as exc:
+        raise InvalidInputError(*_yaml_error(p, exc)) from None
     return problem_from_dict(data, objective=objective)
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> tuple[str, str]:
+    """(where, reason) of a YAML syntax error: the file with the 1-based line and column of the problem."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{path} line {mark.line + 1} column {mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(exc, "problem", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    context = getattr(exc, "context", None)
+    return where, f"not valid YAML: {problem}" + (f" ({context})" if context else "")
 
 
 def problem_from_dict(data: Any, *, objective: str | None = None) -> Problem:
@@ -108,6 +118,8 @@ def _mapping(value: Any, where: str) -> Mapping:
 
 
 def _number(value: Any, where: str, *, positive: bool = False, minimum: float | None = None) -> float:
+    if value is None:
+        raise InvalidInputError(where, "is required")
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidInputError(where, "must be a positive number" if positive else "must be a number")
     if positive and value <= 0:
@@ -118,6 +130,8 @@ def _number(value: Any, where: str, *, positive: bool = False, minimum: float | 
 
 
 def _integer(value: Any, where: str, *, minimum: int = 0) -> int:
+    if value is None:
+        raise InvalidInputError(where, "is required")
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInputError(where, "must be an integer")
     if value < minimum:
@@ -144,6 +158,8 @@ def _job(raw: Any, where: str) -> Job:
     raw = _mapping(raw, where)
     _no_unknown(raw, _JOB_KEYS, where)
     name = raw.get("name")
+    if name is None:
+        raise InvalidInputError(f"{where}.name", "is required")
     if not isinstance(name, str) or not name:
         raise InvalidInputError(f"{where}.name", "must be a non-empty string")
     namespace = raw.get("namespace", "default")

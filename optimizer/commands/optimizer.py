@@ -28,8 +28,9 @@ def _bool_env(flag: str, default: bool) -> bool:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     def add(flag: str, default: object, help_text: str, **kw: object) -> None:
+        # the default is appended by faro's help formatter (optimizer/cli.py) unless help_text states it
         parser.add_argument(f"--{flag}", default=_env(flag, default), help=f"{help_text} (env FARO_"
-                            f"{flag.upper().replace('-', '_')}; default: %(default)s)", **kw)  # type: ignore[arg-type]
+                            f"{flag.upper().replace('-', '_')})", **kw)  # type: ignore[arg-type]
 
     add("kubeconfig", None, "kubeconfig file (default: in-cluster config, else ~/.kube/config)")
     add("namespace", None, "watch only this namespace (default: all namespaces)")
@@ -45,31 +46,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "up to q while resources are left)", type=float)
     add("hpa-tolerance", None, "HPA dead-band the plan accounts for (default 0.1 with --actuator hpa, else 0)",
         type=float)
-    add("cluster-cap", "", "optional cluster-wide cap, e.g. cpu=320,memory=1Ti,nvidia.com/gpu=8")
+    add("cluster-cap", "", "optional cluster-wide cap, e.g. cpu=320,memory=1Ti,nvidia.com/gpu=8 (default: no cap)")
     add("plan-ttl-s", 900.0, "plan valid_until = created + ttl", type=float)
     add("history-minutes", 60, "per-minute rate history asked from Prometheus each tick", type=int)
     add("history-backfill-minutes", 1440, "per-minute history asked once for a Deployment with none yet (start, "
         "leadership gain, newly annotated), so forecasts fit on past load, not only on the minutes since start; "
         "retried on later cycles if it fails; equal to --history-minutes turns it off", type=int)
     add("max-history-minutes", None, "per-Deployment history kept in memory for the forecaster (trimmed by up to an "
-        "hour when longer), >= --history-backfill-minutes and > --history-minutes (None = max(1440, "
+        "hour when longer), >= --history-backfill-minutes and > --history-minutes (default: max(1440, "
         "--history-backfill-minutes, --history-minutes + 60))", type=int)
     add("grpc-address", "0.0.0.0:50051", "plan gRPC API (faro.v1.PlanService + grpc.health.v1)")
     add("metrics-address", "0.0.0.0:8080", "plain HTTP: /metrics, /healthz, /readyz")
     parser.add_argument("--leader-elect", action=argparse.BooleanOptionalAction,
                         default=_bool_env("leader-elect", True),
                         help="elect one active replica on a coordination.k8s.io Lease (env FARO_LEADER_ELECT; "
-                        "default: %(default)s)")
+                        "default: on)")
     add("lease-name", "faro-optimizer", "Lease name")
-    add("lease-namespace", os.environ.get("POD_NAMESPACE", "faro-system"), "Lease namespace")
+    add("lease-namespace", os.environ.get("POD_NAMESPACE", "faro-system"),
+        "Lease namespace (default: $POD_NAMESPACE, else faro-system)")
     add("lease-duration-s", 15, "Lease duration", type=int)
     add("renew-deadline-s", 10, "leader gives up after failing to renew for this long", type=int)
     add("retry-period-s", 2, "Lease retry/renew period", type=int)
-    add("identity", os.environ.get("POD_NAME") or socket.gethostname(), "this replica's identity in the Lease")
+    add("identity", os.environ.get("POD_NAME") or socket.gethostname(),
+        "this replica's identity in the Lease (default: $POD_NAME, else the host name)")
     add("actuator", "hpa", "hpa = publish plans only; ray-serve also scales Ray Serve directly",
         choices=("hpa", "ray-serve"))
-    add("ray-dashboard-url", None, "Ray dashboard URL (ray-serve actuator)")
-    add("ray-token-file", None, "bearer token file for the Ray dashboard")
+    add("ray-dashboard-url", None, "Ray dashboard URL (required with --actuator ray-serve)")
+    add("ray-token-file", None, "bearer token file for the Ray dashboard (default: no token)")
     add("log-format", "text", "log format", choices=("text", "json"))
 
 
