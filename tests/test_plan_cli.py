@@ -94,3 +94,49 @@ def test_quotas_that_cannot_hold_the_minimums_plan_degraded(capsys, tmp_path):
     out = json.loads(capsys.readouterr().out)
     assert out["status"] == "degraded" and "scaled by" in out["message"]
     assert all(q["respected"] for q in out["quotas"])
+
+
+def test_the_table_separates_steady_state_latency_from_the_cold_start_step(capsys):
+    """A growing job's first step is served by the replicas it has now: shown apart, so a plan that fixes the
+    latency in steady state does not look broken because of the start-up minute."""
+    assert main(["plan", str(EXAMPLE), "--output", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    grown = [j for j in doc["jobs"] if j["replicas"] > j["current_replicas"]]
+    kept = [j for j in doc["jobs"] if j["replicas"] <= j["current_replicas"]]
+    assert grown and kept
+    for j in grown:
+        assert j["steady_latency_ms"] <= j["cold_start_latency_ms"]  # fewer replicas serve the first step
+        assert j["latency_ms"] == pytest.approx(max(j["steady_latency_ms"], j["cold_start_latency_ms"]))
+    for j in kept:
+        assert j["cold_start_latency_ms"] is None
+        assert j["latency_ms"] == pytest.approx(j["steady_latency_ms"])
+    assert main(["plan", str(EXAMPLE)]) == 0
+    table = capsys.readouterr().out
+    row = next(line for line in table.splitlines() if line.startswith(f"{grown[0]['namespace']}/{grown[0]['name']}"))
+    assert f"{grown[0]['current_replicas']} -> {grown[0]['replicas']}" in row
+    assert f"{grown[0]['steady_latency_ms']:.0f}ms" in row and f"{grown[0]['cold_start_latency_ms']:.0f}ms" in row
+
+
+def test_resources_are_kubernetes_quantities_in_the_table_and_numbers_with_units_in_json(capsys):
+    assert main(["plan", str(EXAMPLE), "--output", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    bert = next(j for j in doc["jobs"] if j["name"] == "bert")
+    n = bert["replicas"]
+    assert bert["resources"]["cpu"] == {"value": 1.5 * n, "unit": "cores", "quantity": f"{1500 * n}m"}
+    assert bert["resources"]["memory"] == {"value": 2 * n * 2**30, "unit": "bytes", "quantity": f"{2 * n}Gi"}
+    assert all({"value", "unit", "quantity"} == set(q["free_for_faro"]) for q in doc["quotas"])
+    assert main(["plan", str(EXAMPLE)]) == 0
+    table = capsys.readouterr().out
+    assert f"cpu={1500 * n}m, memory={2 * n}Gi" in table
+    assert "4294967296" not in table
+
+
+@pytest.mark.parametrize(("resource", "value", "text"), [
+    ("cpu", 0.5, "500m"), ("requests.cpu", 4.0, "4"), ("cpu", 0.0, "0"), ("memory", 2**32, "4Gi"),
+    ("limits.memory", 1536 * 2**20, "1536Mi"), ("memory", 1000.0, "1000"), ("nvidia.com/gpu", 2.0, "2"),
+    ("pods", 12.0, "12"), ("ephemeral-storage", 2**40, "1Ti"),
+])
+def test_quantities_are_written_the_way_kubectl_writes_them(resource, value, text):
+    from faro.optimizer.quantity import format_quantity
+
+    assert format_quantity(resource, value) == text

@@ -1,8 +1,9 @@
 """``faro plan PROBLEM``: solve one allocation problem file and print the plan.
 
-Called by the ``faro`` console script (``faro.optimizer.cli``). Prints a table (job, replicas,
-expected latency at the SLO percentile, utility, resources) and the quota usage, or JSON with
-``--output json``. Invalid files give one line naming the field and exit code 2 (via the CLI).
+Called by the ``faro`` console script (``faro.optimizer.cli``). Prints a table (job, replicas now and
+planned, steady-state latency at the SLO percentile, the latency while new replicas cold-start, utility,
+resources in Kubernetes units) and the quota usage, or JSON with ``--output json`` (numbers with their
+units). Invalid files give one line naming the field and exit code 2 (via the CLI).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="auto (default), greedy, dp, cvxpy or cobyla (the Faro artifact's method)",
     )
     parser.add_argument("--objective", choices=OBJECTIVES, default=None, help="override the file's objective")
-    parser.add_argument("--output", choices=OUTPUTS, default="table", help="table (default) or json")
+    parser.add_argument("-o", "--output", choices=OUTPUTS, default="table", help="table (default) or json")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,33 +53,67 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+def latency_split(problem: Any, result: Any) -> tuple[list[float], list[float | None]]:
+    """Per job: the steady-state latency (worst horizon step once every planned replica serves) and the
+    latency during cold start (the first ``cold_start_s`` of the horizon, served by the replicas running
+    now; None when the job does not grow). The solver's ``latency_ms`` is the worse of the two."""
+    import numpy as np
+    from faro.optimizer.model.latency import tail_latency_ms
+
+    steps = problem.model.cold_start_steps
+    steady: list[float] = []
+    cold: list[float | None] = []
+    for i, job in enumerate(problem.jobs):
+        x = int(result.replicas[i])
+        admit = float(result.admission[i]) if len(result.admission) else 1.0
+        rates = np.asarray(job.rate_rps, dtype=float) * admit
+        lat = tail_latency_ms(rates, job.processing_time_ms, x, percentile=job.slo.percentile,
+                              rho_max=problem.model.rho_max)
+        steady.append(float(lat.max()))
+        if x > job.current_replicas and steps > 0:
+            warm = tail_latency_ms(rates[:steps], job.processing_time_ms, job.current_replicas,
+                                   percentile=job.slo.percentile, rho_max=problem.model.rho_max)
+            cold.append(float(warm.max()))
+        else:
+            cold.append(None)
+    return steady, cold
+
+
 def plan_report(problem: Any, result: Any) -> dict[str, Any]:
     """The JSON document of ``--output json`` (also what the table is drawn from)."""
+    from faro.optimizer.quantity import quantity_json
+
     cons = problem.constraints()
     usage = cons.usage(result.replicas) if cons.matrix.shape[0] else []
     quotas = []
     for k, label in enumerate(cons.labels):
         free = float(cons.bound[k])
+        name, resource = label.split(":", 1)
         quotas.append({
-            "quota": label.split(":", 1)[0],
-            "resource": label.split(":", 1)[1],
-            "used_by_faro": float(usage[k]),
-            "free_for_faro": free,
+            "quota": name,
+            "resource": resource,
+            "used_by_faro": quantity_json(resource, float(usage[k])),
+            "free_for_faro": quantity_json(resource, free),
             "respected": bool(usage[k] <= free + 1e-9 * max(1.0, abs(free))),
         })
+    steady, cold = latency_split(problem, result) if result.ok else ([math.inf] * len(problem.jobs),
+                                                                     [None] * len(problem.jobs))
     jobs = []
     for i, job in enumerate(problem.jobs):
+        replicas = int(result.replicas[i])
         jobs.append({
             "name": job.name,
             "namespace": job.namespace,
-            "replicas": int(result.replicas[i]),
+            "replicas": replicas,
             "current_replicas": job.current_replicas,
             "latency_ms": _finite(float(result.latency_ms[i])),
+            "steady_latency_ms": _finite(steady[i]),
+            "cold_start_latency_ms": None if cold[i] is None else _finite(cold[i]),
             "slo_ms": job.slo.latency_ms,
             "percentile": job.slo.percentile,
             "utility": float(result.utility[i]),
             "admission": float(result.admission[i]) if len(result.admission) else 1.0,
-            "resources": {key: value * int(result.replicas[i]) for key, value in job.resources.items()},
+            "resources": {key: quantity_json(key, value * replicas) for key, value in job.resources.items()},
         })
     return {
         "objective": problem.objective,
@@ -89,15 +124,15 @@ def plan_report(problem: Any, result: Any) -> dict[str, Any]:
         "status": result.status,
         "solver": result.solver,
         "message": result.message,
+        "cold_start_s": problem.model.cold_start_s,
+        "step_s": problem.model.step_s,
         "jobs": jobs,
         "quotas": quotas,
     }
 
 
-def _quantity(resource: str, value: float) -> str:
-    if "memory" in resource or "storage" in resource:
-        return f"{value / 2**30:.3g}Gi"
-    return f"{value:.4g}"
+def _ms(value: float | None) -> str:
+    return "inf" if value is None else f"{value:.0f}ms"
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -111,26 +146,30 @@ def format_table(report: dict[str, Any]) -> str:
     lines = [head]
     if report["message"]:
         lines.append(f"note: {report['message']}")
-    rows = [("job", "replicas", "now", "latency", "slo", "utility", "resources")]
+    rows = [("job", "replicas", "latency", "while scaling up", "slo", "utility", "resources")]
     for j in report["jobs"]:
-        lat = "inf" if j["latency_ms"] is None else f"{j['latency_ms']:.0f}ms"
-        res = ", ".join(f"{k}={_quantity(k, v)}" for k, v in j["resources"].items())
+        move = str(j["replicas"]) if j["replicas"] == j["current_replicas"] else \
+            f"{j['current_replicas']} -> {j['replicas']}"
+        cold = "-" if j["cold_start_latency_ms"] is None and j["steady_latency_ms"] is not None else \
+            _ms(j["cold_start_latency_ms"])
+        res = ", ".join(f"{k}={v['quantity']}" for k, v in j["resources"].items())
         util = f"{j['utility']:.3f}" + (f" (admit {j['admission']:.0%})" if j["admission"] < 1 else "")
         rows.append((
-            f"{j['namespace']}/{j['name']}", str(j["replicas"]), str(j["current_replicas"]), lat,
+            f"{j['namespace']}/{j['name']}", move, _ms(j["steady_latency_ms"]), cold,
             f"p{j['percentile']:g}<={j['slo_ms']:g}ms", util, res,
         ))
     lines += _columns(rows)
-    lines.append("(latency: the worst horizon step; a growing job serves its first cold-start step with the "
-                 "replicas it has now; utility: mean over the steps)")
+    window_s = math.ceil(report["cold_start_s"] / report["step_s"]) * report["step_s"]
+    lines.append(f"(latency at the SLO percentile: the worst forecast step once every planned replica serves; "
+                 f"while scaling up: the first {window_s:g} s, when new replicas are still starting "
+                 f"({report['cold_start_s']:g} s) and the ones running now serve the load; utility: mean over the "
+                 "steps)")
     if report["quotas"]:
         lines.append("")
         qrows = [("quota", "resource", "faro uses", "free for faro", "ok")]
         for q in report["quotas"]:
-            qrows.append((
-                q["quota"], q["resource"], _quantity(q["resource"], q["used_by_faro"]),
-                _quantity(q["resource"], q["free_for_faro"]), "yes" if q["respected"] else "NO",
-            ))
+            qrows.append((q["quota"], q["resource"], q["used_by_faro"]["quantity"], q["free_for_faro"]["quantity"],
+                          "yes" if q["respected"] else "NO"))
         lines += _columns(qrows)
     return "\n".join(lines) + "\n"
 
