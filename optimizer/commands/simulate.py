@@ -34,10 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--discipline", choices=("artifact", "mgc"), default="artifact",
                         help="queue discipline: artifact round-robin (default) or central M/G/c")
     parser.add_argument("--minutes", type=int, help="replay only the first N minutes")
-    parser.add_argument("--plot-policy", help="policy whose replicas/latency timeline is plotted (default: best)")
+    parser.add_argument("--plot-policy", help="policy whose load/replicas/latency timeline is plotted (default: the "
+                        "one with the fewest violations that a cluster can run, i.e. not the oracle)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes (default 2)")
     parser.add_argument("--capacity-search", action="store_true",
-                        help="find the smallest CPU cap meeting --target-violation (bisection)")
+                        help="find the smallest CPU cap meeting --target-violation for the first of --policies "
+                        "(bisection); writes capacity-search.json and capacity-search.png")
     parser.add_argument("--target-violation", type=float, default=0.01, help="for --capacity-search (default 0.01)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -162,17 +164,24 @@ def run(args: argparse.Namespace) -> int:
     doc = {"policies": rows, **meta, "wall_s": time.perf_counter() - started}
     (out_dir / "results.json").write_text(json.dumps(doc, indent=2, allow_nan=True))
 
-    from faro.optimizer.sim.report import plot_policies, plot_timeline, table
+    from faro.optimizer.sim.report import TABLE_LEGEND, best_deployable, plot_policies, plot_timeline, table
 
     print(table(rows))
+    print(TABLE_LEGEND)
     ok = {k: v for k, v in rows.items() if "error" not in v}
+    written = [out_dir / "results.json"]
+    for old in [out_dir / "policies.png", *out_dir.glob("timeline-*.png")]:
+        old.unlink(missing_ok=True)  # a previous run's plots must not sit beside these results
     if ok:
-        plot_policies(rows, out_dir / "policies.png", title=f"{meta['jobs']} jobs, {args.cpus:g} CPUs")
-        chosen = args.plot_policy or min(ok, key=lambda k: ok[k]["slo_violation"])
+        plot_policies(rows, out_dir / "policies.png", title=f"{meta['jobs']} jobs, {args.cpus:g} CPUs",
+                      jobs=meta["jobs"])
+        written.append(out_dir / "policies.png")
+        chosen = args.plot_policy or best_deployable(ok)
         for r in results:
             if r["policy"] == chosen and r["result"] is not None:
                 plot_timeline(r["result"], out_dir / f"timeline-{chosen}.png")
-    print(f"wrote {out_dir}/results.json and plots ({time.perf_counter() - started:.1f} s)", file=sys.stderr)
+                written.append(out_dir / f"timeline-{chosen}.png")
+    print(f"wrote {', '.join(map(str, written))} ({time.perf_counter() - started:.1f} s)", file=sys.stderr)
     return 0 if len(ok) == len(rows) else 1
 
 
@@ -215,6 +224,13 @@ def _capacity_search(
                             "trials": {str(k): v for k, v in sorted(trials.items())}},
         **meta,
     }
-    (out_dir / "results.json").write_text(json.dumps(doc, indent=2))
+    # its own files: results.json keeps the policy comparison's schema
+    from faro.optimizer.sim.report import plot_capacity
+
+    json_path, png_path = out_dir / "capacity-search.json", out_dir / "capacity-search.png"
+    json_path.write_text(json.dumps(doc, indent=2))
+    plot_capacity({k: float(v["slo_violation"]) for k, v in trials.items()}, png_path, policy=policy,
+                  target=args.target_violation, chosen=hi)
     print(f"smallest CPU cap for {policy} with SLO violations <= {100 * args.target_violation:g}%: {hi}")
+    print(f"wrote {json_path}, {png_path}", file=sys.stderr)
     return 0
