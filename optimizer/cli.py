@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "forecast": ("faro.optimizer.commands.forecast", "backtest load forecasters on a trace"),
     "optimizer": ("faro.optimizer.commands.optimizer", "run the live optimizer (control loop + plan gRPC API)"),
     "adapter": ("faro.adapter.cli", "serve plans as external.metrics.k8s.io and a KEDA external scaler"),
+    "status": ("faro.optimizer.commands.status", "show the live optimizer's plan (like kubectl get hpa) or explain "
+               "one Deployment's replica count"),
 }
 
 

@@ -96,6 +96,13 @@ class Target:
     observed_latency_ms: float = 0.0
     stale: bool = False  # observations not fresh: planned from the last good ones, observations_age_s old
     observations_age_s: float = 0.0
+    # Why this count, added by the live loop for `faro status` (optimizer/service/explain.py); 0/"" = unknown.
+    ready_replicas: int = 0
+    forecast_quantile: float = 0.0
+    latency_one_fewer_ms: float = 0.0  # steady-state, at forecast_rps, with desired - 1 / desired / desired + 1
+    steady_latency_ms: float = 0.0
+    latency_one_more_ms: float = 0.0
+    binding_quota: str = ""  # what stops one more replica ("" = it would fit)
 
 
 @dataclass(frozen=True)

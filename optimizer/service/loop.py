@@ -26,6 +26,7 @@ from faro.optimizer.kube.state import DeploymentInfo, KubeSnapshot
 from faro.optimizer.policy.base import Plan, Target
 from faro.optimizer.service.actuator import Actuator, DeploymentAware
 from faro.optimizer.service.config import ServiceConfig
+from faro.optimizer.service.explain import explain_targets
 from faro.optimizer.service.plans import PlanStore, PublishedPlan
 from faro.optimizer.service.telemetry import Telemetry
 from faro.optimizer.service.view import Cycle, Observed, _demand, build_cycle, is_metrics, parse_all, refs_for
@@ -252,6 +253,8 @@ class ControlLoop:
                 slo_latency_ms=settings.slo_latency_ms if settings else 0.0,
                 slo_percentile=settings.slo_percentile if settings else 0.0,
             ))
+        targets = explain_targets(targets, cycle, model=getattr(self.policy, "model", None),
+                                  quantile=getattr(self._state, "quantile", None))
         targets.sort(key=lambda t: (t.namespace, t.name))
         generation = max(self.store.generation + 1, int(now_s * 1000))  # monotonic across leader changes
         published = PublishedPlan(

@@ -46,7 +46,7 @@ class Plan(_message.Message):
     def __init__(self, generation: _Optional[int] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., policy: _Optional[str] = ..., objective: _Optional[str] = ..., objective_value: _Optional[float] = ..., solve_ms: _Optional[float] = ..., kind: _Optional[str] = ..., leader: _Optional[str] = ..., solver_status: _Optional[str] = ...) -> None: ...
 
 class Target(_message.Message):
-    __slots__ = ("namespace", "deployment", "desired_replicas", "current_replicas", "forecast_rps", "expected_latency_ms", "expected_utility", "held_reason", "slo_latency_ms", "slo_percentile", "observed_latency_ms", "stale", "observations_age_s", "admission")
+    __slots__ = ("namespace", "deployment", "desired_replicas", "current_replicas", "forecast_rps", "expected_latency_ms", "expected_utility", "held_reason", "slo_latency_ms", "slo_percentile", "observed_latency_ms", "stale", "observations_age_s", "admission", "ready_replicas", "forecast_quantile", "latency_one_fewer_ms", "steady_latency_ms", "latency_one_more_ms", "binding_quota")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     DESIRED_REPLICAS_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,12 @@ class Target(_message.Message):
     STALE_FIELD_NUMBER: _ClassVar[int]
     OBSERVATIONS_AGE_S_FIELD_NUMBER: _ClassVar[int]
     ADMISSION_FIELD_NUMBER: _ClassVar[int]
+    READY_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    FORECAST_QUANTILE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_ONE_FEWER_MS_FIELD_NUMBER: _ClassVar[int]
+    STEADY_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_ONE_MORE_MS_FIELD_NUMBER: _ClassVar[int]
+    BINDING_QUOTA_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     deployment: str
     desired_replicas: int
@@ -75,7 +81,13 @@ class Target(_message.Message):
     stale: bool
     observations_age_s: float
     admission: float
-    def __init__(self, namespace: _Optional[str] = ..., deployment: _Optional[str] = ..., desired_replicas: _Optional[int] = ..., current_replicas: _Optional[int] = ..., forecast_rps: _Optional[float] = ..., expected_latency_ms: _Optional[float] = ..., expected_utility: _Optional[float] = ..., held_reason: _Optional[str] = ..., slo_latency_ms: _Optional[float] = ..., slo_percentile: _Optional[float] = ..., observed_latency_ms: _Optional[float] = ..., stale: _Optional[bool] = ..., observations_age_s: _Optional[float] = ..., admission: _Optional[float] = ...) -> None: ...
+    ready_replicas: int
+    forecast_quantile: float
+    latency_one_fewer_ms: float
+    steady_latency_ms: float
+    latency_one_more_ms: float
+    binding_quota: str
+    def __init__(self, namespace: _Optional[str] = ..., deployment: _Optional[str] = ..., desired_replicas: _Optional[int] = ..., current_replicas: _Optional[int] = ..., forecast_rps: _Optional[float] = ..., expected_latency_ms: _Optional[float] = ..., expected_utility: _Optional[float] = ..., held_reason: _Optional[str] = ..., slo_latency_ms: _Optional[float] = ..., slo_percentile: _Optional[float] = ..., observed_latency_ms: _Optional[float] = ..., stale: _Optional[bool] = ..., observations_age_s: _Optional[float] = ..., admission: _Optional[float] = ..., ready_replicas: _Optional[int] = ..., forecast_quantile: _Optional[float] = ..., latency_one_fewer_ms: _Optional[float] = ..., steady_latency_ms: _Optional[float] = ..., latency_one_more_ms: _Optional[float] = ..., binding_quota: _Optional[str] = ...) -> None: ...
 
 class SolveJob(_message.Message):
     __slots__ = ("name", "namespace", "slo_latency_ms", "slo_percentile", "processing_time_ms", "rate_rps", "resources", "weight", "min_replicas", "max_replicas", "current_replicas")
