@@ -1,0 +1,423 @@
+"""Benchmark tables in the docs, generated from ``bench/results/*.json`` so they cannot go stale.
+
+Each table sits in a ``docs/*.md`` file between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` markers
+and is rewritten from the JSON the bench scripts write. The bench scripts call ``update()`` after writing
+their JSON; ``tests/test_docs.py`` runs ``check()``, so a table edited by hand or left behind a rerun fails CI.
+
+    python bench/docs_tables.py            # rewrite every table
+    python bench/docs_tables.py --check    # exit 1 and name the stale tables
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+DOCS = ROOT / "docs"
+MARKER = re.compile(r"(<!-- bench:(?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(<!-- /bench:(?P=name) -->)", re.S)
+
+
+def _load(name: str) -> dict[str, Any]:
+    return json.loads((RESULTS / name).read_text())
+
+
+def _table(header: list[str], rows: list[list[str]], *, right: int = 1) -> str:
+    """A Markdown table; columns from ``right`` on are right-aligned."""
+    align = ["---" if i < right else "---:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _n(x: float, digits: int = 3) -> str:
+    """Thousands separators and ``digits`` significant digits, plain decimals (no 1e3)."""
+    if x == 0:
+        return "0"
+    from math import floor, log10
+
+    decimals = max(0, digits - 1 - floor(log10(abs(x))))
+    return f"{x:,.{decimals}f}"
+
+
+def _pct(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def _load_avg(values: Any) -> str:
+    return f"{values[0]:.1f}" if isinstance(values, list) and values else "?"
+
+
+def _source(file: str, command: str, extra: str = "") -> str:
+    return f"\n\n_From `bench/results/{file}` (`{command}`{'; ' + extra if extra else ''})._"
+
+
+# --------------------------------------------------------------------------------------------- solver
+OBJECTIVES = ("sum", "fair", "fairsum", "penaltysum", "penaltyfairsum")
+SOLVERS = ("auto", "greedy", "dp", "cvxpy", "cobyla")
+
+
+def solver_paper() -> str:
+    doc = _load("solver.json")
+    rows = [r for r in doc["rows"] if r.get("shape", "paper") == "paper" and r["solver"] != "greedy"]
+    rows.sort(key=lambda r: (OBJECTIVES.index(r["objective"]), r["n"], SOLVERS.index(r["solver"])))
+    out = []
+    for r in rows:
+        gap = "–" if r["max_gap"] is None else ("0 (proven)" if r["max_gap"] == 0 else _pct(r["max_gap"], 4))
+        beats = {True: "yes", False: "no", None: "–"}[r.get("beats_cobyla")]
+        out.append(
+            [
+                r["objective"],
+                f"{r['n']:,}",
+                r["solver"],
+                _n(r["median_ms"]),
+                _n(r["max_ms"]),
+                _n(r["mean_objective"], 5),
+                gap,
+                beats,
+                _n(r["peak_mib"], 2),
+                "yes" if r["quota_respected"] else "**no**",
+            ]
+        )
+    header = [
+        "objective",
+        "jobs",
+        "solver",
+        "median ms",
+        "max ms",
+        "mean objective",
+        "max certified gap",
+        "≥ COBYLA",
+        "peak MiB",
+        "quotas kept",
+    ]
+    commands = "`, `".join(doc.get("commands", [doc.get("command", "python bench/solver.py")]))
+    return _table(header, out, right=3) + f"\n\n_From `bench/results/solver.json` (`{commands}`)._"
+
+
+def solver_cluster() -> str:
+    doc = _load("solver.json")
+    rows = [r for r in doc["rows"] if r.get("shape") == "cluster" and r["solver"] == "auto"]
+    sizes = sorted({r["n"] for r in rows})
+    by = {(r["objective"], r["n"]): r for r in rows}
+    out = []
+    for obj in OBJECTIVES:
+        cells = [by.get((obj, n)) for n in sizes]
+        if not any(cells):
+            continue
+        out.append(
+            [
+                obj,
+                *[
+                    (
+                        "–"
+                        if c is None
+                        else f"{_n(c['median_ms'])} ({_pct(c['max_gap'], 4) if c['max_gap'] else 'gap 0'})"
+                    )
+                    for c in cells
+                ],
+            ]
+        )
+    return _table(["objective", *[f"{n:,} jobs: median ms (max gap)" for n in sizes]], out) + _source(
+        "solver.json", "python bench/solver.py --shape cluster …", "solver auto"
+    )
+
+
+# --------------------------------------------------------------------------------------------- forecast
+def forecast_accuracy() -> str:
+    doc = _load("forecast.json")["accuracy"]
+    best = min(doc, key=lambda m: doc[m]["pinball_0.9"])
+    out = []
+    for model, r in doc.items():
+        p9 = _n(r["pinball_0.9"], 3)
+        out.append(
+            [
+                model,
+                _n(r["pinball_0.5"], 3),
+                _n(r["pinball_0.6"], 3),
+                f"**{p9}**" if model == best else p9,
+                f"{r['coverage_0.9']:.3f}",
+            ]
+        )
+    return _table(["model", "pinball@0.5", "pinball@0.6", "pinball@0.9", "coverage of q0.9"], out) + _source(
+        "forecast.json", "python bench/forecast.py", "fit on days 1–10, rolling origin over day 11"
+    )
+
+
+def forecast_speed() -> str:
+    doc = _load("forecast.json")
+    jobs = max(r["jobs"] for r in doc["speed"])
+    out = []
+    for r in (r for r in doc["speed"] if r["jobs"] == jobs):
+        out.append(
+            [
+                r["model"],
+                f"{r['fit_s']:.2f} s",
+                f"{r['refit_s']:.2f} s",
+                f"{1000 * r['update_forecast_s']:.1f} ms",
+                f"{1000 * r['per_cycle_s']:.0f} ms",
+                f"{1000 * r['worst_hourly_cycle_s']:.0f} ms",
+                f"{1000 * r['worst_daily_cycle_s']:.0f} ms",
+            ]
+        )
+    return _table(
+        [
+            f"{jobs:,} jobs",
+            "fit",
+            "refit",
+            "update + forecast",
+            "per cycle (amortised)",
+            "worst hourly cycle",
+            "worst daily cycle",
+        ],
+        out,
+    ) + _source(
+        "forecast.json", "python bench/forecast.py", f"load average {_load_avg(doc['machine'].get('load_avg'))}"
+    )
+
+
+def forecast_history() -> str:
+    doc = _load("forecast_history.json")
+    out = [[r["model"], f"{r['history_minutes']:,}", _n(r["pinball"], 3), f"{r['coverage']:.3f}"] for r in doc["rows"]]
+    return _table(
+        ["model", "past minutes before day 11", f"pinball@{doc['quantile']:g}", f"coverage of q{doc['quantile']:g}"],
+        out,
+    ) + _source(
+        "forecast_history.json",
+        "python bench/forecast_history.py",
+        f"{doc['horizon']}-minute forecasts every {doc['stride_min']} minutes of day 11",
+    )
+
+
+# --------------------------------------------------------------------------------------------- simulator
+def simulate_policies() -> str:
+    doc = _load("simulate.json")
+    rows = doc["table"]["rows"]
+    caps = sorted({int(r["cpus"]) for r in rows})
+    by = {(r["policy"], int(r["cpus"])): r for r in rows}
+    order = sorted({r["policy"] for r in rows}, key=lambda p: by.get((p, 32), by[(p, caps[0])])["slo_violation"])
+    fidelity = doc.get("fidelity", {})
+    art_caps = sorted(int(c) for c in fidelity)
+    out = []
+    for p in order:
+        cells = [
+            ("–" if (p, c) not in by else f"{_pct(by[(p, c)]['slo_violation'])} / {by[(p, c)]['lost_utility']:.3f}")
+            for c in caps
+        ]
+        for c in art_caps:
+            a = fidelity[str(c)]["policies"].get(p)
+            cells.append(
+                "–" if a is None else f"{100 * a['artifact_violation']:.1f}% / {a['artifact_lost_utility']:.2f}"
+            )
+        out.append([p, *cells])
+    header = ["policy", *[f"{c} CPUs" for c in caps], *[f"artifact sim, {c} CPUs" for c in art_caps]]
+    return _table(header, out) + _source(
+        "simulate.json",
+        "python bench/simulate.py --sections table",
+        f"SLO violation rate / lost utility, {doc['table']['minutes']} min, seed 0, bundled history; the artifact "
+        "columns are the Faro artifact simulator's published numbers",
+    )
+
+
+def simulate_fidelity() -> str:
+    doc = _load("simulate.json")["fidelity"]
+    out = []
+    for cap, f in sorted(doc.items(), key=lambda kv: int(kv[0])):
+        ratios = [p["lost_utility_ratio"] for p in f["policies"].values()]
+        out.append(
+            [
+                cap,
+                "yes" if f["groups_rank_as_artifact"] else "no",
+                f"{min(ratios):.2f}–{max(ratios):.2f}",
+                "yes" if f["all_lost_utility_within_25pct"] else "no",
+                f"{f['best_faro_vs_oracle']:.2f}×",
+                f"{f['best_faro_vs_best_baseline']:.2f}×",
+            ]
+        )
+    return _table(
+        [
+            "CPUs",
+            "groups rank as the artifact's",
+            "lost utility / artifact's",
+            "all within 25%",
+            "best Faro / oracle (violations)",
+            "best baseline / best Faro (violations)",
+        ],
+        out,
+    ) + _source("simulate.json", "python bench/simulate.py --sections table")
+
+
+def simulate_speed() -> str:
+    doc = _load("simulate.json")
+    s, h = doc["static"], doc["hundred_jobs"]
+    out = [
+        [
+            f"static replicas ({s['replicas_per_job']} per job, {s['cpus']} CPUs, {s['minutes']} min), "
+            "artifact discipline",
+            f"{s['artifact']['requests']:,}",
+            f"{s['artifact']['wall_s']:.2f} s",
+            f"**{s['artifact']['requests_per_s'] / 1e6:.2f} M req/s**",
+            _load_avg(s.get("load_avg_before")),
+        ],
+        [
+            "same, M/G/c discipline",
+            f"{s['mgc']['requests']:,}",
+            f"{s['mgc']['wall_s']:.2f} s",
+            f"{s['mgc']['requests_per_s'] / 1e3:.0f} k req/s",
+            _load_avg(s.get("load_avg_before")),
+        ],
+        [
+            f"{h['jobs']} jobs, {h['cpus']} CPUs, {h['policy']} (`simulate()` only)",
+            f"{h['requests']:,.0f}",
+            f"{h['wall_s']:.0f} s",
+            f"peak RSS {h['peak_rss_mib'] / 1024:.2f} GiB, {_pct(h['slo_violation'])} violations",
+            _load_avg(h.get("load_avg_before")),
+        ],
+    ]
+    for cap, c in sorted(doc["table"]["per_cap"].items(), key=lambda kv: int(kv[0])):
+        out.append(
+            [
+                f"policy table at {cap} CPUs: every policy, {c['workers']} processes",
+                "–",
+                f"{c['wall_s']:.0f} s",
+                "–",
+                _load_avg(c.get("load_avg_before")),
+            ]
+        )
+    return _table(["run", "requests", "wall", "result", "load average"], out) + _source(
+        "simulate.json", "python bench/simulate.py --sections static,table,hundred"
+    )
+
+
+# --------------------------------------------------------------------------------------------- loop, adapter
+def loop_cycles() -> str:
+    doc = _load("loop.json")
+    parts = None
+    out = []
+    for r in doc["rows"]:
+        parts = [k for k in r["first_cycle_s"] if k != "cycle"]
+        for label, key in (
+            ("first", "first_cycle_s"),
+            ("steady (median)", "steady_cycle_s"),
+            ("slowest", "max_cycle_s"),
+        ):
+            cells = [f"{r[key][k]:.3f} s" for k in parts]
+            out.append(
+                [
+                    f"{r['deployments']:,}",
+                    label,
+                    *cells,
+                    f"**{r[key]['cycle']:.2f} s**" if label != "first" else f"{r[key]['cycle']:.2f} s",
+                ]
+            )
+    return _table(["Deployments", "cycle", *(parts or []), "total"], out, right=2) + _source(
+        "loop.json",
+        doc.get("command", "python bench/loop.py"),
+        f"{doc['settings']['cycles']} long-horizon cycles after the first, {doc['settings']['history_min']:,} "
+        f"minutes of history, load average {_load_avg(doc.get('load_avg'))}",
+    )
+
+
+def loop_prometheus() -> str:
+    doc = _load("loop.json")["prometheus_source"]
+    out = [
+        [label, f"{doc[k]['http_queries']:,}", f"{doc[k]['seconds']:.1f} s", f"{doc[k]['observed']:,}"]
+        for label, k in (
+            ("batched (one query per quantity)", "batched"),
+            ("one Deployment at a time", "per_deployment"),
+        )
+    ]
+    return _table(
+        [f"{doc['deployments']:,} Deployments, one observe()", "HTTP queries", "time", "observed"], out
+    ) + _source("loop.json", "python bench/loop.py --prometheus 1000", "a real Prometheus on this machine")
+
+
+def adapter() -> str:
+    doc = _load("adapter.json")
+    out = [
+        [
+            f"{r['concurrency']}",
+            f"{r['rps']:,.0f}",
+            f"{r['p50_ms']:.1f}",
+            f"{r['p90_ms']:.1f}",
+            f"{r['p99_ms']:.1f}",
+            f"{r['server_cpu_ms_per_req']:.2f}",
+            f"{r['rps_per_server_core']:,.0f}",
+            str(r["errors"]),
+        ]
+        for r in doc["rows"]
+    ]
+    return _table(
+        ["concurrency", "req/s", "p50 ms", "p90 ms", "p99 ms", "server CPU ms/req", "req/s per core", "errors"], out
+    ) + _source(
+        "adapter.json",
+        doc.get("command", "python bench/adapter.py").strip(),
+        f"{doc['deployments']:,}-Deployment plan, {doc['auth']}, {doc['tls']}, adapter on {doc['server_cores']} core, "
+        f"{doc['duration_s']:g} s per level, load average {doc.get('load_average_1m', 0):.1f}",
+    )
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    "solver-paper": solver_paper,
+    "solver-cluster": solver_cluster,
+    "forecast-accuracy": forecast_accuracy,
+    "forecast-speed": forecast_speed,
+    "forecast-history": forecast_history,
+    "simulate-policies": simulate_policies,
+    "simulate-fidelity": simulate_fidelity,
+    "simulate-speed": simulate_speed,
+    "loop-cycles": loop_cycles,
+    "loop-prometheus": loop_prometheus,
+    "adapter": adapter,
+}
+
+
+def _render(text: str, *, where: str) -> tuple[str, list[str]]:
+    """``text`` with every marked table regenerated, and the names found."""
+    found: list[str] = []
+
+    def replace(m: re.Match[str]) -> str:
+        name = m.group("name")
+        if name not in TABLES:
+            raise SystemExit(f"{where}: unknown table <!-- bench:{name} --> (known: {', '.join(TABLES)})")
+        found.append(name)
+        return m.group(1) + TABLES[name]() + "\n" + m.group(4)
+
+    return MARKER.sub(replace, text), found
+
+
+def update(*, check: bool = False, docs: Path = DOCS) -> list[str]:
+    """Rewrite (or with ``check`` only compare) every marked table; returns the stale ones as ``file:name``."""
+    stale = []
+    for path in sorted(docs.glob("*.md")):
+        text = path.read_text()
+        new, found = _render(text, where=str(path))
+        if new != text:
+            old_bodies = {m.group("name"): m.group("body") for m in MARKER.finditer(text)}
+            new_bodies = {m.group("name"): m.group("body") for m in MARKER.finditer(new)}
+            stale += [f"{path.relative_to(ROOT)}:{n}" for n in found if old_bodies.get(n) != new_bodies.get(n)]
+            if not check:
+                path.write_text(new)
+    return stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only report stale tables (exit 1 if any)")
+    args = parser.parse_args(argv)
+    stale = update(check=args.check)
+    if args.check and stale:
+        print("stale benchmark tables (run python bench/docs_tables.py): " + ", ".join(stale), file=sys.stderr)
+        return 1
+    print(("rewrote " if stale else "up to date: ") + (", ".join(stale) or "every table"), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
