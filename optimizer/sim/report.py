@@ -225,8 +225,9 @@ def plot_capacity(trials: Mapping[int, float], path: Path, *, policy: str, targe
     fig, ax = plt.subplots(figsize=(9, 4.8))
     ax.plot(cpus, shown, "o-", color="tab:blue", label=f"{policy}: SLO violations")
     for k, (c, v, y) in enumerate(zip(cpus, values, shown, strict=True)):
+        # alternate above-right and below-left: neighbouring caps of a bisection are often 1 CPU apart
         ax.annotate(f"{v:.2f}%" if v > 0 else "0%", (c, y), textcoords="offset points",
-                    xytext=(0, 8 if k % 2 == 0 else -14), ha="center", fontsize=8)
+                    xytext=(5, 6) if k % 2 == 0 else (-5, -13), ha="left" if k % 2 == 0 else "right", fontsize=8)
     ax.axhline(100 * target, color="tab:red", ls="--", lw=1, label=f"target {100 * target:g}%")
     ax.axvline(chosen, color="tab:green", lw=1.5, label=f"smallest cap meeting it: {chosen} CPUs")
     ax.set_yscale("log")
