@@ -18,10 +18,13 @@ def _sched(run):
     return [(r.start_us, r.duration_us, list(r.scheduled), list(r.preempted)) for r in run.records]
 
 
-def test_chunked_prefill_and_max_num_seqs_follow_the_hand_computed_schedule():
+@pytest.mark.parametrize("reference", [False, True], ids=["lazy-decoders", "request-by-request"])
+def test_chunked_prefill_and_max_num_seqs_follow_the_hand_computed_schedule(reference):
     # 4 blocks of 4 tokens, at most 2 running requests, 6 tokens per step. A=0, B=1 arrive at 0; C=2 at 5 ms.
     profile = EngineProfile(**HAND, kv_cache_tokens=16, max_num_seqs=2, max_num_batched_tokens=6)
-    run = simulate_replica(profile, [0.0, 0.0, 0.005], [5, 3, 2], [3, 4, 2], skip=False, record_steps=True)
+    run = simulate_replica(
+        profile, [0.0, 0.0, 0.005], [5, 3, 2], [3, 4, 2], skip=False, reference=reference, record_steps=True
+    )
     assert _sched(run) == [
         # A's whole prompt (5) and a 1-token chunk of B's fill the budget: 10 + 0.1·6 = 10.6 ms
         (0, 10_600, [(0, 5), (1, 1)], []),
@@ -40,10 +43,11 @@ def test_chunked_prefill_and_max_num_seqs_follow_the_hand_computed_schedule():
     assert gaps == {11.2: 2, 12.0: 4}  # A: 11.2, 12; B: 12, 11.2, 12; C: 12
 
 
-def test_kv_exhaustion_preempts_the_latest_running_request_and_blocks_admission():
+@pytest.mark.parametrize("reference", [False, True], ids=["lazy-decoders", "request-by-request"])
+def test_kv_exhaustion_preempts_the_latest_running_request_and_blocks_admission(reference):
     # 3 blocks of 4 tokens. A (prompt 4, 5 out) and B (prompt 3, 3 out) both arrive at 0.
     profile = EngineProfile(**HAND, kv_cache_tokens=12, max_num_seqs=4, max_num_batched_tokens=8)
-    run = simulate_replica(profile, [0.0, 0.0], [4, 3], [5, 3], skip=False, record_steps=True)
+    run = simulate_replica(profile, [0.0, 0.0], [4, 3], [5, 3], skip=False, reference=reference, record_steps=True)
     assert _sched(run) == [
         (0, 10_700, [(0, 4), (1, 3)], []),  # both prefilled (1 block each), both emit their first token
         (10_700, 12_000, [(0, 1), (1, 1)], []),  # A's 5th token takes the last free block
@@ -88,18 +92,22 @@ def _itl_histogram(run) -> Counter:
         pytest.param(6e-5, 6_000, id="kv-bound-with-preemptions"),
     ],
 )
-def test_jumping_decode_stretches_equals_stepping_one_at_a_time(context_ms, kv_tokens):
+def test_jumps_and_lazy_decoders_equal_vllms_loop_step_by_step_request_by_request(context_ms, kv_tokens):
     profile, arrivals, prompt, output = _random_case(3, context_ms=context_ms, kv_tokens=kv_tokens)
-    fast = simulate_replica(profile, arrivals, prompt, output, skip=True)
-    slow = simulate_replica(profile, arrivals, prompt, output, skip=False)
-    assert fast.steps == slow.steps
-    np.testing.assert_array_equal(fast.ttft_ms, slow.ttft_ms)
-    np.testing.assert_array_equal(fast.finish_s, slow.finish_s)
-    np.testing.assert_array_equal(fast.preemptions, slow.preemptions)
-    assert _itl_histogram(fast) == _itl_histogram(slow)
-    assert fast.kv_peak_blocks == slow.kv_peak_blocks
+    reference = simulate_replica(profile, arrivals, prompt, output, reference=True)
+    for run in (
+        simulate_replica(profile, arrivals, prompt, output, skip=False),
+        simulate_replica(profile, arrivals, prompt, output, skip=True),
+    ):
+        assert run.steps == reference.steps
+        np.testing.assert_array_equal(run.ttft_ms, reference.ttft_ms)
+        np.testing.assert_array_equal(run.finish_s, reference.finish_s)
+        np.testing.assert_array_equal(run.tpot_ms, reference.tpot_ms)
+        np.testing.assert_array_equal(run.preemptions, reference.preemptions)
+        assert _itl_histogram(run) == _itl_histogram(reference)
+        assert run.kv_peak_blocks == reference.kv_peak_blocks
     if kv_tokens < 10_000:
-        assert slow.preemptions.sum() > 0  # the case exercises preemption
+        assert reference.preemptions.sum() > 0  # the case exercises preemption
 
 
 def test_every_request_emits_exactly_its_output_tokens():

@@ -166,7 +166,9 @@ class LLMObservation:
     Latencies are at the SLO percentile; ``kv_cache_usage`` is the mean fraction (0–1) of KV blocks in
     use across ready replicas; ``num_waiting``/``num_running`` are totals over the job's replicas
     (vLLM's ``vllm:num_requests_waiting`` / ``vllm:num_requests_running``); ``token_mix`` holds
-    recent requests' prompt/output lengths.
+    recent requests' prompt/output lengths. ``replica_kv_cache_usage``/``replica_num_waiting`` hold, per
+    ready replica, the largest KV use (0–1) and waiting count over the window (what llm-d's WVA reads
+    with ``max_over_time(...[1m])``); empty = not measured.
     """
 
     ttft_ms: float | None = None
@@ -175,3 +177,5 @@ class LLMObservation:
     num_waiting: float | None = None
     num_running: float | None = None
     token_mix: TokenMix | None = None
+    replica_kv_cache_usage: tuple[float, ...] = ()
+    replica_num_waiting: tuple[float, ...] = ()

@@ -1,6 +1,7 @@
 """The one registry of scaling policies by name. Called by the simulator (``faro simulate``) and the
 live controller: ``make_policy(name, **options)`` builds a policy whose options are validated in its
-constructor; ``POLICY_NAMES`` lists every name in the order reports show them."""
+constructor; ``POLICY_NAMES`` lists every name in the order reports show them. ``LLM_POLICY_NAMES``
+are the policies for LLM jobs (``JobSpec.llm``), run by ``faro simulate --workload llm``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from faro.optimizer.policy.aiad import AIADPolicy
 from faro.optimizer.policy.fairshare import FairSharePolicy
 from faro.optimizer.policy.faro import FaroPolicy, OraclePolicy
 from faro.optimizer.policy.hpa_cpu import HPACPUPolicy
+from faro.optimizer.policy.llm_fairshare import LLMFairSharePolicy
+from faro.optimizer.policy.llm_keda import KEDAWaitingPolicy
+from faro.optimizer.policy.llm_kpa import KnativeKPAPolicy
+from faro.optimizer.policy.llm_wva import WVAPolicy
 from faro.optimizer.policy.mark import MArkPolicy
 from faro.optimizer.policy.oneshot import OneshotPolicy
 
@@ -29,8 +34,17 @@ _FACTORIES: dict[str, Callable[..., Any]] = {
     "oracle": OraclePolicy,
 }
 
+# Baselines for LLM jobs (GPU pods, TTFT/ITL SLOs); kept apart so CPU runs do not try them.
+_LLM_FACTORIES: dict[str, Callable[..., Any]] = {
+    "wva": WVAPolicy,
+    "keda-waiting": KEDAWaitingPolicy,
+    "kpa": KnativeKPAPolicy,
+    "llm-fairshare": LLMFairSharePolicy,
+}
+
 POLICY_NAMES: tuple[str, ...] = tuple(_FACTORIES)
 FARO_POLICY_NAMES: tuple[str, ...] = tuple(n for n in POLICY_NAMES if n.startswith("faro-"))
+LLM_POLICY_NAMES: tuple[str, ...] = tuple(_LLM_FACTORIES)
 
 
 def make_policy(name: str, **options: Any) -> Any:
@@ -38,9 +52,10 @@ def make_policy(name: str, **options: Any) -> Any:
 
     Unknown names or options raise ``InvalidInputError`` naming the policy and the problem.
     """
-    factory = _FACTORIES.get(name)
+    factory = _FACTORIES.get(name) or _LLM_FACTORIES.get(name)
     if factory is None:
-        raise InvalidInputError("policy", f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
+        known = ", ".join((*POLICY_NAMES, *LLM_POLICY_NAMES))
+        raise InvalidInputError("policy", f"unknown policy {name!r}; known: {known}")
     try:
         return factory(**options)
     except TypeError as exc:

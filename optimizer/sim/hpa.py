@@ -16,9 +16,9 @@ Follows ``pkg/controller/podautoscaler`` (``horizontal.go``, ``replica_calculato
 2. ``GetExternalPerPodMetricReplicas``: ``ratio = value / (target · current)``; inside the tolerance band
    ``1 − tol_down ≤ ratio ≤ 1 + tol_up`` (inclusive, default 0.1 each) the proposal is ``current``,
    otherwise ``ceil(value / target)``. Values are Quantities, compared in milli-units as upstream.
-3. Stabilization (``stabilizeRecommendationWithBehaviors``): when the proposal is ≥ current the
-   recommendation is the minimum of the proposals within the scale-up window (default 0 s), otherwise
-   the maximum within the scale-down window (default 300 s; Faro recommends 0). Every proposal is recorded.
+3. Stabilization (``stabilizeRecommendationWithBehaviors``): the recommendation is the current count
+   raised to the lowest proposal within the scale-up window (default 0 s) and lowered to the highest
+   within the scale-down window (default 300 s; Faro recommends 0). Every proposal is recorded.
 4. Rate limits (``convertDesiredReplicasWithBehaviorRate``): each policy allows, relative to the replicas
    at the start of its period, ``+value`` pods or
    ``ceil(start · (1 + value/100))`` up, ``start − value`` or ``int(start · (1 − value/100))`` down
@@ -219,14 +219,15 @@ def _stabilize(
     spec: HPASpec, state: HPAState, *, now_s: float, current: int, proposal: int
 ) -> tuple[int, tuple[tuple[float, int], ...]]:
     up, down = spec.behavior.scale_up, spec.behavior.scale_down
-    if proposal >= current:
-        window_s, better = up.stabilization_window_s, min
-    else:
-        window_s, better = down.stabilization_window_s, max
-    recommendation = proposal
+    # Current upstream: the lowest proposal of the scale-up window and the highest of the scale-down
+    # window bound the current count, so a proposal below it never turns into a scale-up.
+    up_limit = down_limit = proposal
     for t, rec in state.recommendations:
-        if t > now_s - window_s:
-            recommendation = better(rec, recommendation)
+        if t > now_s - up.stabilization_window_s:
+            up_limit = min(rec, up_limit)
+        if t > now_s - down.stabilization_window_s:
+            down_limit = max(rec, down_limit)
+    recommendation = min(max(current, up_limit), down_limit)
     # Keep only what either window can still use (upstream reuses one obsolete slot; same effect).
     keep_s = max(up.stabilization_window_s, down.stabilization_window_s)
     kept = tuple((t, r) for t, r in state.recommendations if t > now_s - keep_s)

@@ -38,12 +38,13 @@ every step is a decode step of the same batch, so ``Replica`` jumps ``k`` steps 
 step durations are an arithmetic sequence in the context tokens, block needs follow each request's
 position in its block, and the first finish is the smallest remaining output. The result is identical,
 microsecond for microsecond, to running the steps one at a time (``skip=False``;
-``tests/test_sim_llm_engine.py``). Inter-token gaps are kept as (bucket, gap, count) triples, a bucket
-being ``bucket_us`` of step start times (10 s by default), never per token.
+``tests/test_sim_llm_engine.py``). Inter-token gaps are kept as (bucket, gap, count) triples — a bucket
+being ``bucket_us`` of step start times (10 s by default), the gap rounded to 0.1 ms — never per token.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -56,6 +57,11 @@ from numpy.typing import ArrayLike, NDArray
 US_PER_S = 1_000_000
 DEFAULT_BUCKET_US = 10 * US_PER_S
 NEVER = -1  # "no such time" in the integer-microsecond columns
+GAP_QUANTUM_US = 100  # inter-token gaps are kept to 0.1 ms (statistics only; the schedule is exact)
+
+
+def _quantum(gap_us: int) -> int:
+    return (gap_us + GAP_QUANTUM_US // 2) // GAP_QUANTUM_US * GAP_QUANTUM_US
 
 
 class Requests:
@@ -146,6 +152,19 @@ class Replica:
     ``advance(t_us)`` runs every step that starts before ``t_us``; ``enqueue(rid)`` hands it a request
     that arrived at or before the time it was advanced to; ``outstanding(t_us)`` is what a
     least-outstanding-requests balancer sees at ``t_us``.
+
+    Bookkeeping: a running request that emitted a token at the end of the previous step and has all
+    but its newest token computed (``computed == prompt + generated − 1``) is a *steady decoder*: every
+    step gives it one token and it emits one. Steady decoders are kept lazily — ``computed = base_c +
+    decode_count`` and ``generated = base_g + decode_count`` for one counter shared by the replica —
+    so a step costs O(1) for all of them together: block needs come from a histogram of their
+    position within a block, finishes from a heap, the context from a running sum. The others (at most
+    one request still prefilling, the one admitted last, plus those admitted in the step) are handled
+    one by one. This is exact because with FCFS and chunked prefill no running request is ever skipped
+    for budget (budget ≥ ``max_num_seqs``, and a chunk that leaves prefill unfinished exhausts the
+    budget, so the request still prefilling is always the last running one). A step in which KV blocks
+    run out takes the explicit path (every running request one by one, vLLM's loop verbatim).
+    ``reference=True`` runs every step on the explicit path (for tests).
     """
 
     def __init__(
@@ -156,13 +175,15 @@ class Replica:
         index: int = 0,
         start_us: int = 0,
         skip: bool = True,
+        reference: bool = False,
         bucket_us: int = DEFAULT_BUCKET_US,
         record_steps: bool = False,
     ) -> None:
         self.profile = profile
         self.req = requests
         self.index = index
-        self.skip = skip
+        self.skip = skip and not reference
+        self.reference = reference
         self.bucket_us = int(bucket_us)
         self.block = int(profile.block_size_tokens)
         self.total_blocks = int(profile.kv_cache_tokens) // self.block
@@ -174,19 +195,27 @@ class Replica:
         self.free = self.total_blocks
         self.now_us = int(start_us)  # when the next step may start
         self.waiting: deque[int] = deque()
-        self.running: list[int] = []
-        self.prefilling = 0  # running requests not in steady decode (prompt, or recompute, not done)
+        self.running: dict[int, None] = {}  # admission order (an ordered set)
+        self.explicit: list[int] = []  # running requests kept one by one (not steady decoders), in order
+        # Steady decoders: base values, finish heap (decode count at which they finish), phase histogram.
+        self.decodes = 0
+        self.base: dict[int, tuple[int, int]] = {}
+        self.finish_heap: list[tuple[int, int]] = []
+        self.phase = [0] * self.block  # steady decoders per (base_c mod block)
+        self.base_c_sum = 0
         self.last_end_us = NEVER  # end of the latest step, and how many requests finished in it
         self.finished_in_last = 0
         self.steps = 0
         self.kv_peak_blocks = 0  # since the last reset_peaks()
         self.waiting_peak = 0
-        # Inter-token gaps as (bucket of the step start, gap µs, count) and output tokens per bucket.
+        # Inter-token gaps as (bucket of the step start, gap µs, count).
         self.itl_bucket: list[int] = []
         self.itl_gap_us: list[int] = []
         self.itl_count: list[int] = []
-        self.itl_parts: list[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]] = []
         self.records: list[StepRecord] | None = [] if record_steps else None
+        # Requests that emitted their first token / finished since the owner last cleared these lists.
+        self.first_log: list[int] = []
+        self.finish_log: list[int] = []
         p = profile
         self._base = float(p.step_base_ms)
         self._dms = float(p.decode_ms_per_seq)
@@ -232,26 +261,71 @@ class Replica:
     def advance(self, t_us: int) -> None:
         """Run every step that starts before ``t_us`` (a step in progress at ``t_us`` completes)."""
         while (self.running or self.waiting) and self.now_us < t_us:
-            if self.skip and self.prefilling == 0 and self.running and not self._admits():
+            if self.skip and not self.explicit and self.running and not self._admits():
                 bucket_end = (self.now_us // self.bucket_us + 1) * self.bucket_us
                 if self._stretch(min(t_us, bucket_end)):
                     continue
-            self._step()
+            if self.reference or not self._fast_step():
+                self._explicit_step()
 
     def drain_itl(self) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
         """The inter-token gaps recorded so far as (bucket, gap µs, count) arrays, and forget them."""
-        parts = [
-            (np.asarray(self.itl_bucket, np.int64), np.asarray(self.itl_gap_us, np.int64),
-             np.asarray(self.itl_count, np.int64)),
-            *self.itl_parts,
-        ]
-        self.itl_bucket, self.itl_gap_us, self.itl_count, self.itl_parts = [], [], [], []
-        return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
+        out = (
+            np.asarray(self.itl_bucket, np.int64), np.asarray(self.itl_gap_us, np.int64),
+            np.asarray(self.itl_count, np.int64),
+        )
+        self.itl_bucket, self.itl_gap_us, self.itl_count = [], [], []
+        return out
+
+    # -- steady decoders ---------------------------------------------------------------------------------
+
+    def _make_steady(self, rid: int) -> None:
+        """``rid`` (running, just emitted, all but its newest token computed) joins the steady decoders."""
+        req = self.req
+        bc = req.computed[rid] - self.decodes
+        bg = req.generated[rid] - self.decodes
+        self.base[rid] = (bc, bg)
+        heapq.heappush(self.finish_heap, (req.output[rid] - bg, rid))
+        self.phase[bc % self.block] += 1
+        self.base_c_sum += bc
+
+    def materialize(self) -> None:
+        """Write every steady decoder's values out and keep them one by one (before an explicit step)."""
+        req = self.req
+        d = self.decodes
+        bs = self.block
+        for rid, (bc, bg) in self.base.items():
+            c = bc + d
+            req.computed[rid] = c
+            req.generated[rid] = bg + d
+            req.blocks[rid] = -(-c // bs)
+            req.last_us[rid] = self.now_us
+        self.base.clear()
+        self.finish_heap.clear()
+        self.phase = [0] * bs
+        self.base_c_sum = 0
+        self.explicit = list(self.running)
+
+    def _finish_steady(self, rid: int, end: int) -> None:
+        req = self.req
+        bc, bg = self.base.pop(rid)
+        c = bc + self.decodes
+        nb = -(-c // self.block)
+        req.computed[rid] = c
+        req.generated[rid] = bg + self.decodes
+        req.blocks[rid] = 0
+        req.last_us[rid] = end
+        req.finish_us[rid] = end
+        self.free += nb
+        self.phase[bc % self.block] -= 1
+        self.base_c_sum -= bc
+        del self.running[rid]
+        self.finish_log.append(rid)
 
     # -- the schedule ------------------------------------------------------------------------------------
 
     def _step_us(self, decode_seqs: int, prefill_tokens: int, context_tokens: int) -> int:
-        # One expression for both paths (the jump evaluates the same one on arrays): identical rounding.
+        # One expression for every path: identical rounding whichever path computes a step.
         ms = self._base + self._dms * decode_seqs + self._pms * prefill_tokens + self._cms * context_tokens
         return int(ms * 1000.0 + 0.5)
 
@@ -267,22 +341,127 @@ class Replica:
         n = min(req.prompt[rid] + req.generated[rid] - req.computed[rid], room)
         return -(-(req.computed[rid] + n) // self.block) - req.blocks[rid] <= self.free
 
-    def _preempt(self, rid: int) -> None:
+    def _fast_step(self) -> bool:
+        """One step with the steady decoders lazy; False (nothing changed) when blocks would run out."""
         req = self.req
-        self.free += req.blocks[rid]
-        req.blocks[rid] = 0
-        if not (req.generated[rid] >= 1 and req.computed[rid] == req.prompt[rid] + req.generated[rid] - 1):
-            self.prefilling -= 1
-        req.computed[rid] = 0
-        req.preemptions[rid] += 1
-        self.waiting.appendleft(rid)
+        prompt, output, computed, generated, blocks = req.prompt, req.output, req.computed, req.generated, req.blocks
+        bs = self.block
+        n_steady = len(self.base)
+        if len(self.explicit) > 1 or (self.explicit and next(reversed(self.running)) != self.explicit[0]):
+            return False  # not the shape the fast path knows (cannot happen; be safe)
+        need_blocks = self.phase[(-self.decodes) % bs]
+        budget = self.budget - n_steady
+        sched: list[tuple[int, int]] = []
+        if self.explicit:
+            rid = self.explicit[0]
+            n = min(prompt[rid] + generated[rid] - computed[rid], budget)
+            extra = -(-(computed[rid] + n) // bs) - blocks[rid]
+            if need_blocks + extra > self.free:
+                return False
+            sched.append((rid, n))
+            need_blocks += extra
+            blocks[rid] += extra
+            budget -= n
+        elif need_blocks > self.free:
+            return False
+        self.free -= need_blocks
+        waiting = self.waiting
+        running = self.running
+        while waiting and budget > 0 and len(running) < self.max_seqs:
+            rid = waiting[0]
+            n = prompt[rid] + generated[rid] - computed[rid]
+            if n > budget:
+                n = budget
+            extra = -(-(computed[rid] + n) // bs) - blocks[rid]
+            if extra > self.free:
+                break
+            waiting.popleft()
+            running[rid] = None
+            self.explicit.append(rid)
+            self.free -= extra
+            blocks[rid] += extra
+            sched.append((rid, n))
+            budget -= n
+        used = self.total_blocks - self.free
+        if used > self.kv_peak_blocks:
+            self.kv_peak_blocks = used
+        if len(waiting) > self.waiting_peak:
+            self.waiting_peak = len(waiting)
+        decode = n_steady
+        prefill = 0
+        context = self.base_c_sum + n_steady * (self.decodes + 1)
+        steady_flags = []
+        for rid, n in sched:
+            c = computed[rid]
+            is_decode = n == 1 and generated[rid] >= 1 and c == prompt[rid] + generated[rid] - 1
+            steady_flags.append(is_decode)
+            if is_decode:
+                decode += 1
+            else:
+                prefill += n
+            context += c + n
+        start = self.now_us
+        dt = self._step_us(decode, prefill, context)
+        end = start + dt
+        bucket = start // self.bucket_us
+        if self.records is not None:
+            lazy = [(r, 1) for r in running if r in self.base]
+            self.records.append(StepRecord(start, dt, (*lazy, *sched)))
+        self.decodes += 1
+        done = 0
+        if n_steady:
+            self.itl_bucket.append(bucket)
+            self.itl_gap_us.append(_quantum(dt))
+            self.itl_count.append(n_steady)
+            heap = self.finish_heap
+            while heap and heap[0][0] <= self.decodes:
+                _, rid = heapq.heappop(heap)
+                self._finish_steady(rid, end)
+                done += 1
+        first, last, finish = req.first_us, req.last_us, req.finish_us
+        still: list[int] = []
+        for rid, n in sched:
+            c = computed[rid] + n
+            computed[rid] = c
+            g = generated[rid]
+            if c != prompt[rid] + g:
+                still.append(rid)  # mid-prefill (or one token short of a recompute): stays explicit
+                continue
+            g += 1
+            generated[rid] = g
+            if g == 1:
+                first[rid] = end
+                self.first_log.append(rid)
+            else:
+                self.itl_bucket.append(bucket)
+                self.itl_gap_us.append(_quantum(end - last[rid]))
+                self.itl_count.append(1)
+            last[rid] = end
+            if g == output[rid]:
+                finish[rid] = end
+                self.finish_log.append(rid)
+                self.free += blocks[rid]
+                blocks[rid] = 0
+                del running[rid]
+                done += 1
+            else:
+                self._make_steady(rid)
+        self.explicit = still
+        self.finished_in_last = done
+        self.last_end_us = end
+        self.now_us = end
+        self.steps += 1
+        return True
 
-    def _step(self) -> None:
+    def _explicit_step(self) -> None:
+        """vLLM's ``schedule()`` over every running request one by one (see the module Notes)."""
+        if self.base:
+            self.materialize()
         req = self.req
         prompt, output, computed, generated, blocks = req.prompt, req.output, req.computed, req.generated, req.blocks
         bs = self.block
         budget = self.budget
-        running = self.running
+        running = list(self.running)
         sched: list[tuple[int, int]] = []
         preempted: list[int] = []
         i = 0
@@ -292,8 +471,12 @@ class Replica:
             n = need if need < budget else budget
             extra = -(-(computed[rid] + n) // bs) - blocks[rid]
             while extra > self.free:
-                victim = running.pop()
-                self._preempt(victim)
+                victim = running.pop()  # the most recently admitted: recompute later
+                self.free += blocks[victim]
+                blocks[victim] = 0
+                computed[victim] = 0
+                req.preemptions[victim] += 1
+                self.waiting.appendleft(victim)
                 preempted.append(victim)
                 if victim == rid:
                     break
@@ -316,7 +499,6 @@ class Replica:
                     break
                 waiting.popleft()
                 running.append(rid)
-                self.prefilling += 1
                 self.free -= extra
                 blocks[rid] += extra
                 sched.append((rid, n))
@@ -330,12 +512,9 @@ class Replica:
         if not sched:  # nothing fits (cannot happen: a lone request always fits); do not spin
             raise AssertionError(f"replica {self.index}: a step with nothing scheduled at {start} µs")
         decode = prefill = context = 0
-        steady_before: list[bool] = []
         for rid, n in sched:
             c = computed[rid]
-            is_decode = n == 1 and generated[rid] >= 1 and c == prompt[rid] + generated[rid] - 1
-            steady_before.append(is_decode)
-            if is_decode:
+            if n == 1 and generated[rid] >= 1 and c == prompt[rid] + generated[rid] - 1:
                 decode += 1
             else:
                 prefill += n
@@ -343,164 +522,148 @@ class Replica:
         dt = self._step_us(decode, prefill, context)
         end = start + dt
         bucket = start // self.bucket_us
+        if self.records is not None:
+            self.records.append(StepRecord(start, dt, tuple(sched), tuple(preempted)))
+        self.decodes += 1
         first, last, finish = req.first_us, req.last_us, req.finish_us
         steady = 0  # emitters whose previous token ended the previous step: gap = dt
         done = 0
-        for (rid, n), was_steady in zip(sched, steady_before, strict=True):
+        emitted: set[int] = set()
+        for rid, n in sched:
             c = computed[rid] + n
             computed[rid] = c
             g = generated[rid]
             if c != prompt[rid] + g:
-                # a chunk that leaves exactly the last token of a recompute makes the request steady
-                if not was_steady and g >= 1 and c == prompt[rid] + g - 1:
-                    self.prefilling -= 1
                 continue
-            if not was_steady:  # this token ends a prefill (fresh or recomputed): steady from now on
-                self.prefilling -= 1
             g += 1
             generated[rid] = g
+            emitted.add(rid)
             if g == 1:
                 first[rid] = end
+                self.first_log.append(rid)
             else:
                 gap = end - last[rid]
                 if gap == dt:
                     steady += 1
                 else:
                     self.itl_bucket.append(bucket)
-                    self.itl_gap_us.append(gap)
+                    self.itl_gap_us.append(_quantum(gap))
                     self.itl_count.append(1)
             last[rid] = end
             if g == output[rid]:
                 finish[rid] = end
+                self.finish_log.append(rid)
                 self.free += blocks[rid]
                 blocks[rid] = 0
                 done += 1
         if steady:
             self.itl_bucket.append(bucket)
-            self.itl_gap_us.append(dt)
+            self.itl_gap_us.append(_quantum(dt))
             self.itl_count.append(steady)
-        if done:
-            self.running = [rid for rid in running if finish[rid] == NEVER]
+        self.running = {rid: None for rid in running if finish[rid] == NEVER}
+        self.explicit = []
+        for rid in self.running:
+            if not self.reference and rid in emitted:
+                self._make_steady(rid)
+            else:
+                self.explicit.append(rid)
         self.finished_in_last = done
         self.last_end_us = end
         self.now_us = end
         self.steps += 1
-        if self.records is not None:
-            self.records.append(StepRecord(start, dt, tuple(sched), tuple(preempted)))
 
     def _stretch(self, limit_us: int) -> bool:
         """Jump the decode-only steps that start before ``limit_us`` and precede the next event at once.
 
-        Preconditions (checked by ``advance``): every running request decodes, none can be admitted.
-        Returns False when not even one step can be jumped (its blocks would run out): run it normally.
+        Preconditions (checked by ``advance``): every running request is a steady decoder and none can be
+        admitted. Returns False when not even one step can be jumped (its blocks would run out).
         """
-        req = self.req
-        running = self.running
-        computed, generated, output, blocks = req.computed, req.generated, req.output, req.blocks
-        b = len(running)
         bs = self.block
-        k_fin = min(output[r] - generated[r] for r in running)  # the first finish ends the jump (inclusive)
-        csum = sum(computed[r] for r in running)
-        # KV: request r takes a new block in jumped step j (0-based) iff (computed + j) % bs == 0.
-        phases = [0] * bs
-        for r in running:
-            phases[computed[r] % bs] += 1
+        b = len(self.base)
+        d0 = self.decodes
+        k_fin = self.finish_heap[0][0] - d0  # the first finish ends the jump (inclusive)
+        phases = [self.phase[(p - d0) % bs] for p in range(bs)]  # by position in the block now
         k = self._kv_steps(phases, k_fin)
         if k == 0:
             return False
         start = self.now_us
-        # Step durations: context of step j is csum + b·(j + 1).
+        csum = self.base_c_sum + b * d0  # computed tokens of the batch now
+        # Step j (0-based) attends over csum + b·(j + 1) tokens; stop before the first one starting at limit.
+        runs: list[tuple[int, int]] = []  # later steps' gaps, quantised, as (gap, steps) runs
         if self._cms == 0.0:
             dt0 = self._step_us(b, 0, 0)
             k = min(k, -(-(limit_us - start) // dt0))
-            durations = None
             end = start + k * dt0
+            if k > 1:
+                runs.append((_quantum(dt0), k - 1))
         else:
-            j = np.arange(k, dtype=np.int64)
-            ms = self._base + self._dms * b + self._pms * 0 + self._cms * (csum + b * (j + 1))
-            dts = (ms * 1000.0 + 0.5).astype(np.int64)
-            ends = start + np.cumsum(dts)
-            starts = ends - dts
-            k = min(k, int(np.searchsorted(starts, limit_us, side="left")))
-            durations = dts[:k]
-            dt0 = int(dts[0])
-            end = int(ends[k - 1])
-        # Gaps: the first jumped step's gap is dt0 for requests whose last token ended the previous step.
-        bucket = start // self.bucket_us
-        steady = 0
-        last, finish = req.last_us, req.finish_us
-        done = freed = 0
-        for r in running:
-            if last[r] == start:
-                steady += 1
-            else:
-                self.itl_bucket.append(bucket)
-                self.itl_gap_us.append(start + dt0 - last[r])
-                self.itl_count.append(1)
-            c = computed[r] + k
-            computed[r] = c
-            g = generated[r] + k
-            generated[r] = g
-            nb = -(-c // bs)
-            self.free -= nb - blocks[r]
-            blocks[r] = nb
-            last[r] = end
-            if g == output[r]:
-                finish[r] = end
-                self.free += nb
-                freed += nb
-                blocks[r] = 0
-                done += 1
-        if steady:
-            self.itl_bucket.append(bucket)
-            self.itl_gap_us.append(dt0)
-            self.itl_count.append(steady)
-        if k > 1:
-            if durations is None:
-                self.itl_bucket.append(bucket)
-                self.itl_gap_us.append(dt0)
-                self.itl_count.append(b * (k - 1))
-            else:
-                self.itl_parts.append(
-                    (np.full(k - 1, bucket, np.int64), durations[1:].copy(), np.full(k - 1, b, np.int64))
-                )
-        # the peak is reached just before the finishes of the last jumped step free their blocks
-        peak = self.total_blocks - self.free + freed
-        if done:
-            self.running = [r for r in running if finish[r] == NEVER]
+            t = start
+            j = 0
+            dt0 = 0
+            while j < k and t < limit_us:
+                dt = self._step_us(b, 0, csum + b * (j + 1))
+                if j == 0:
+                    dt0 = dt
+                else:
+                    q = _quantum(dt)
+                    if runs and runs[-1][0] == q:
+                        runs[-1] = (q, runs[-1][1] + 1)
+                    else:
+                        runs.append((q, 1))
+                t += dt
+                j += 1
+            k = j
+            end = t
+        self.free -= self._blocks_needed(phases, k)
+        peak = self.total_blocks - self.free
         if peak > self.kv_peak_blocks:
             self.kv_peak_blocks = peak
+        bucket = start // self.bucket_us
+        self.itl_bucket.append(bucket)
+        self.itl_gap_us.append(_quantum(dt0))
+        self.itl_count.append(b)
+        for q, steps in runs:
+            self.itl_bucket.append(bucket)
+            self.itl_gap_us.append(q)
+            self.itl_count.append(b * steps)
+        if self.records is not None:
+            lazy = tuple((r, 1) for r in self.running)
+            self.records.append(StepRecord(start, dt0, lazy, (), k))
+        self.decodes += k
+        done = 0
+        heap = self.finish_heap
+        while heap and heap[0][0] <= self.decodes:
+            _, rid = heapq.heappop(heap)
+            self._finish_steady(rid, end)
+            done += 1
         self.finished_in_last = done
         self.last_end_us = end
         self.now_us = end
         self.steps += k
-        if self.records is not None:
-            self.records.append(StepRecord(start, dt0, tuple((r, 1) for r in running), (), k))
         return True
 
-    def _kv_steps(self, phases: list[int], k_max: int) -> int:
-        """How many of the next ``k_max`` decode steps get their blocks (``phases[p]`` requests hold
-        ``p`` tokens in their last block; a request at phase 0 needs a new block in its next step)."""
+    def _blocks_needed(self, phases: list[int], k: int) -> int:
+        """Blocks taken by ``k`` decode steps (``phases[p]`` decoders hold ``p`` tokens in their last block;
+        a decoder at position p crosses into a new block at steps j ≡ −p (mod block), j = 0, 1, …)."""
         bs = self.block
+        total = 0
+        for p, cnt in enumerate(phases):
+            if cnt:
+                first = (-p) % bs
+                if k > first:
+                    total += cnt * ((k - 1 - first) // bs + 1)
+        return total
+
+    def _kv_steps(self, phases: list[int], k_max: int) -> int:
+        """How many of the next ``k_max`` decode steps get their blocks."""
         free = self.free
         b = sum(phases)
-
-        def needed(k: int) -> int:
-            # Blocks taken by k steps: a request at phase p crosses into a new block at steps j ≡ −p (mod bs).
-            total = 0
-            for p, cnt in enumerate(phases):
-                if cnt:
-                    first = (-p) % bs
-                    if k > first:
-                        total += cnt * ((k - 1 - first) // bs + 1)
-            return total
-
-        if b * (-(-k_max // bs)) <= free or needed(k_max) <= free:
+        if b * (-(-k_max // self.block)) <= free or self._blocks_needed(phases, k_max) <= free:
             return k_max
         lo, hi = 0, k_max  # needed(lo) <= free < needed(hi)
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if needed(mid) <= free:
+            if self._blocks_needed(phases, mid) <= free:
                 lo = mid
             else:
                 hi = mid
@@ -563,16 +726,18 @@ def simulate_replica(
     *,
     until_s: float | None = None,
     skip: bool = True,
+    reference: bool = False,
     record_steps: bool = False,
 ) -> ReplicaRun:
     """Serve the given requests (sorted arrival times in seconds, token counts) on one replica.
 
     Runs until every request has finished, or only the steps that start before ``until_s``. With
-    ``skip=False`` every step runs one at a time (same results, slower; for tests); ``record_steps``
-    keeps the per-step schedule (``ReplicaRun.records``).
+    ``skip=False`` every step runs one at a time, with ``reference=True`` moreover every request one by
+    one (vLLM's loop verbatim) — same results, slower, for tests; ``record_steps`` keeps the per-step
+    schedule (``ReplicaRun.records``).
     """
     req = Requests.from_arrays(arrivals_s, prompt_tokens, output_tokens)
-    rep = Replica(profile, req, skip=skip, record_steps=record_steps)
+    rep = Replica(profile, req, skip=skip, reference=reference, record_steps=record_steps)
     limit = None if until_s is None else round(until_s * US_PER_S)
     for rid, t in enumerate(req.arrival_us):
         if limit is not None and t >= limit:
