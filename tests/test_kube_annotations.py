@@ -35,7 +35,7 @@ def test_every_annotation_is_read():
     pytest.param({**OK, "faro.dev/min-replicas": "5", "faro.dev/max-replicas": "2"}, "faro.dev/max-replicas",
                  "below", id="max-below-min"),
     pytest.param({**OK, "faro.dev/processing-time-ms": "nan"}, "faro.dev/processing-time-ms", "finite", id="nan"),
-    pytest.param({**OK, "faro.dev/metrics-preset": "vllm"}, "faro.dev/metrics-preset", "unknown preset",
+    pytest.param({**OK, "faro.dev/metrics-preset": "no-such-server"}, "faro.dev/metrics-preset", "unknown preset",
                  id="unknown-preset"),
     pytest.param({**OK, "faro.dev/promql-latency": " "}, "faro.dev/promql-latency", "empty", id="empty-promql"),
 ])

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from faro.optimizer.errors import InvalidInputError
 from faro.optimizer.metrics.base import (
+    ANNOTATION_MODEL_NAME,
     ANNOTATION_PRESET,
     ANNOTATION_RAY_APP,
     ANNOTATION_RAY_DEPLOYMENT,
@@ -33,7 +34,7 @@ MAX_REPLICAS = "faro.dev/max-replicas"
 METRICS_PRESET = ANNOTATION_PRESET  # these and the PromQL overrides are the metrics source's schema
 PROMQL = OVERRIDE_ANNOTATIONS  # annotation -> quantity (rate, latency, ...)
 KNOWN = {SLO_LATENCY_MS, SLO_PERCENTILE, PROCESSING_TIME_MS, WEIGHT, MIN_REPLICAS, MAX_REPLICAS, METRICS_PRESET,
-         ANNOTATION_RAY_APP, ANNOTATION_RAY_DEPLOYMENT, *PROMQL}
+         ANNOTATION_RAY_APP, ANNOTATION_RAY_DEPLOYMENT, ANNOTATION_MODEL_NAME, *PROMQL}
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,25 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from faro.optimizer.errors import InvalidInputError
+from faro.optimizer.model.llm_profile import LLMObservation
 from faro.optimizer.policy.base import JobObservation
 
-QUANTITIES = ("rate", "latency", "mean_latency", "processing_time", "queue", "cpu")
-"""Quantities a preset defines a PromQL template for (see ``presets.py``)."""
+QUANTITIES = ("rate", "latency", "mean_latency", "processing_time", "queue", "cpu",
+              "ttft", "itl", "kv_usage", "running", "prompt_tokens", "output_tokens",
+              "prompt_tokens_mean", "output_tokens_mean")
+"""Quantities a preset defines a PromQL template for (see ``presets.py``); the second line are LLM
+serving quantities (the ``vllm`` preset), which fill ``JobMetrics.llm``."""
+
+HISTOGRAM_QUANTITIES = ("prompt_tokens", "output_tokens")
+"""Quantities whose query returns a histogram: one sample per bucket, labelled ``le`` (cumulative counts)."""
+
+LLM_QUANTITIES = ("ttft", "itl", "kv_usage", "running", "prompt_tokens", "output_tokens",
+                  "prompt_tokens_mean", "output_tokens_mean")
 
 ANNOTATION_PRESET = "faro.dev/metrics-preset"
 ANNOTATION_RAY_APP = "faro.dev/ray-app"
 ANNOTATION_RAY_DEPLOYMENT = "faro.dev/ray-deployment"
+ANNOTATION_MODEL_NAME = "faro.dev/model-name"  # the served model's name (vLLM's model_name label)
 OVERRIDE_ANNOTATIONS = {
     "faro.dev/promql-rate": "rate",
     "faro.dev/promql-latency": "latency",
@@ -30,6 +41,10 @@ OVERRIDE_ANNOTATIONS = {
     "faro.dev/promql-processing-time": "processing_time",
     "faro.dev/promql-queue": "queue",
     "faro.dev/promql-cpu": "cpu",
+    "faro.dev/promql-ttft": "ttft",
+    "faro.dev/promql-itl": "itl",
+    "faro.dev/promql-kv-usage": "kv_usage",
+    "faro.dev/promql-running": "running",
 }
 """Per-Deployment PromQL overrides: annotation -> quantity (same units and template variables as
 the preset's template it replaces; see docs/metrics.md)."""
@@ -44,6 +59,8 @@ class DeploymentRef:
     labels, and the Ray Serve convention "namespace = application, name = deployment" in direct
     mode); the ``faro.dev/ray-app`` / ``faro.dev/ray-deployment`` annotations set them otherwise.
     ``overrides`` maps a quantity (``QUANTITIES``) to a PromQL template replacing the preset's.
+    ``model`` is the ``model_name`` label value of an LLM server's series (vLLM's
+    ``--served-model-name``; default: the Deployment's name; annotation ``faro.dev/model-name``).
     """
 
     namespace: str
@@ -53,6 +70,7 @@ class DeploymentRef:
     overrides: Mapping[str, str] = field(default_factory=dict)
     app: str = ""
     deployment: str = ""
+    model: str = ""
 
     def __post_init__(self) -> None:
         where = f"Deployment {self.namespace}/{self.name}"
@@ -75,6 +93,10 @@ class DeploymentRef:
     @property
     def deployment_label(self) -> str:
         return self.deployment or self.name
+
+    @property
+    def model_label(self) -> str:
+        return self.model or self.name
 
     @classmethod
     def from_annotations(
@@ -114,6 +136,7 @@ class DeploymentRef:
             overrides=overrides,
             app=annotations.get(ANNOTATION_RAY_APP, "").strip(),
             deployment=annotations.get(ANNOTATION_RAY_DEPLOYMENT, "").strip(),
+            model=annotations.get(ANNOTATION_MODEL_NAME, "").strip(),
         )
 
 
@@ -129,6 +152,8 @@ class JobMetrics:
     ``stale``: the series exist but the most recent completed minute has no data (the exporter or
     scrape stopped); the numbers are the last ones Prometheus had.
     ``notes``: why optional quantities are None (e.g. a query error), for logs.
+    ``llm``: TTFT/ITL, KV-cache use, queue, batch, token mix and the step windows the engine profile
+    is calibrated from, for presets with LLM quantities (``vllm``); None otherwise.
     """
 
     rate_history_rpm: tuple[float, ...]
@@ -141,6 +166,7 @@ class JobMetrics:
     stale: bool = False
     observed_at_s: float = 0.0
     notes: tuple[str, ...] = ()
+    llm: LLMObservation | None = None
 
     def to_observation(self) -> JobObservation:
         """The policy-facing view of these measurements."""
@@ -150,6 +176,7 @@ class JobMetrics:
             mean_latency_ms=self.mean_latency_ms,
             cpu_utilization=self.cpu_utilization,
             queue_length=self.queue_length,
+            llm=self.llm,
         )
 
     @property

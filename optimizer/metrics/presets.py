@@ -10,13 +10,17 @@ uses braces, so variables are ``${name}``); the variables are:
 ``name_regex``  the name with regex metacharacters escaped, for ``pod=~"${name_regex}-..."``
 ``app``         application label value (``faro.dev/ray-app``, default: the namespace)
 ``deployment``  deployment label value (``faro.dev/ray-deployment``, default: the name)
+``model``       served model name, the ``model_name`` label (``faro.dev/model-name``, default: the name)
 ``window``      range of the window, e.g. ``60s``
 ``window_s``    the same in seconds, e.g. ``60``
 ``quantile``    SLO percentile as a fraction, e.g. ``0.99``
 ==============  =====================================================================
 
 Units of each quantity's result: ``rate`` requests/s; ``latency``, ``mean_latency`` and
-``processing_time`` milliseconds; ``queue`` requests; ``cpu`` busy fraction 0..1. The per-minute
+``processing_time`` milliseconds; ``queue`` requests; ``cpu`` busy fraction 0..1; ``ttft`` and ``itl``
+milliseconds at the SLO percentile; ``kv_usage`` fraction 0..1 (mean over replicas); ``running``
+requests (sum over replicas); ``prompt_tokens``/``output_tokens`` request counts per bucket ``le``
+over the window (cumulative, as ``_bucket`` series are); ``*_tokens_mean`` tokens. The per-minute
 arrival history evaluates the ``rate`` template with ``window = 60s`` as a range query at 60 s steps
 and multiplies by 60, i.e. ``increase(...[1m])`` per completed minute.
 
@@ -25,6 +29,12 @@ Ray Serve names were checked against the Ray 2.60.0 source (``ray/serve/_private
 with ``ray_`` and counters get ``_total`` on export; replica metrics carry ``deployment``,
 ``replica``, ``application`` (and ``route``), router metrics ``deployment``, ``application``,
 ``handle``, ``actor_id``.
+
+vLLM names were checked against vLLM 0.32.0 (``vllm/v1/metrics/loggers.py``; every series carries
+``model_name`` and ``engine``) and against a real server's ``/metrics`` (``tests/fixtures/vllm``).
+Older servers exported inter-token latency as ``vllm:time_per_output_token_seconds`` and KV use as
+``vllm:gpu_cache_usage_perc``; the templates fall back to them with ``or`` (PromQL matches ``or`` on
+labels without the metric name, so a server exporting both counts once).
 """
 
 from __future__ import annotations
@@ -32,9 +42,10 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from faro.optimizer.errors import InvalidInputError
+from faro.optimizer.metrics import vllm
 from faro.optimizer.metrics.base import QUANTITIES, DeploymentRef
 
 REQUIRED = ("rate",)
@@ -48,6 +59,7 @@ class Preset:
     name: str
     templates: Mapping[str, str]
     description: str = ""
+    calibration: Mapping[str, str] = field(default_factory=dict)  # StepWindows field -> per-window template
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.templates) - set(QUANTITIES))
@@ -58,6 +70,8 @@ class Preset:
                 raise InvalidInputError(f"preset {self.name}", f"needs a {quantity!r} template")
         for quantity, text in self.templates.items():
             _check_template(f"preset {self.name} {quantity}", text)
+        for series, text in self.calibration.items():
+            _check_template(f"preset {self.name} calibration {series}", text)
 
 
 def _check_template(where: str, text: str) -> None:
@@ -76,6 +90,7 @@ _EXAMPLE_VARS = {
     "window": "60s",
     "window_s": "60",
     "quantile": "0.99",
+    "model": "m",
 }
 
 
@@ -96,6 +111,7 @@ def template_vars(ref: DeploymentRef, *, window_s: float) -> dict[str, str]:
         "window": window,
         "window_s": f"{window_s:g}",
         "quantile": f"{ref.percentile / 100:.6g}",
+        "model": _quote(ref.model_label),
     }
 
 
@@ -173,7 +189,50 @@ RAY_SERVE = Preset(
     },
 )
 
-PRESETS: Mapping[str, Preset] = {p.name: p for p in (GENERIC, RAY_SERVE)}
+_VLLM_SEL = vllm.SELECTOR
+
+
+def _vllm_quantile(metric: str, old: str | None = None) -> str:
+    buckets = f"rate({metric}_bucket{{{_VLLM_SEL}}}[${{window}}])"
+    if old is not None:
+        buckets += f" or rate({old}_bucket{{{_VLLM_SEL}}}[${{window}}])"
+    return f"1000 * histogram_quantile(${{quantile}}, sum by (le) ({buckets}))"
+
+
+def _vllm_mean(metric: str, *, scale: str = "") -> str:
+    return (f"{scale}sum(increase({metric}_sum{{{_VLLM_SEL}}}[${{window}}]))"
+            f" / sum(increase({metric}_count{{{_VLLM_SEL}}}[${{window}}]))")
+
+
+VLLM = Preset(
+    name="vllm",
+    description=(
+        "vLLM's own metrics (V1 engine, checked on 0.32.0), selected by namespace and model_name: arrivals "
+        "from finished requests, TTFT/ITL histograms, queue, batch and KV-cache gauges, token-mix histograms."
+    ),
+    templates={
+        # Finished requests of every finished_reason; in steady state the arrival rate. (vLLM counts no
+        # arrivals; the queue gauge shows what has arrived and not yet run.)
+        "rate": f"sum(increase(vllm:request_success_total{{{_VLLM_SEL}}}[${{window}}])) / ${{window_s}}",
+        # An LLM job's "latency" is its time to first token (queueing + prefill), the SLO the queue hurts.
+        "latency": _vllm_quantile("vllm:time_to_first_token_seconds"),
+        "mean_latency": _vllm_mean("vllm:time_to_first_token_seconds", scale="1000 * "),
+        "queue": f"sum(vllm:num_requests_waiting{{{_VLLM_SEL}}})",
+        "ttft": _vllm_quantile("vllm:time_to_first_token_seconds"),
+        "itl": _vllm_quantile("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
+        "kv_usage": f"avg(vllm:kv_cache_usage_perc{{{_VLLM_SEL}}} or vllm:gpu_cache_usage_perc{{{_VLLM_SEL}}})",
+        "running": f"sum(vllm:num_requests_running{{{_VLLM_SEL}}})",
+        "prompt_tokens": f"sum by (le) (increase(vllm:request_prompt_tokens_bucket{{{_VLLM_SEL}}}[${{window}}]))",
+        "output_tokens": (
+            f"sum by (le) (increase(vllm:request_generation_tokens_bucket{{{_VLLM_SEL}}}[${{window}}]))"
+        ),
+        "prompt_tokens_mean": _vllm_mean("vllm:request_prompt_tokens"),
+        "output_tokens_mean": _vllm_mean("vllm:request_generation_tokens"),
+    },
+    calibration=vllm.CALIBRATION_SERIES,
+)
+
+PRESETS: Mapping[str, Preset] = {p.name: p for p in (GENERIC, RAY_SERVE, VLLM)}
 
 
 def get_preset(name: str) -> Preset:

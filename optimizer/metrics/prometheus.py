@@ -30,8 +30,17 @@ from dataclasses import dataclass, field
 
 from faro.optimizer.errors import InvalidInputError, PermanentError, TransientError
 from faro.optimizer.http import Transport, urllib_post
-from faro.optimizer.metrics.base import DeploymentRef, JobMetrics, MetricsError
+from faro.optimizer.metrics import vllm
+from faro.optimizer.metrics.base import (
+    HISTOGRAM_QUANTITIES,
+    LLM_QUANTITIES,
+    DeploymentRef,
+    JobMetrics,
+    MetricsError,
+)
 from faro.optimizer.metrics.presets import GENERIC, PRESETS, RAY_SERVE, REQUIRED, Preset, render
+from faro.optimizer.model.llm_profile import LLMObservation
+from faro.optimizer.model.profile_fit import StepWindows
 
 HISTORY_STEP_S = 60.0
 MAX_RANGE_POINTS = 11_000  # Prometheus rejects more points per series in one range query
@@ -241,6 +250,11 @@ class PrometheusSource:
     query (``0`` = never batch). A history longer than ``max_range_points`` minutes (a day-long
     backfill is 1,440; Prometheus allows 11,000 points per series) is asked in consecutive range
     queries of at most that many points and joined.
+
+    Presets with calibration templates (``vllm``) also get, per Deployment and cycle, one range
+    query over the last ``calibration_span_s`` at ``calibration_step_s`` steps (each step one
+    window) and the KV-cache size from ``vllm:cache_config_info``: ``JobMetrics.llm.windows``
+    (``calibration_span_s = 0`` turns it off). A failure there is a note, never the Deployment's error.
     """
 
     def __init__(
@@ -252,6 +266,8 @@ class PrometheusSource:
         max_workers: int = 4,
         batch_min: int = 2,
         max_range_points: int = MAX_RANGE_POINTS,
+        calibration_span_s: float = 900.0,
+        calibration_step_s: float = 30.0,
     ) -> None:
         if not window_s > 0:
             raise InvalidInputError("metrics window_s", f"must be > 0, got {window_s!r}")
@@ -261,6 +277,11 @@ class PrometheusSource:
             raise InvalidInputError("metrics batch_min", f"must be >= 0, got {batch_min!r}")
         if max_range_points < 1:
             raise InvalidInputError("metrics max_range_points", f"must be >= 1, got {max_range_points!r}")
+        if calibration_span_s < 0 or not calibration_step_s > 0 or calibration_span_s / calibration_step_s > 1000:
+            raise InvalidInputError("metrics calibration", f"need span >= 0, step > 0 and at most 1000 windows, got "
+                                    f"span {calibration_span_s!r} s, step {calibration_step_s!r} s")
+        self.calibration_span_s = calibration_span_s
+        self.calibration_step_s = calibration_step_s
         self.max_range_points = max_range_points
         self.client = client
         self.window_s = window_s
@@ -412,7 +433,9 @@ class PrometheusSource:
         )
 
         values: dict[str, float | None] = {}
+        histograms: dict[str, list[tuple[float, float]]] = {}
         notes: list[str] = []
+        answers: dict[str, list[Sample]] = {}  # rendered PromQL -> samples: a query asked twice is sent once
         for quantity in templates:
             try:
                 expr = expr_for(quantity, self.window_s)
@@ -421,7 +444,9 @@ class PrometheusSource:
             try:
                 samples = self._batched(lookup.get((ref.key, quantity)), ref)
                 if samples is None:
-                    samples = self.client.query(expr, time_s=now_s)
+                    samples = answers.get(expr)
+                if samples is None:
+                    samples = answers[expr] = self.client.query(expr, time_s=now_s)
             except PrometheusUnavailable as exc:
                 return MetricsError(
                     f"{who}: Prometheus unavailable: {exc}", kind="unavailable", quantity=quantity, query=expr
@@ -433,6 +458,9 @@ class PrometheusSource:
                     )
                 notes.append(f"{quantity}: query rejected: {exc}")
                 values[quantity] = None
+                continue
+            if quantity in HISTOGRAM_QUANTITIES:
+                histograms[quantity] = _buckets(samples)
                 continue
             if len(samples) > 1:
                 reason = (
@@ -459,7 +487,11 @@ class PrometheusSource:
         stale = values.get("rate") is None
         if stale:
             notes.append("stale: no arrival-rate samples in the latest window")
+        llm = None
+        if any(q in templates for q in LLM_QUANTITIES):
+            llm = self._llm(ref, now_s, values, histograms, notes, expr_for)
         return JobMetrics(
+            llm=llm,
             rate_history_rpm=history,
             rate_rps=values.get("rate"),
             latency_ms=values.get("latency"),
@@ -471,3 +503,49 @@ class PrometheusSource:
             observed_at_s=now_s,
             notes=tuple(notes),
         )
+
+    # ------------------------------------------------------------------------------------------ LLM
+    def _llm(self, ref: DeploymentRef, now_s: float, values: Mapping[str, float | None],
+             histograms: Mapping[str, list[tuple[float, float]]], notes: list[str],
+             expr_for: Callable[[str, float], str]) -> LLMObservation:
+        """The LLM quantities of one Deployment, plus its calibration windows when the preset has them."""
+        mix = None
+        if "prompt_tokens" in histograms and "output_tokens" in histograms:
+            mix = vllm.token_mix(histograms["prompt_tokens"], histograms["output_tokens"],
+                                 prompt_mean=values.get("prompt_tokens_mean"),
+                                 output_mean=values.get("output_tokens_mean"))
+        windows = None
+        preset = self.presets.get(ref.preset)
+        if preset is not None and preset.calibration and self.calibration_span_s > 0:
+            try:
+                windows = self._windows(ref, preset, now_s)
+            except (PrometheusUnavailable, PrometheusQueryError, InvalidInputError) as exc:
+                notes.append(f"calibration: {exc}")
+        return LLMObservation(
+            ttft_ms=values.get("ttft"), itl_ms=values.get("itl"), kv_cache_usage=values.get("kv_usage"),
+            num_waiting=values.get("queue"), num_running=values.get("running"), token_mix=mix, windows=windows,
+        )
+
+    def _windows(self, ref: DeploymentRef, preset: Preset, now_s: float) -> StepWindows:
+        """The calibration range query: windows of ``calibration_step_s`` ending at the last whole step."""
+        step_s = self.calibration_step_s
+        count = max(1, int(self.calibration_span_s // step_s))
+        end_s = math.floor(now_s / step_s) * step_s
+        start_s = end_s - (count - 1) * step_s
+        where = f"Deployment {ref.namespace}/{ref.name} calibration"
+        rendered = {name: render(text, ref, window_s=step_s, where=where) for name, text in preset.calibration.items()}
+        found = self.client.query_range(vllm.calibration_expr(rendered), start_s=start_s, end_s=end_s, step_s=step_s)
+        config = self.client.query(render(vllm.CACHE_CONFIG, ref, window_s=step_s, where=where), time_s=now_s)
+        return vllm.step_windows([(x.labels, x.points) for x in found], start_s=start_s, step_s=step_s, count=count,
+                                 kv_cache_tokens=vllm.kv_cache_tokens([x.labels for x in config]))
+
+
+def _buckets(samples: Sequence[Sample]) -> list[tuple[float, float]]:
+    """(le, cumulative count) pairs of a histogram query's answer; samples without a numeric ``le`` are ignored."""
+    out = []
+    for sample in samples:
+        try:
+            out.append((float(sample.labels["le"]), sample.value))
+        except (KeyError, ValueError):
+            continue
+    return out

@@ -24,10 +24,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from faro.optimizer.errors import InvalidInputError
 from numpy.typing import ArrayLike, NDArray
+
+if TYPE_CHECKING:
+    from faro.optimizer.model.profile_fit import StepWindows
 
 
 def _positive(where: str, value: float, *, allow_zero: bool = False) -> None:
@@ -168,7 +172,8 @@ class LLMObservation:
     (vLLM's ``vllm:num_requests_waiting`` / ``vllm:num_requests_running``); ``token_mix`` holds
     recent requests' prompt/output lengths. ``replica_kv_cache_usage``/``replica_num_waiting`` hold, per
     ready replica, the largest KV use (0–1) and waiting count over the window (what llm-d's WVA reads
-    with ``max_over_time(...[1m])``); empty = not measured.
+    with ``max_over_time(...[1m])``); empty = not measured. ``windows``: per-window step and prefill measurements the
+    engine profile is calibrated from (``optimizer/model/profile_fit.py``; None = not measured).
     """
 
     ttft_ms: float | None = None
@@ -179,3 +184,4 @@ class LLMObservation:
     token_mix: TokenMix | None = None
     replica_kv_cache_usage: tuple[float, ...] = ()
     replica_num_waiting: tuple[float, ...] = ()
+    windows: StepWindows | None = None
