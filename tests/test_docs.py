@@ -137,3 +137,17 @@ def test_benchmark_tables_in_the_docs_match_bench_results():
     assert not stale, f"regenerate with `python bench/docs_tables.py`: {stale}"
     marked = "".join(p.read_text() for p in PAGES)
     assert set(docs_tables.TABLES) <= set(re.findall(r"<!-- bench:([a-z0-9-]+) -->", marked)), "a table nobody shows"
+
+
+def test_nothing_points_outside_the_repository_to_shared():
+    """A newcomer's clone has no ``../shared``: every trace the code, tests and docs use ships in ``traces/``."""
+    offenders = []
+    for path in ROOT.rglob("*"):
+        if ".git" in path.parts or "__pycache__" in path.parts or path.suffix not in (".py", ".md", ".toml", ".yaml"):
+            continue
+        if path == Path(__file__):
+            continue
+        text = path.read_text(errors="ignore")
+        if "../shared" in text or "shared/traces" in text:
+            offenders.append(str(path.relative_to(ROOT)))
+    assert not offenders
