@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from faro.optimizer.commands import simulate_llm
+
 DEFAULT_OUTPUT = "faro-results"
 
 
@@ -42,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(bisection); writes capacity-search.json and capacity-search.png")
     parser.add_argument("--target-violation", type=float, default=0.01, help="for --capacity-search (default 0.01)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    simulate_llm.add_arguments(parser)  # --workload llm, --gpus, --balancer
 
 
 def _policy_names(arg: str | None) -> list[str]:
@@ -93,8 +96,12 @@ def _workload(task: dict[str, Any]) -> Any:
     return workload.head(task["minutes"]) if task.get("minutes") else workload
 
 
-def _run_all(tasks: list[dict[str, Any]], *, workers: int, progress: bool) -> list[dict[str, Any]]:
+def _run_all(
+    tasks: list[dict[str, Any]], *, workers: int, progress: bool, worker: Any = None
+) -> list[dict[str, Any]]:
     from tqdm import tqdm
+
+    run_task = worker or _run_one
 
     bar = tqdm(total=len(tasks), desc="simulate", unit="run", file=sys.stderr, disable=not progress)
     out: list[dict[str, Any]] = []
@@ -102,13 +109,13 @@ def _run_all(tasks: list[dict[str, Any]], *, workers: int, progress: bool) -> li
         if workers <= 1 or len(tasks) == 1:
             for task in tasks:
                 bar.set_postfix_str(task["policy"])
-                out.append(_run_one(task))
+                out.append(run_task(task))
                 bar.update()
         else:
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(_run_one, t) for t in tasks]
+                futures = [pool.submit(run_task, t) for t in tasks]
                 for fut in as_completed(futures):
                     res = fut.result()
                     bar.set_postfix_str(res["policy"])
@@ -122,6 +129,11 @@ def _run_all(tasks: list[dict[str, Any]], *, workers: int, progress: bool) -> li
 def run(args: argparse.Namespace) -> int:
     from faro.optimizer.errors import InvalidInputError
     from faro.optimizer.sim.engine import SimConfig
+
+    if getattr(args, "workload", "cpu") == "llm":
+        from faro.optimizer.commands.simulate_llm import run as run_llm
+
+        return run_llm(args)
 
     names = _policy_names(args.policies)
     history = args.history or ("none" if args.trace else "bundled")
