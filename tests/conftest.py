@@ -1,8 +1,10 @@
 """Shared fixtures: the test Kubernetes API server (``tests/kubeapi``) and real Prometheus (``tests/prom_fixture``).
 
-``kubeapi`` is a running ``KubeApiServer`` (every stored object schema-validated; the test fails at
-teardown if any was invalid); ``kube_client`` an official-client ``ApiClient`` built from a
-generated kubeconfig pointing at it.
+``kubeapi`` is a running ``KubeApiServer`` (every stored object schema-validated, every request
+authorised by RBAC; the test fails at teardown if any object was invalid or any request denied —
+``KubeApiServer.check``); ``kubeapi_factory`` makes more of them, checked the same way;
+``kube_client`` an official-client ``ApiClient`` built from a generated kubeconfig pointing at
+``kubeapi`` with the admin token.
 """
 
 from __future__ import annotations
@@ -13,11 +15,24 @@ from prom_fixture import prometheus, prometheus_binary, prometheus_factory, traf
 
 
 @pytest.fixture
-def kubeapi():
-    server = KubeApiServer(bookmark_interval_s=0.5).start()
-    yield server
-    server.stop()
-    assert server.validation_errors == [], "objects failed the OpenAPI schema"
+def kubeapi_factory():
+    servers: list[KubeApiServer] = []
+
+    def make(**kwargs) -> KubeApiServer:
+        server = KubeApiServer(**{"bookmark_interval_s": 0.5, **kwargs}).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+    for server in servers:
+        server.check()
+
+
+@pytest.fixture
+def kubeapi(kubeapi_factory):
+    return kubeapi_factory()
 
 
 @pytest.fixture

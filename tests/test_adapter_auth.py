@@ -51,11 +51,22 @@ def create_auth_configmap(kube_client: Any, front_proxy_ca_pem: str) -> None:
     ))
 
 
+def grant_external_metrics(kubeapi: Any, subject: dict[str, str], verbs: list[str]) -> None:
+    """A ClusterRole + ClusterRoleBinding letting ``subject`` use ``verbs`` on external metrics (RBAC in kubeapi)."""
+    name = f"external-metrics-{subject['name'].replace(':', '-')}"
+    kubeapi.load([
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
+         "rules": [{"apiGroups": ["external.metrics.k8s.io"], "resources": ["*"], "verbs": verbs}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+         "subjects": [subject]},
+    ])
+
+
 def test_kube_reviewer_asks_token_and_access_reviews_of_the_api_server(kubeapi: Any, kube_client: Any) -> None:
-    kubeapi.token_users = {"t0k": {"username": "bob", "groups": ["g1"], "uid": "u1"}}
-    kubeapi.authorize = lambda spec: (
-        spec.get("user") == "bob" and spec.get("resourceAttributes", {}).get("verb") == "list", ""
-    )
+    kubeapi.token_users["t0k"] = {"username": "bob", "groups": ["g1"], "uid": "u1"}
+    grant_external_metrics(kubeapi, {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob"},
+                           ["list"])
     reviewer = KubeReviewer(kube_client)
     bob = reviewer.review_token("t0k")
     assert bob == UserInfo("bob", ("g1",), uid="u1")
@@ -142,8 +153,9 @@ def test_the_adapter_process_authenticates_and_authorises_through_the_api_server
     kubeapi: Any, kube_client: Any, files: dict[str, Any], tmp_path: Path
 ) -> None:
     create_auth_configmap(kube_client, files["front_ca"].decode())
-    kubeapi.token_users = {"hpa-token": {"username": HPA_USER, "groups": ["system:serviceaccounts"]}}
-    kubeapi.authorize = lambda spec: (spec.get("user") == HPA_USER, "")
+    kubeapi.token_users["hpa-token"] = {"username": HPA_USER, "groups": ["system:serviceaccounts"]}
+    grant_external_metrics(kubeapi, {"kind": "ServiceAccount", "name": "horizontal-pod-autoscaler",
+                                     "namespace": "kube-system"}, ["get", "list", "watch"])
     port = free_port()
     proc = Process([
         "--plan-file", str(files["plan"]), "--secure-address", f"127.0.0.1:{port}",

@@ -258,8 +258,16 @@ def chain(kubeapi, kube_client, prometheus_factory, tmp_path: Path):
     server_cert = serving.issue("faro-adapter", server=True).write(tmp_path, "server")
     front_proxy = front.issue("front-proxy-client").write(tmp_path, "front-proxy")
     create_auth_configmap(kube_client, front.cert_pem.decode())
-    kubeapi.token_users = {"kubectl-token": {"username": KUBECTL_USER, "groups": ["system:authenticated"]}}
-    kubeapi.authorize = lambda spec: (spec.get("user") in (HPA_USER, KUBECTL_USER), "")
+    kubeapi.token_users["kubectl-token"] = {"username": KUBECTL_USER, "groups": ["system:authenticated"]}
+    reader = "faro-external-metrics-reader"  # what the chart grants the HPA controller, plus the kubectl user
+    kubeapi.load([
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": reader},
+         "rules": [{"apiGroups": ["external.metrics.k8s.io"], "resources": ["*"], "verbs": ["get", "list", "watch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": reader},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": reader},
+         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u}
+                      for u in (HPA_USER, KUBECTL_USER)]},
+    ])
 
     exporter = TrafficExporter().start()
     exporter.set_traffic(NS, "a", rate_rps=CHAIN_RPS, latency_fractions=FAST, mean_latency_ms=40.0)

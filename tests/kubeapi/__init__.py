@@ -1,5 +1,7 @@
-"""Test Kubernetes API server (see ``server.py``) and helpers to build valid objects for it."""
+"""Test Kubernetes API server (see ``server.py``), its RBAC (``rbac.py``) and builders of valid objects."""
 
-from .server import AuditEntry, KubeApiServer
+from .rbac import BOOTSTRAP, Attributes, RBACAuthorizer, User, forbidden_status, service_account_user
+from .server import ADMIN_TOKEN, AuditEntry, KubeApiServer
 
-__all__ = ["AuditEntry", "KubeApiServer"]
+__all__ = ["ADMIN_TOKEN", "BOOTSTRAP", "Attributes", "AuditEntry", "KubeApiServer", "RBACAuthorizer", "User",
+           "forbidden_status", "service_account_user"]

@@ -12,13 +12,20 @@ No kube-apiserver can run on the development machines, so the optimizer (``faro.
   ``resourceVersion``, BOOKMARK events when ``allowWatchBookmarks=true``, ``timeoutSeconds``, and an
   ERROR event carrying a 410 ``Expired`` Status for a resourceVersion older than the last
   ``compact()``; ``drop_watches()`` cuts every open watch connection;
-* TokenReview and SubjectAccessReview (answers set by ``token_users`` / ``authorize``) and, like any
-  ConfigMap, ``kube-system/extension-apiserver-authentication`` when a test creates it.
+* authentication and RBAC as kube-apiserver does them (``rbac.py``): a bearer token maps to a user —
+  ``ADMIN_TOKEN`` (``test-token``, the default of ``kubeconfig()``) to a ``system:masters`` member,
+  ``service_account_token()`` to a ServiceAccount, ``user_token()`` / ``token_users`` to anyone; an
+  unknown token is a 401 ``Unauthorized`` Status, no token is ``system:anonymous``. Every request is
+  authorised against the Roles, ClusterRoles and bindings stored here (kube's bootstrap roles at
+  start, a rendered chart through ``load()``), and one not granted gets kube's 403 ``Forbidden`` Status
+  and lands in ``denials``. TokenReview and SubjectAccessReview are answered from the same tokens and
+  RBAC. The ConfigMap ``kube-system/extension-apiserver-authentication`` exists when a test creates it.
 
 Every object it stores is validated against the real OpenAPI schema with ``kubernetes-validate``
 (strict); an invalid object is rejected with a 422 ``Invalid`` Status, as kube-apiserver would, and
-recorded in ``validation_errors`` (fixtures assert it stays empty). Every request is recorded in
-``audit`` as ``AuditEntry(verb, api_group, resource, namespace, name, subresource)`` and, when env
+recorded in ``validation_errors``; ``check()`` (called by every fixture at teardown) fails when any
+object was invalid or any request was denied. Every request is recorded in ``audit`` as
+``AuditEntry(verb, api_group, resource, namespace, name, subresource, user, allowed)`` and, when env
 ``FARO_KUBEAPI_AUDIT_FILE`` is set, appended to that file as one JSON line.
 """
 
@@ -40,7 +47,12 @@ from urllib.parse import parse_qs, urlsplit
 import kubernetes_validate
 import yaml
 
+from .rbac import ANONYMOUS, BOOTSTRAP, UNAUTHORIZED_STATUS, Attributes, RBACAuthorizer, User, forbidden_status
+from .rbac import service_account_user as _sa_user
+
 SCHEMA_VERSION = "1.33"
+ADMIN_TOKEN = "test-token"
+ADMIN = User("test-admin", ("system:masters", "system:authenticated"))
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,11 @@ RESOURCES = (
     ResourceType("events.k8s.io", "v1", "events", "Event"),
     ResourceType("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease"),
+    ResourceType("", "v1", "serviceaccounts", "ServiceAccount"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "roles", "Role"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False),
+    ResourceType("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", namespaced=False),
     ResourceType("authentication.k8s.io", "v1", "tokenreviews", "TokenReview", namespaced=False, create_only=True),
     ResourceType(
         "authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", namespaced=False, create_only=True
@@ -82,6 +99,8 @@ class AuditEntry:
     namespace: str
     name: str
     subresource: str
+    user: str = ""
+    allowed: bool = True
 
 
 @dataclass(frozen=True)
@@ -187,7 +206,9 @@ class KubeApiServer:
         self.audit: list[AuditEntry] = []
         self.validation_errors: list[str] = []
         self.token_users: dict[str, dict[str, Any]] = {}  # bearer token -> TokenReview status.user
-        self.authorize: Callable[[dict[str, Any]], tuple[bool, str]] = lambda spec: (True, "")
+        self.denials: list[tuple[AuditEntry, str]] = []  # (request, Status message) of every 403
+        self._tokens: dict[str, User] = {ADMIN_TOKEN: ADMIN}
+        self.rbac = RBACAuthorizer(self._rbac_get, self._rbac_list)
         self.fail_requests: Callable[[AuditEntry], int | None] = lambda entry: None  # inject HTTP errors
         self._audit_file = audit_file if audit_file is not None else os.environ.get("FARO_KUBEAPI_AUDIT_FILE")
         self._lock = threading.Condition()
@@ -200,6 +221,7 @@ class KubeApiServer:
         self._httpd = ThreadingHTTPServer((host, 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
+        self.load(BOOTSTRAP)
 
     # ---------------------------------------------------------------- lifecycle and test controls
     @property
@@ -225,8 +247,8 @@ class KubeApiServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def kubeconfig(self, path: Path, *, token: str = "test-token") -> Path:
-        """Write a kubeconfig pointing at this server; load it with ``kubernetes.config``."""
+    def kubeconfig(self, path: Path, *, token: str = ADMIN_TOKEN) -> Path:
+        """Write a kubeconfig pointing at this server (default: the admin token); load it with ``kubernetes.config``."""
         config = {
             "apiVersion": "v1", "kind": "Config", "current-context": "test",
             "clusters": [{"name": "test", "cluster": {"server": self.url}}],
@@ -235,6 +257,60 @@ class KubeApiServer:
         }
         path.write_text(yaml.safe_dump(config))
         return path
+
+    def check(self) -> None:
+        """Fail when an object failed its schema or a request was denied (fixtures call it at teardown;
+        a test that provokes denials on purpose asserts them and clears ``denials``)."""
+        assert self.validation_errors == [], f"objects failed the OpenAPI schema: {self.validation_errors}"
+        assert self.denials == [], "requests RBAC does not allow:\n" + "\n".join(m for _, m in self.denials)
+
+    # ---------------------------------------------------------------- identities and RBAC
+    def service_account_token(self, namespace: str, name: str) -> str:
+        """A bearer token of ServiceAccount ``namespace/name`` (created here if it does not exist)."""
+        rtype = self._rtype("", "serviceaccounts")
+        with self._lock:
+            if (namespace, name) not in self._store[rtype]:
+                self.create(rtype, namespace, {"metadata": {"name": name, "namespace": namespace}})
+        return self.user_token(_sa_user(namespace, name))
+
+    def user_token(self, user: User) -> str:
+        """A bearer token that authenticates as ``user``."""
+        token = f"{user.name}:{uuid.uuid4().hex}"
+        self._tokens[token] = user
+        return token
+
+    def authenticate(self, token: str | None) -> User | None:
+        """The user of a bearer token; ``ANONYMOUS`` without one; None for a token nobody issued."""
+        if token is None:
+            return ANONYMOUS
+        if token in self.token_users:
+            info = self.token_users[token]
+            return User(info.get("username", ""), tuple(info.get("groups") or ()), info.get("uid", ""))
+        return self._tokens.get(token)
+
+    def load(self, objects: Any) -> list[dict[str, Any]]:
+        """Create every object of a kind this server serves (a rendered chart, the bootstrap roles);
+        returns the objects of other kinds (Services, APIServices ...), which it does not store."""
+        skipped = []
+        for obj in objects:
+            group, _, _version = str(obj.get("apiVersion", "")).rpartition("/")
+            rtype = next((r for r in RESOURCES if r.group == group and r.kind == obj.get("kind")
+                          and not r.create_only), None)
+            if rtype is None:
+                skipped.append(obj)
+                continue
+            self.create(rtype, (obj.get("metadata") or {}).get("namespace", ""), obj)
+        return skipped
+
+    def _rbac_get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        rtype = next(r for r in RESOURCES if r.group == "rbac.authorization.k8s.io" and r.kind == kind)
+        with self._lock:
+            return self._store[rtype].get((namespace, name))
+
+    def _rbac_list(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
+        rtype = next(r for r in RESOURCES if r.group == "rbac.authorization.k8s.io" and r.kind == kind)
+        with self._lock:
+            return [o for (ns, _), o in sorted(self._store[rtype].items()) if namespace is None or ns == namespace]
 
     def compact(self) -> int:
         """Forget history: watches from an older resourceVersion now get 410 Gone. Returns the cut."""
@@ -357,11 +433,21 @@ class KubeApiServer:
     def _review(self, rtype: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
         spec = obj.get("spec") or {}
         if rtype.plural == "tokenreviews":
-            user = self.token_users.get(spec.get("token", ""))
-            obj["status"] = {"authenticated": True, "user": user} if user else {"authenticated": False,
-                                                                                 "error": "invalid token"}
+            token = spec.get("token") or ""
+            user = self.authenticate(token) if token else None
+            obj["status"] = ({"authenticated": True, "user": user.to_review()} if user else
+                             {"authenticated": False, "error": "invalid bearer token"})
         else:
-            allowed, reason = self.authorize(spec)
+            user = User(spec.get("user", ""), tuple(spec.get("groups") or ()), spec.get("uid", ""))
+            if spec.get("nonResourceAttributes"):
+                nra = spec["nonResourceAttributes"]
+                attrs = Attributes(user, nra.get("verb", ""), is_resource=False, path=nra.get("path", ""))
+            else:
+                ra = spec.get("resourceAttributes") or {}
+                attrs = Attributes(user, ra.get("verb", ""), api_group=ra.get("group", ""),
+                                   resource=ra.get("resource", ""), subresource=ra.get("subresource", ""),
+                                   namespace=ra.get("namespace", ""), name=ra.get("name", ""))
+            allowed, reason = self.rbac.authorize(attrs)
             obj["status"] = {"allowed": allowed, **({"reason": reason} if reason else {})}
         self._validate(obj)
         return obj
@@ -433,7 +519,7 @@ class KubeApiServer:
 def _parse_path(path: str) -> tuple[str, str, str | None, str, str, str]:
     """-> (group, version, namespace, plural, name, subresource) of a REST path."""
     parts = [p for p in path.split("/") if p]
-    if parts[:1] == ["api"]:
+    if parts[:1] == ["api"] and len(parts) >= 2:
         group, version, rest = "", parts[1], parts[2:]
     elif parts[:1] == ["apis"] and len(parts) >= 3:
         group, version, rest = parts[1], parts[2], parts[3:]
@@ -445,6 +531,9 @@ def _parse_path(path: str) -> tuple[str, str, str | None, str, str, str]:
     if not rest:
         raise ApiError(404, "NotFound", f"no route for {path}")
     return group, version, namespace, rest[0], rest[1] if len(rest) > 1 else "", rest[2] if len(rest) > 2 else ""
+
+
+_NON_RESOURCE_VERBS = {"GET": "get", "HEAD": "get", "POST": "post", "PUT": "put", "PATCH": "patch", "DELETE": "delete"}
 
 
 def _handler_for(server: KubeApiServer) -> type[BaseHTTPRequestHandler]:
@@ -470,13 +559,35 @@ def _handler_for(server: KubeApiServer) -> type[BaseHTTPRequestHandler]:
             try:
                 url = urlsplit(self.path)
                 query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-                group, _version, namespace, plural, name, sub = _parse_path(url.path)
-                rtype = server._rtype(group, plural)
+                auth = self.headers.get("Authorization")
+                scheme, _, token = (auth or "").partition(" ")
+                user = server.authenticate(token.strip() if auth and scheme.lower() == "bearer" else None)
+                if user is None:
+                    self._send(401, UNAUTHORIZED_STATUS)
+                    return
+                try:
+                    group, _version, namespace, plural, name, sub = _parse_path(url.path)
+                except ApiError:  # a non-resource URL: authorised by path, then not found
+                    attrs = Attributes(user, _NON_RESOURCE_VERBS.get(method, method.lower()), is_resource=False,
+                                       path=url.path)
+                    allowed, reason = server.rbac.authorize(attrs)
+                    if not allowed:
+                        self._deny(AuditEntry(attrs.verb, "", "", "", "", "", user.name, False), attrs, reason)
+                        return
+                    raise
                 watching = method == "GET" and query.get("watch") in ("true", "1")
                 verb = {"GET": "watch" if watching else ("get" if name else "list"), "POST": "create",
-                        "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
-                entry = AuditEntry(verb, group, plural, namespace or "", name, sub)
+                        "PUT": "update", "PATCH": "patch",
+                        "DELETE": "delete" if name else "deletecollection"}[method]
+                attrs = Attributes(user, verb, api_group=group, resource=plural, subresource=sub,
+                                   namespace=namespace or "", name=name)
+                allowed, reason = server.rbac.authorize(attrs)
+                entry = AuditEntry(verb, group, plural, namespace or "", name, sub, user.name, allowed)
+                if not allowed:
+                    self._deny(entry, attrs, reason)
+                    return
                 server.record(entry)
+                rtype = server._rtype(group, plural)
                 injected = server.fail_requests(entry)
                 if injected:
                     raise ApiError(injected, "InternalError" if injected >= 500 else "Forbidden", "injected failure")
@@ -497,12 +608,20 @@ def _handler_for(server: KubeApiServer) -> type[BaseHTTPRequestHandler]:
                 elif method == "PATCH":
                     self._patch(rtype, ns, name, sub)
                 elif method == "DELETE":
+                    if not name:
+                        raise ApiError(405, "MethodNotAllowed", "deletecollection is not supported here")
                     obj = server.delete(rtype, ns, name)
                     self._send(200, obj)
             except ApiError as exc:
                 self._send(exc.code, exc.status())
             except (BrokenPipeError, ConnectionResetError):
                 pass
+
+        def _deny(self, entry: AuditEntry, attrs: Attributes, reason: str) -> None:
+            status = forbidden_status(attrs, reason)
+            server.record(entry)
+            server.denials.append((entry, status["message"]))
+            self._send(403, status)
 
         def _patch(self, rtype: ResourceType, ns: str, name: str, sub: str) -> None:
             ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
