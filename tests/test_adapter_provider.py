@@ -142,10 +142,12 @@ async def test_the_plan_file_is_served_and_re_read_when_it_changes(tmp_path: Pat
     _write_plan(path, 5)
     clock = FakeClock()
     store = PlanStore(ttl_s=600, clock=clock)
-    source = PlanFileSource(path, store=store, metrics=AdapterMetrics(CollectorRegistry(), store), poll_interval_s=0.01)
+    metrics = AdapterMetrics(CollectorRegistry(), store)
+    source = PlanFileSource(path, store=store, metrics=metrics, poll_interval_s=0.01)
     source.load()
     assert value(store, "default", "deployment=resnet") == 5
     task = asyncio.create_task(source.run())
+    errors = lambda: metrics.plan_file_errors._value.get()  # noqa: E731
     try:
         _write_plan(path, 9)
         for _ in range(1000):
@@ -153,9 +155,22 @@ async def test_the_plan_file_is_served_and_re_read_when_it_changes(tmp_path: Pat
             if value(store, "default", "deployment=resnet") == 9:
                 break
         assert value(store, "default", "deployment=resnet") == 9
-        path.write_text("{not json")  # a broken edit keeps the previous plan
-        await asyncio.sleep(0.1)
+        assert errors() == 0
+        path.write_text("{not json")  # a broken edit keeps the previous plan ...
+        for _ in range(1000):
+            await asyncio.sleep(0.01)
+            if errors():
+                break
+        assert errors() == 1  # ... once it was re-read and rejected (not merely because nobody looked yet)
         assert value(store, "default", "deployment=resnet") == 9
+        await asyncio.sleep(0.05)
+        assert errors() == 1  # the same broken file is not re-parsed (and counted) on every poll
+        _write_plan(path, 4)  # and the next good edit is served
+        for _ in range(1000):
+            await asyncio.sleep(0.01)
+            if value(store, "default", "deployment=resnet") == 4:
+                break
+        assert value(store, "default", "deployment=resnet") == 4
     finally:
         task.cancel()
 
