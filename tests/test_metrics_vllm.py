@@ -180,3 +180,8 @@ def test_the_calibration_windows_come_from_the_same_series(recorded) -> None:
     assert fit.error < 0.5
     assert fit.kv_cache_tokens == 8192
     assert 0.0 <= fit.ttft_overhead_ms < 200.0
+
+    # The source calibrates from the same windows: the profile the view pins annotations over.
+    assert result.llm_profile is not None and result.llm_fit is not None and result.llm_fit.ok
+    assert result.llm_profile.kv_cache_tokens == 8192
+    assert result.llm_profile.step_base_ms == pytest.approx(result.llm_fit.step_base_ms)

@@ -6,7 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from faro.optimizer.metrics.vllm import kv_cache_tokens, token_mix
+from faro.optimizer.metrics.base import DeploymentRef
+from faro.optimizer.metrics.vllm import Calibrator, kv_cache_tokens, token_mix
 from faro.optimizer.model.llm_profile import EngineProfile
 from faro.optimizer.model.profile_fit import StepWindows, calibrated_profile, fit_step_profile
 
@@ -101,6 +102,25 @@ def test_the_calibrated_profile_takes_the_fit_unless_pinned() -> None:
     assert calibrated_profile(declared, None) == declared
     failed = fit_step_profile(windows(n=1), max_num_batched_tokens=BUDGET)
     assert calibrated_profile(declared, failed) == declared
+
+
+def test_the_calibrator_keeps_a_model_s_profile_through_an_idle_stretch() -> None:
+    ref = DeploymentRef("llm", "chat", preset="vllm", max_num_batched_tokens=BUDGET)
+    calibrator = Calibrator()
+    profile, fit = calibrator.update(ref, windows(noise=0.0, kv_cache_tokens=8192))
+    assert profile is not None and fit.ok and profile.kv_cache_tokens == 8192
+    assert profile.step_base_ms == pytest.approx(TRUE["step_base_ms"], rel=1e-3)
+    idle = windows(n=1, kv_cache_tokens=8192)  # too little traffic to fit
+    assert calibrator.update(ref, idle) == (profile, fit)
+    calibrator.forget_except(set())
+    again, failed = calibrator.update(ref, idle)
+    assert again is None and not failed.ok
+
+
+def test_no_profile_without_a_kv_capacity() -> None:
+    """Without vllm:cache_config_info the fit is reported but no EngineProfile is made (KV has no default)."""
+    profile, fit = Calibrator().update(DeploymentRef("llm", "chat"), windows(noise=0.0))
+    assert profile is None and fit.ok
 
 
 # -------------------------------------------------------------------------------------- token mixes

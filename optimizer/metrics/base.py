@@ -9,13 +9,15 @@ unreachable Prometheus come back as a ``MetricsError`` value for that Deployment
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from faro.optimizer.errors import InvalidInputError
-from faro.optimizer.model.llm_profile import LLMObservation
+from faro.optimizer.model.llm_profile import EngineProfile, LLMObservation
+from faro.optimizer.model.profile_fit import StepFit
 from faro.optimizer.policy.base import JobObservation
 
 QUANTITIES = ("rate", "latency", "mean_latency", "processing_time", "queue", "cpu",
@@ -34,6 +36,7 @@ ANNOTATION_PRESET = "faro.dev/metrics-preset"
 ANNOTATION_RAY_APP = "faro.dev/ray-app"
 ANNOTATION_RAY_DEPLOYMENT = "faro.dev/ray-deployment"
 ANNOTATION_MODEL_NAME = "faro.dev/model-name"  # the served model's name (vLLM's model_name label)
+ANNOTATION_LLM_BATCHED_TOKENS = "faro.dev/llm-max-num-batched-tokens"  # also an engine-profile annotation
 OVERRIDE_ANNOTATIONS = {
     "faro.dev/promql-rate": "rate",
     "faro.dev/promql-latency": "latency",
@@ -61,6 +64,8 @@ class DeploymentRef:
     ``overrides`` maps a quantity (``QUANTITIES``) to a PromQL template replacing the preset's.
     ``model`` is the ``model_name`` label value of an LLM server's series (vLLM's
     ``--served-model-name``; default: the Deployment's name; annotation ``faro.dev/model-name``).
+    ``max_num_batched_tokens``: the engine's per-step token budget when annotated (the calibration
+    counts a long prompt's chunked prefill steps with it; default 8192, vLLM's).
     """
 
     namespace: str
@@ -71,6 +76,7 @@ class DeploymentRef:
     app: str = ""
     deployment: str = ""
     model: str = ""
+    max_num_batched_tokens: int | None = None
 
     def __post_init__(self) -> None:
         where = f"Deployment {self.namespace}/{self.name}"
@@ -128,7 +134,11 @@ class DeploymentRef:
                 if not expr:
                     raise InvalidInputError(f"{where} {annotation}", "must be a PromQL expression, got an empty value")
                 overrides[quantity] = expr
+        budget = None
+        with contextlib.suppress(ValueError):  # a bad value: the annotation parser reports it
+            budget = int(annotations.get(ANNOTATION_LLM_BATCHED_TOKENS, "").strip()) or None
         return cls(
+            max_num_batched_tokens=budget if budget is None or budget > 0 else None,
             namespace=namespace,
             name=name,
             preset=preset,
@@ -154,6 +164,8 @@ class JobMetrics:
     ``notes``: why optional quantities are None (e.g. a query error), for logs.
     ``llm``: TTFT/ITL, KV-cache use, queue, batch, token mix and the step windows the engine profile
     is calibrated from, for presets with LLM quantities (``vllm``); None otherwise.
+    ``llm_profile``: the engine profile calibrated from those windows (the view pins annotated fields
+    over it); ``llm_fit``: that fit and its error (None = not calibrated).
     """
 
     rate_history_rpm: tuple[float, ...]
@@ -167,6 +179,8 @@ class JobMetrics:
     observed_at_s: float = 0.0
     notes: tuple[str, ...] = ()
     llm: LLMObservation | None = None
+    llm_profile: EngineProfile | None = None
+    llm_fit: StepFit | None = None
 
     def to_observation(self) -> JobObservation:
         """The policy-facing view of these measurements."""

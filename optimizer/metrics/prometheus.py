@@ -281,6 +281,7 @@ class PrometheusSource:
             raise InvalidInputError("metrics calibration", f"need span >= 0, step > 0 and at most 1000 windows, got "
                                     f"span {calibration_span_s!r} s, step {calibration_step_s!r} s")
         self.calibration_span_s = calibration_span_s
+        self.calibrator = vllm.Calibrator()
         self.calibration_step_s = calibration_step_s
         self.max_range_points = max_range_points
         self.client = client
@@ -299,6 +300,7 @@ class PrometheusSource:
         self._map(lambda batch: self._run_batch(batch, now_s=now_s, start_s=start_s, end_s=end_s), batches)
         lookup = {(ref.key, batch.quantity): batch for batch in batches for ref in batch.refs}
         results = self._map(lambda ref: self._observe_one(ref, now_s, history_minutes, lookup), deployments)
+        self.calibrator.forget_except({ref.key for ref in deployments})
         return {ref.key: result for ref, result in zip(deployments, results, strict=True)}
 
     def _history(self, expr: str, *, start_s: float, end_s: float) -> list[Series]:
@@ -487,11 +489,17 @@ class PrometheusSource:
         stale = values.get("rate") is None
         if stale:
             notes.append("stale: no arrival-rate samples in the latest window")
-        llm = None
+        llm = profile = fit = None
         if any(q in templates for q in LLM_QUANTITIES):
-            llm = self._llm(ref, now_s, values, histograms, notes, expr_for)
+            llm = self._llm(ref, now_s, values, histograms, notes)
+            if llm.windows is not None:
+                profile, fit = self.calibrator.update(ref, llm.windows)
+                if profile is None and fit is not None:
+                    notes.append(f"calibration: {fit.status}")
         return JobMetrics(
             llm=llm,
+            llm_profile=profile,
+            llm_fit=fit,
             rate_history_rpm=history,
             rate_rps=values.get("rate"),
             latency_ms=values.get("latency"),
@@ -506,8 +514,7 @@ class PrometheusSource:
 
     # ------------------------------------------------------------------------------------------ LLM
     def _llm(self, ref: DeploymentRef, now_s: float, values: Mapping[str, float | None],
-             histograms: Mapping[str, list[tuple[float, float]]], notes: list[str],
-             expr_for: Callable[[str, float], str]) -> LLMObservation:
+             histograms: Mapping[str, list[tuple[float, float]]], notes: list[str]) -> LLMObservation:
         """The LLM quantities of one Deployment, plus its calibration windows when the preset has them."""
         mix = None
         if "prompt_tokens" in histograms and "output_tokens" in histograms:

@@ -4,18 +4,24 @@ Used by ``PrometheusSource`` (``prometheus.py``) for Deployments whose preset ha
 templates (the ``vllm`` preset): once per cycle it asks ``calibration_expr`` as one range query
 (every series tagged with a ``faro_series`` label, joined with ``or``) over the last
 ``span_s`` at ``step_s`` steps, each step being one window, and turns the answer into the
-``StepWindows`` that ``optimizer/model/profile_fit.py`` fits. Histogram buckets of the token-mix
-quantities become a ``TokenMix`` here too.
+``StepWindows`` that ``optimizer/model/profile_fit.py`` fits (``Calibrator``: the calibrated
+``EngineProfile`` in ``JobMetrics.llm_profile``). Histogram buckets of the token-mix quantities
+become a ``TokenMix`` here too.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from faro.optimizer.model.llm_profile import TokenMix
-from faro.optimizer.model.profile_fit import StepWindows
+from faro.optimizer.metrics.base import DeploymentRef
+from faro.optimizer.model.llm_profile import EngineProfile, TokenMix
+from faro.optimizer.model.profile_fit import StepFit, StepWindows, fit_step_profile
+
+log = logging.getLogger(__name__)
 
 SELECTOR = 'namespace="${namespace}",model_name="${model}"'
 """How the ``vllm`` preset finds a Deployment's series: namespace + vLLM's ``model_name`` label."""
@@ -148,3 +154,59 @@ def token_mix(
     output = np.maximum(output, 1.0)
     pairing = (7 * np.arange(MIX_SAMPLES) + 3) % MIX_SAMPLES
     return TokenMix(prompt_tokens=np.maximum(prompt, 0.0), output_tokens=output[pairing])
+
+
+DEFAULT_BATCHED_TOKENS = 8192  # vLLM's default step budget (chunked prefill) when not annotated
+
+
+class Calibrator:
+    """Fits each Deployment's engine profile from its windows, once per cycle (``PrometheusSource``).
+
+    Keeps the last good fit per Deployment: it is the prior of the next fit (ridge rows, so a
+    parameter an idle stretch cannot identify stays put) and what is returned while the windows
+    hold too little traffic to fit (an idle model keeps its calibrated profile). Logs a profile when
+    it is first fitted and whenever a parameter moves by more than ``log_change`` (relative).
+    Thread-safe (the source observes Deployments concurrently); forgets Deployments not asked for.
+    """
+
+    def __init__(self, *, log_change: float = 0.2) -> None:
+        self._last: dict[tuple[str, str], tuple[EngineProfile, StepFit]] = {}
+        self._lock = threading.Lock()
+        self.log_change = log_change
+
+    def update(self, ref: DeploymentRef, windows: StepWindows) -> tuple[EngineProfile | None, StepFit | None]:
+        """(calibrated profile, its fit) for ``ref``; (None, the failed fit) before any good fit."""
+        with self._lock:
+            last = self._last.get(ref.key)
+        budget = ref.max_num_batched_tokens or DEFAULT_BATCHED_TOKENS
+        fit = fit_step_profile(windows, max_num_batched_tokens=budget, prior=last[0] if last else None)
+        if not fit.ok or not (fit.kv_cache_tokens or last):
+            return (last[0], last[1]) if last else (None, fit)
+        profile = EngineProfile(
+            step_base_ms=fit.step_base_ms, decode_ms_per_seq=fit.decode_ms_per_seq,
+            prefill_ms_per_token=fit.prefill_ms_per_token,
+            kv_cache_tokens=int(fit.kv_cache_tokens or last[0].kv_cache_tokens),  # type: ignore[index]
+            max_num_batched_tokens=max(budget, 256),
+        )
+        if last is None or _moved(last[0], profile, self.log_change):
+            log.info("calibrated engine profile of %s/%s: step %.2f ms + %.3f ms/seq + %.4f ms/prompt token, KV %d "
+                     "tokens; fit error %.1f%% over %d ITL and %d prefill windows; front-end TTFT overhead %.1f ms",
+                     ref.namespace, ref.name, profile.step_base_ms, profile.decode_ms_per_seq,
+                     profile.prefill_ms_per_token, profile.kv_cache_tokens, 100 * fit.error, fit.itl_rows,
+                     fit.prefill_rows, fit.ttft_overhead_ms)
+        with self._lock:
+            self._last[ref.key] = (profile, fit)
+        return profile, fit
+
+    def forget_except(self, keys: set[tuple[str, str]]) -> None:
+        with self._lock:
+            for key in [k for k in self._last if k not in keys]:
+                del self._last[key]
+
+
+def _moved(old: EngineProfile, new: EngineProfile, threshold: float) -> bool:
+    for name in ("step_base_ms", "decode_ms_per_seq", "prefill_ms_per_token", "kv_cache_tokens"):
+        a, b = getattr(old, name), getattr(new, name)
+        if abs(b - a) > threshold * max(abs(a), 1e-9):
+            return True
+    return False

@@ -103,6 +103,13 @@ class Target:
     steady_latency_ms: float = 0.0
     latency_one_more_ms: float = 0.0
     binding_quota: str = ""  # what stops one more replica ("" = it would fit)
+    # The engine profile an LLM job was planned with (0/"" for other jobs), added by the live loop.
+    llm_step_base_ms: float = 0.0
+    llm_decode_ms_per_seq: float = 0.0
+    llm_prefill_ms_per_token: float = 0.0
+    llm_kv_cache_tokens: int = 0
+    llm_profile_source: str = ""  # "calibrated", "calibrated+pinned" or "declared"
+    llm_profile_fit_error: float = 0.0  # the calibration's weighted mean relative error (0 = not calibrated)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,30 @@ def _usable(value: Any) -> bool:
     return is_metrics(value) and len(getattr(value, "rate_history_rpm", ())) > 0
 
 
+_STEP_FIELDS = ("step_base_ms", "decode_ms_per_seq", "prefill_ms_per_token", "kv_cache_tokens")
+
+
+def _llm_fields(spec: Any, metrics: Any) -> dict[str, Any]:
+    """The plan line's engine-profile fields of an LLM job: the profile it was planned with, where it
+    came from, and the calibration's fit error."""
+    llm = getattr(spec, "llm", None)
+    if llm is None:
+        return {}
+    profile = llm.profile
+    calibrated = getattr(metrics, "llm_profile", None)
+    fit = getattr(metrics, "llm_fit", None)
+    if calibrated is None:
+        source = "declared"
+    elif all(getattr(profile, f) == getattr(calibrated, f) for f in _STEP_FIELDS):
+        source = "calibrated"
+    else:
+        source = "calibrated+pinned"
+    return {"llm_step_base_ms": float(profile.step_base_ms), "llm_decode_ms_per_seq": float(profile.decode_ms_per_seq),
+            "llm_prefill_ms_per_token": float(profile.prefill_ms_per_token),
+            "llm_kv_cache_tokens": int(profile.kv_cache_tokens), "llm_profile_source": source,
+            "llm_profile_fit_error": float(fit.error) if calibrated is not None and fit is not None else 0.0}
+
+
 def _reason(value: Any) -> str:
     return str(getattr(value, "message", value))
 
@@ -244,6 +268,7 @@ class ControlLoop:
                 slo_percentile=job.spec.slo.percentile, observed_latency_ms=float(obs.latency_ms or 0.0),
                 stale=key in cycle.stale_age_s, observations_age_s=float(cycle.stale_age_s.get(key, 0.0)),
                 admission=float(getattr(t, "admission", 1.0)),
+                **_llm_fields(job.spec, getattr(self.last_good.get(key), "metrics", None)),
             ))
         for held in cycle.held:
             settings = held.annotations

@@ -15,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 DEPLOYMENT = ("namespace", "deployment")
+DEPLOYMENT_PARAMETER = (*DEPLOYMENT, "parameter")
+LLM_PARAMETERS = ("step_base_ms", "decode_ms_per_seq", "prefill_ms_per_token", "kv_cache_tokens")
 
 
 class Telemetry:
@@ -55,7 +57,13 @@ class Telemetry:
         self.watch_errors = Gauge("faro_optimizer_watch_errors", "Watch errors per informer", ["resource"], registry=r)
         self.relists = Gauge("faro_optimizer_lists", "Full lists per informer (initial, 410 Gone)", ["resource"],
                              registry=r)
+        self.llm_profile = Gauge("faro_optimizer_llm_profile", "Engine profile an LLM Deployment was planned with "
+                                 "(step_base_ms, decode_ms_per_seq, prefill_ms_per_token, kv_cache_tokens)",
+                                 [*DEPLOYMENT_PARAMETER], registry=r)
+        self.llm_fit_error = Gauge("faro_optimizer_llm_profile_fit_error", "Weighted mean relative error of the "
+                                   "engine-profile calibration over its windows", DEPLOYMENT, registry=r)
         self._series: set[tuple[str, str]] = set()
+        self._llm_series: set[tuple[str, str]] = set()
 
     def set_target(self, target: object) -> None:
         """Per-Deployment gauges from one published ``Target``."""
@@ -67,6 +75,11 @@ class Telemetry:
         self.latency.labels(*key).set(target.expected_latency_ms)  # type: ignore[attr-defined]
         self.utility.labels(*key).set(target.expected_utility)  # type: ignore[attr-defined]
         self.stale.labels(*key).set(target.observations_age_s)  # type: ignore[attr-defined]
+        if getattr(target, "llm_profile_source", ""):
+            self._llm_series.add(key)
+            for name in LLM_PARAMETERS:
+                self.llm_profile.labels(*key, name).set(getattr(target, f"llm_{name}"))
+            self.llm_fit_error.labels(*key).set(target.llm_profile_fit_error)  # type: ignore[attr-defined]
 
     def forget_deployments(self, keep: set[tuple[str, str]]) -> None:
         """Remove the series of Deployments no longer in the plan; reset the held markers."""
@@ -75,6 +88,13 @@ class Telemetry:
                 with contextlib.suppress(KeyError):
                     gauge.remove(*key)
         self._series &= keep
+        for key in self._llm_series - keep:
+            for name in LLM_PARAMETERS:
+                with contextlib.suppress(KeyError):
+                    self.llm_profile.remove(*key, name)
+            with contextlib.suppress(KeyError):
+                self.llm_fit_error.remove(*key)
+        self._llm_series &= keep
         self.held.clear()
 
 
