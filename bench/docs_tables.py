@@ -295,6 +295,70 @@ def simulate_speed() -> str:
     )
 
 
+# --------------------------------------------------------------------------------------------- LLM simulator
+def llm_need() -> str:
+    doc = _load("llm.json")
+    need = doc["need"]
+    models = {m["name"]: m for m in doc["workload"]["models"]}
+    out = []
+    for name, m in need["models"].items():
+        spec = models[name]
+        curve = ", ".join(f"{k}: {_pct(v)}" for k, v in m["violation_by_replicas"].items())
+        out.append([name, f"{spec['trace']} ×{spec['load_scale']:g}, shifted {spec['shift_s'] / 60:g} min",
+                    spec["profile"], f"{spec['ttft_ms']:g} / {spec['itl_ms']:g} ms", str(m["replicas"]),
+                    f"{m['gpus']:g}", curve])
+    out.append(["**total**", "", "", "", "", f"**{need['gpus']:g}**", ""])
+    return _table(["model", "load", "profile", "TTFT / TPOT SLO (p99)", "replicas", "GPUs",
+                   "violation by static replicas"], out, right=4) + _source(
+        "llm.json", "python bench/llm.py --sections need",
+        f"fewest replicas held all hour from time 0 with ≤ {_pct(need['target_violation'], 0)} violations; "
+        f"{doc['workload']['requests']:,} requests in the hour",
+    )
+
+
+def llm_policies() -> str:
+    doc = _load("llm.json")
+    t = doc["table"]
+    need = doc["need"]["gpus"]
+    caps = sorted(t["caps"].values(), key=lambda c: c["gpus"])
+    names: list[str] = []
+    for c in caps:
+        names += [p for p in c["policies"] if p not in names]
+    ref = caps[len(caps) // 2]["policies"]
+    names.sort(key=lambda p: ref.get(p, {}).get("slo_violation", 9.0))
+    out = []
+    for p in names:
+        cells = []
+        for c in caps:
+            r = c["policies"].get(p)
+            cells.append("–" if r is None or "error" in r else
+                         f"{_pct(r['slo_violation'])} / {r['lost_utility']:.2f} / {r['gpu_minutes']:,.0f}")
+        out.append([p, *cells])
+    for label, key in (("best baseline / best Faro", "baseline_over_faro"), ("best Faro / oracle", "faro_over_oracle")):
+        cells = [f"{c['ratios'][key]:.2f}×" if key in c["ratios"] else "–" for c in caps]
+        out.append([f"**{label}**", *cells])
+    header = ["policy", *[f"{c['gpus']:g} GPUs ({c['gpus'] / need:.0%} of peak need)" for c in caps]]
+    return _table(header, out) + _source(
+        "llm.json", "python bench/llm.py --sections table",
+        f"SLO violation rate / lost utility / GPU-minutes, {t['minutes']} min, workload seed {t['seed']}; "
+        f"{t['wall_s'] / 60:.0f} min wall for every run on 2 processes, load average {_load_avg(t['load_avg_before'])}",
+    )
+
+
+def llm_speed() -> str:
+    doc = _load("llm.json")["engine"]
+    out = []
+    for label in ("unsaturated", "saturated"):
+        e = doc[label]
+        for mode, r in e["modes"].items():
+            out.append([f"{label}: conv ×{e['load_scale']:g}, {e['seconds'] / 60:g} min, {e['requests']:,} requests",
+                        mode, f"{r['steps']:,}", f"{r['wall_s']:.2f} s", f"{r['steps_per_s'] / 1e3:,.0f} k",
+                        "yes" if r["equal_to_reference"] else "**no**"])
+    return _table(["one 8B/H100 replica", "mode", "engine steps", "wall", "steps/s", "same as reference"], out,
+                  right=2) + _source("llm.json", "python bench/llm.py --sections engine",
+                                     f"load average {_load_avg(doc.get('load_avg_before'))}")
+
+
 # --------------------------------------------------------------------------------------------- loop, adapter
 def loop_cycles() -> str:
     doc = _load("loop.json")
@@ -375,6 +439,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "loop-cycles": loop_cycles,
     "loop-prometheus": loop_prometheus,
     "adapter": adapter,
+    "llm-need": llm_need,
+    "llm-policies": llm_policies,
+    "llm-speed": llm_speed,
 }
 
 

@@ -1,0 +1,285 @@
+"""Benchmark of the LLM simulator and the LLM policies on the bundled multi-model workload (issue 13).
+
+Run: ``python bench/llm.py [--sections engine,need,table] [--fractions 0.65,0.75,0.9] [--policies a,b]
+[--workers 2] [--minutes 60]``. Prints tables and writes ``bench/results/llm.json``; sections not run keep
+their previous results. The machine is shared: every section records the load average, wall and CPU time.
+
+Sections
+--------
+engine  One replica serving the conversation trace, unsaturated (×1 on an 8B/H100) and saturated (×4 on
+        one replica, 10 minutes): wall time of vLLM's loop request by request (``reference``), of the
+        lazy steady decoders stepping one step at a time, and with the closed-form jumps; all three must
+        agree exactly.
+need    What the bundled workload's peaks need: per model, the fewest replicas that, held the whole hour
+        from time 0, keep its SLO violations ≤ 1%; their GPUs summed. The caps of ``table`` are fractions
+        of that sum (default 0.65, 0.75 — the acceptance cap — and 0.9).
+table   Every LLM policy (``LLM_POLICY_NAMES``) at each cap: violations, lost utility, GPU-minutes, wall
+        time; and the acceptance ratios — best baseline / best Faro variant (target ≥ 3) and best Faro /
+        oracle (target ≤ 1.3) — at each cap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from faro.optimizer.policy.base import Decision, Plan, Target
+from faro.optimizer.sim.llm.cluster import LLMSimConfig, simulate_llm
+from faro.optimizer.sim.llm.engine import simulate_replica
+from faro.optimizer.sim.llm.metrics import minute_stats, summarize
+from faro.optimizer.sim.llm.report import llm_table, per_model
+from faro.optimizer.sim.llm.workload import (
+    BUNDLED_MODELS,
+    PROFILES,
+    bundled_workload,
+    load_llm_trace,
+    scale_and_shift,
+)
+
+OUT = Path(__file__).parent / "results" / "llm.json"
+TARGET_VIOLATION = 0.01
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+class Static:
+    """The same replica counts all the time (for the ``need`` section)."""
+
+    name = "static"
+    needs_future = False
+
+    def __init__(self, replicas: list[int]) -> None:
+        self.replicas = replicas
+
+    def initial_state(self) -> None:
+        return None
+
+    def decide(self, view, state):
+        return Decision(Plan(tuple(Target(j.spec.namespace, j.spec.name, self.replicas[i], j.current_replicas)
+                                   for i, j in enumerate(view.jobs))), None)
+
+
+def engine_speed() -> dict[str, Any]:
+    out: dict[str, Any] = {"load_avg_before": _load()}
+    trace = load_llm_trace("conv")
+    profile = PROFILES["llama-3.1-8b/h100"]
+    cases = {"unsaturated": (1.0, 3600.0), "saturated": (4.0, 600.0)}
+    for label, (scale, seconds) in cases.items():
+        arr, prompt, output = scale_and_shift(trace, load_scale=scale, shift_s=0.0, rng=np.random.default_rng(0))
+        keep = arr < seconds
+        arr, prompt, output = arr[keep], prompt[keep], output[keep]
+        runs: dict[str, Any] = {}
+        ref = None
+        for mode, kwargs in (("reference", {"reference": True}), ("step", {"skip": False}), ("jump", {"skip": True})):
+            started, cpu0 = time.perf_counter(), time.process_time()
+            run = simulate_replica(profile, arr, prompt, output, **kwargs)
+            wall, cpu = time.perf_counter() - started, time.process_time() - cpu0
+            if ref is None:
+                ref = run
+            same = bool(np.array_equal(run.ttft_ms, ref.ttft_ms) and np.array_equal(run.finish_s, ref.finish_s)
+                        and run.steps == ref.steps)
+            runs[mode] = {"wall_s": wall, "cpu_s": cpu, "steps": run.steps, "equal_to_reference": same,
+                          "requests_per_s": arr.size / wall, "steps_per_s": run.steps / wall}
+        out[label] = {"requests": int(arr.size), "load_scale": scale, "seconds": seconds,
+                      "modes": runs}
+        print(f"engine {label}: {arr.size} requests, " + ", ".join(
+            f"{m} {r['wall_s']:.2f} s ({r['steps']} steps)" for m, r in runs.items()), flush=True)
+    out["load_avg_after"] = _load()
+    return out
+
+
+def _static_violation(task: dict[str, Any]) -> dict[str, Any]:
+    """Worker: one model alone, ``k`` replicas from time 0 on, whole hour."""
+    model = BUNDLED_MODELS[task["model"]]
+    workload = bundled_workload(seed=task["seed"])
+    from faro.optimizer.sim.llm.workload import LLMWorkload
+
+    j = task["model"]
+    one = LLMWorkload(models=(model,), arrival_s=(workload.arrival_s[j],), prompt_tokens=(workload.prompt_tokens[j],),
+                      output_tokens=(workload.output_tokens[j],), duration_s=workload.duration_s)
+    k = task["k"]
+    started = time.perf_counter()
+    res = simulate_llm(one, Static([k]), LLMSimConfig(gpus=1e6, initial=(k,)))
+    s = summarize(res, minute_stats(res))
+    return {"model": model.name, "k": k, "slo_violation": s.slo_violation, "wall_s": time.perf_counter() - started}
+
+
+def need(*, workers: int, seed: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"load_avg_before": _load(), "target_violation": TARGET_VIOLATION, "models": {}}
+    started = time.perf_counter()
+    tried: dict[int, dict[int, float]] = {j: {} for j in range(len(BUNDLED_MODELS))}
+    lo = {j: 0 for j in tried}  # violation(lo) > target (0 replicas: everything fails)
+    hi = {j: None for j in tried}
+    guess = {j: 2 for j in tried}
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        while True:
+            todo = []
+            for j in tried:
+                if hi[j] is not None and hi[j] - lo[j] <= 1:
+                    continue
+                k = guess[j] if hi[j] is None else (lo[j] + hi[j]) // 2
+                todo.append({"model": j, "k": k, "seed": seed})
+            if not todo:
+                break
+            for res in pool.map(_static_violation, todo):
+                j = next(i for i, m in enumerate(BUNDLED_MODELS) if m.name == res["model"])
+                tried[j][res["k"]] = res["slo_violation"]
+                print(f"  need {res['model']}: {res['k']} replicas → {100 * res['slo_violation']:.2f}% "
+                      f"({res['wall_s']:.1f} s)", flush=True)
+                if res["slo_violation"] <= TARGET_VIOLATION:
+                    hi[j] = res["k"]
+                else:
+                    lo[j] = res["k"]
+                    if hi[j] is None:
+                        guess[j] = res["k"] * 2
+    total = 0.0
+    for j, m in enumerate(BUNDLED_MODELS):
+        gpus = m.engine.gpus * hi[j]
+        total += gpus
+        out["models"][m.name] = {"replicas": hi[j], "gpus": gpus,
+                                 "violation_by_replicas": {str(k): v for k, v in sorted(tried[j].items())}}
+    out["gpus"] = total
+    out["wall_s"] = time.perf_counter() - started
+    out["load_avg_after"] = _load()
+    return out
+
+
+def _run_policy(task: dict[str, Any]) -> dict[str, Any]:
+    from faro.optimizer.policy.registry import make_policy
+
+    started, cpu0 = time.perf_counter(), time.process_time()
+    try:
+        workload = bundled_workload(seed=task["seed"])
+        if task["minutes"] < 60:
+            workload = workload.head(task["minutes"])
+        res = simulate_llm(workload, make_policy(task["policy"]), LLMSimConfig(gpus=task["gpus"]),
+                           clock=time.perf_counter)
+        stats = minute_stats(res)
+        row: dict[str, Any] = summarize(res, stats).as_dict()
+        row["models"] = per_model(res, stats)
+        row["policy_time_s"] = res.policy_time_s
+        row["engine_steps"] = res.engine_steps
+    except Exception as exc:  # keep the other runs
+        row = {"error": f"{type(exc).__name__}: {exc}"}
+    row["wall_s"] = time.perf_counter() - started
+    row["cpu_s"] = time.process_time() - cpu0
+    return {"gpus": task["gpus"], "policy": task["policy"], "row": row}
+
+
+def _ratios(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    ok = {k: v for k, v in rows.items() if "error" not in v}
+    faro = {k: v["slo_violation"] for k, v in ok.items() if k.startswith("faro")}
+    oracle = {k: v["slo_violation"] for k, v in ok.items() if k.startswith("oracle")}
+    base = {k: v["slo_violation"] for k, v in ok.items() if not k.startswith(("faro", "oracle"))}
+    out: dict[str, Any] = {}
+    if base:
+        b = min(base, key=base.get)  # type: ignore[arg-type]
+        out["best_baseline"] = {"policy": b, "slo_violation": base[b]}
+    if faro:
+        f = min(faro, key=faro.get)  # type: ignore[arg-type]
+        out["best_faro"] = {"policy": f, "slo_violation": faro[f]}
+    if oracle:
+        o = min(oracle, key=oracle.get)  # type: ignore[arg-type]
+        out["oracle"] = {"policy": o, "slo_violation": oracle[o]}
+    if base and faro:
+        fv = out["best_faro"]["slo_violation"]
+        out["baseline_over_faro"] = out["best_baseline"]["slo_violation"] / fv if fv > 0 else float("inf")
+    if faro and oracle:
+        ov = out["oracle"]["slo_violation"]
+        out["faro_over_oracle"] = out["best_faro"]["slo_violation"] / ov if ov > 0 else float("inf")
+    return out
+
+
+def table(caps: list[float], policies: list[str], *, workers: int, minutes: int, seed: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"load_avg_before": _load(), "minutes": minutes, "seed": seed, "caps": {}}
+    tasks = [{"gpus": g, "policy": p, "minutes": minutes, "seed": seed} for g in caps for p in policies]
+    # longest first: the Oracle and Faro solve often, queue-based baselines saturate replicas
+    tasks.sort(key=lambda t: (not t["policy"].startswith(("oracle", "faro")), t["gpus"]))
+    started = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for res in pool.map(_run_policy, tasks):
+            results.append(res)
+            r = res["row"]
+            msg = r.get("error") or f"{100 * r['slo_violation']:.2f}% violations"
+            print(f"  {res['gpus']:g} GPUs {res['policy']}: {msg} ({r['wall_s']:.1f} s)", flush=True)
+    out["wall_s"] = time.perf_counter() - started
+    for g in caps:
+        rows = {r["policy"]: r["row"] for r in results if r["gpus"] == g}
+        rows = {p: rows[p] for p in policies if p in rows}
+        out["caps"][f"{g:g}"] = {"gpus": g, "policies": rows, "ratios": _ratios(rows)}
+    out["load_avg_after"] = _load()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from faro.optimizer.policy.registry import LLM_POLICY_NAMES
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sections", default="engine,need,table")
+    parser.add_argument("--fractions", default="0.65,0.75,0.9", help="caps as fractions of the peak need")
+    parser.add_argument("--policies", default=",".join(LLM_POLICY_NAMES))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--minutes", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    doc: dict[str, Any] = json.loads(OUT.read_text()) if OUT.exists() else {}
+    doc["workload"] = {
+        "requests": bundled_workload(seed=args.seed).total_requests,
+        "models": [{"name": m.name, "trace": m.trace, "profile": m.profile, "gpus_per_replica": m.engine.gpus,
+                    "load_scale": m.load_scale, "shift_s": m.shift_s, "ttft_ms": m.slo.ttft_ms,
+                    "itl_ms": m.slo.itl_ms, "percentile": m.slo.percentile} for m in BUNDLED_MODELS],
+    }
+    if "engine" in sections:
+        doc["engine"] = engine_speed()
+        OUT.write_text(json.dumps(doc, indent=2))
+    if "need" in sections:
+        doc["need"] = need(workers=args.workers, seed=args.seed)
+        OUT.write_text(json.dumps(doc, indent=2))
+        print(f"peak need: {doc['need']['gpus']:g} GPUs "
+              + ", ".join(f"{k} {v['replicas']}×" for k, v in doc["need"]["models"].items()), flush=True)
+    if "table" in sections:
+        if "need" not in doc:
+            print("run the need section first", file=sys.stderr)
+            return 2
+        need_gpus = doc["need"]["gpus"]
+        fractions = [float(f) for f in args.fractions.split(",")]
+        caps = sorted({float(round(f * need_gpus)) for f in fractions})
+        policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+        doc["table"] = table(caps, policies, workers=args.workers, minutes=args.minutes, seed=args.seed)
+        doc["table"]["fractions"] = fractions
+        OUT.write_text(json.dumps(doc, indent=2))
+        for cap, entry in doc["table"]["caps"].items():
+            print(f"\n{cap} GPUs ({float(cap) / need_gpus:.0%} of the peak need of {need_gpus:g}):")
+            print(llm_table(entry["policies"]))
+            r = entry["ratios"]
+            if "baseline_over_faro" in r:
+                print(f"best baseline / best Faro = {r['baseline_over_faro']:.2f} (target ≥ 3)")
+            if "faro_over_oracle" in r:
+                print(f"best Faro / oracle = {r['faro_over_oracle']:.2f} (target ≤ 1.3)")
+        print(f"table: {doc['table']['wall_s']:.0f} s wall on {args.workers} workers "
+              f"(load average {doc['table']['load_avg_before']})")
+    OUT.write_text(json.dumps(doc, indent=2))
+    try:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import docs_tables
+
+        docs_tables.update()
+    except (ImportError, SystemExit, KeyError) as exc:  # docs tables are a convenience here
+        print(f"docs tables not updated: {exc}", file=sys.stderr)
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
