@@ -22,24 +22,12 @@ from faro.optimizer.metrics.presets import VLLM
 from faro.optimizer.metrics.prometheus import PrometheusClient, PrometheusSource
 from faro.optimizer.model.profile_fit import fit_step_profile
 from prom_fixture import prometheus_servers
-from vllm_fixture import FIXTURES, openmetrics, recorded_scrapes
+from vllm_fixture import FIXTURES, exported_series, openmetrics, preset_series, recorded_scrapes
 
 NS = "llm"
 TINY = DeploymentRef(NS, "chat", preset="vllm", percentile=99, model="tiny")
 SWEEP = json.loads((FIXTURES / "sweep.json").read_text())
 WINDOW_S = 10.0
-
-
-def preset_series() -> set[str]:
-    """Every ``vllm:`` series name the preset and the calibration query read (histogram suffixes kept off)."""
-    text = " ".join([*VLLM.templates.values(), *VLLM.calibration.values(), vllm.CACHE_CONFIG])
-    names = set(re.findall(r"vllm:[a-z_:]+", text))
-    return {re.sub(r"_(bucket|sum|count)$", "", n) for n in names}
-
-
-def exported_series(exposition: str) -> set[str]:
-    samples = {line.split("{")[0].split(" ")[0] for line in exposition.splitlines() if line.startswith("vllm:")}
-    return samples | {re.sub(r"_(bucket|sum|count)$", "", s) for s in samples}
 
 
 def test_every_series_the_preset_reads_is_in_a_real_vllm_exposition() -> None:

@@ -32,6 +32,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 from prom_fixture import free_port
 
@@ -364,3 +365,40 @@ def openmetrics(scrapes: Sequence[tuple[float, str]], *, shift_s: float = 0.0,
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def preset_series() -> set[str]:
+    """Every ``vllm:`` series name the ``vllm`` preset and its calibration query read (no histogram suffixes)."""
+    import re
+
+    from faro.optimizer.metrics import vllm
+    from faro.optimizer.metrics.presets import VLLM
+
+    text = " ".join([*VLLM.templates.values(), *VLLM.calibration.values(), vllm.CACHE_CONFIG])
+    return {re.sub(r"_(bucket|sum|count)$", "", n) for n in re.findall(r"vllm:[a-z_:]+", text)}
+
+
+def exported_series(exposition: str) -> set[str]:
+    """Sample names in a ``/metrics`` text, with and without histogram suffixes."""
+    import re
+
+    samples = {line.split("{")[0].split(" ")[0] for line in exposition.splitlines() if line.startswith("vllm:")}
+    return samples | {re.sub(r"_(bucket|sum|count)$", "", s) for s in samples}
+
+
+def trace_requests(*, rate_rps: float, duration_s: float, start_s: float = 0.0, offset: int = 0,
+                   token_scale: float = 0.25, max_prompt: int = 1500, max_output: int = 256) -> list[RequestSpec]:
+    """Requests replaying a slice of the bundled Azure LLM conversation trace: its prompt/output token
+    counts (scaled by ``token_scale`` and capped, for the tiny model's 2,048-token context), its arrival
+    pattern rescaled to ``rate_rps`` over ``duration_s``, from request ``offset`` on."""
+    from faro.optimizer.sim.llm.workload import load_llm_trace
+
+    trace = load_llm_trace("conv")
+    n = max(1, round(rate_rps * duration_s))
+    idx = (offset + np.arange(n)) % len(trace)
+    gaps = np.diff(trace.arrival_s[idx], prepend=trace.arrival_s[idx][0])
+    gaps = gaps / max(gaps.sum(), 1e-9) * duration_s  # the trace's burstiness at the asked mean rate
+    at = start_s + np.cumsum(gaps)
+    prompt = np.clip(np.round(trace.prompt_tokens[idx] * token_scale), 1, max_prompt).astype(int)
+    output = np.clip(np.round(trace.output_tokens[idx] * token_scale), 1, max_output).astype(int)
+    return [RequestSpec(float(t), int(p), int(o)) for t, p, o in zip(at, prompt, output, strict=True)]
