@@ -28,6 +28,7 @@ from faro.adapter.server import build_api_app, build_metrics_app
 from faro.adapter.sources import Backoff, PlanFileSource, PlanWatcher
 from faro.externalscaler import externalscaler_pb2_grpc
 from faro.optimizer.errors import InvalidInputError
+from faro.optimizer.service.plan_client import PlanClientTLS
 from prometheus_client import CollectorRegistry
 
 log = logging.getLogger("faro.adapter")
@@ -40,6 +41,7 @@ class AdapterConfig:
     """Validated settings of one replica (addresses are ``host:port``; port 0 picks a free one)."""
 
     optimizer_address: str | None = None
+    optimizer_tls: PlanClientTLS = field(default_factory=PlanClientTLS)  # how to reach --optimizer-address
     plan_file: Path | None = None
     ignore_plan_expiry: bool = False
     plan_ttl_s: float = 600.0
@@ -152,7 +154,8 @@ class Adapter:
         else:
             assert cfg.optimizer_address is not None
             self.watcher = PlanWatcher(
-                cfg.optimizer_address, store=self.store, metrics=self.metrics, backoff=cfg.backoff
+                cfg.optimizer_address, store=self.store, metrics=self.metrics, tls=cfg.optimizer_tls,
+                backoff=cfg.backoff,
             )
             self._tasks.append(asyncio.create_task(self.watcher.run(), name="watch-plans"))
 

@@ -17,24 +17,36 @@ TLS: the server *requests* a client certificate but does not require one; the ha
 certificate against the union of both CAs, and ``Authenticator`` then checks which CA issued it (with
 ``cryptography``) so a client-CA certificate can never assert front-proxy headers.
 
-The Kubernetes calls (blocking client) run in a worker thread; concurrent identical reviews share one call.
+TokenReview and SubjectAccessReview (and their caches) are ``faro.optimizer.kube.auth``'s, shared with the
+optimizer's plan API; a cache hit is answered on the event loop, a miss runs the blocking review in a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from faro.adapter.errors import ForbiddenError, UnauthenticatedError
 from faro.adapter.metrics import AdapterMetrics
-from faro.optimizer.errors import InvalidInputError, TransientError
+from faro.optimizer.errors import InvalidInputError
+from faro.optimizer.kube.auth import (
+    AccessAuthorizer,
+    AccessReviewer,
+    Attributes,
+    KubeReviewer,
+    TokenAuthenticator,
+    TokenReviewer,
+    UserInfo,
+    describe,
+)
+
+__all__ = ["Attributes", "Authenticator", "Authorizer", "KubeReviewer", "UserInfo"]
 
 log = logging.getLogger("faro.adapter.auth")
 
@@ -42,28 +54,6 @@ AUTH_CONFIGMAP_NAMESPACE = "kube-system"
 AUTH_CONFIGMAP_NAME = "extension-apiserver-authentication"
 EXTERNAL_METRICS_GROUP = "external.metrics.k8s.io"
 EXTERNAL_METRICS_VERSION = "v1beta1"
-
-
-@dataclass(frozen=True)
-class UserInfo:
-    name: str
-    groups: tuple[str, ...] = ()
-    uid: str = ""
-    extra: tuple[tuple[str, tuple[str, ...]], ...] = ()  # sorted (key, values) pairs: hashable for caches
-
-
-@dataclass(frozen=True)
-class Attributes:
-    """What a request does, as a SubjectAccessReview sees it (resource or non-resource request)."""
-
-    verb: str
-    path: str = ""
-    namespace: str = ""
-    api_group: str = ""
-    version: str = ""
-    resource: str = ""
-    name: str = ""
-    is_resource: bool = False
 
 
 def request_attributes(method: str, path: str) -> Attributes:
@@ -156,58 +146,6 @@ def _load_certs(pem: str, where: str) -> list[x509.Certificate]:
     return certs
 
 
-class TokenReviewer(Protocol):
-    def review_token(self, token: str) -> UserInfo | None:
-        """The user a bearer token belongs to, None when the API server says it is not authenticated."""
-        ...
-
-
-class AccessReviewer(Protocol):
-    def allowed(self, user: UserInfo, attrs: Attributes) -> bool:
-        """Whether ``user`` may do ``attrs`` (a SubjectAccessReview)."""
-        ...
-
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class _TTLCache:
-    """A small expiring map with single-flight loading (no module state; clock injected)."""
-
-    def __init__(self, *, clock: Callable[[], float], max_entries: int = 4096) -> None:
-        self._clock = clock
-        self._max = max_entries
-        self._data: dict[Any, tuple[float, Any]] = {}
-        self._inflight: dict[Any, asyncio.Future[Any]] = {}
-
-    async def get(self, key: Any, load: Callable[[], Awaitable[tuple[Any, float]]]) -> Any:
-        hit = self._data.get(key)
-        now = self._clock()
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = fut
-        try:
-            value, ttl_s = await load()
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # mark retrieved: waiters (if any) get it via shield
-            raise
-        finally:
-            self._inflight.pop(key, None)
-        if len(self._data) >= self._max:
-            self._data = {k: v for k, v in self._data.items() if v[0] > now}
-            if len(self._data) >= self._max:
-                self._data.clear()
-        self._data[key] = (now + ttl_s, value)
-        fut.set_result(value)
-        return value
-
-
 @dataclass
 class Authenticator:
     """Who is asking: front-proxy headers, client certificate or bearer token (see the module docstring)."""
@@ -220,7 +158,7 @@ class Authenticator:
     _front_proxy_cas: list[x509.Certificate] = field(init=False)
     _client_cas: list[x509.Certificate] = field(init=False)
     _issuer_cache: dict[bytes, tuple[str, str, tuple[str, ...]]] = field(init=False, default_factory=dict)
-    _tokens: _TTLCache = field(init=False)
+    _tokens: TokenAuthenticator | None = field(init=False)
 
     def __post_init__(self) -> None:
         rh = self.config.requestheader
@@ -228,7 +166,10 @@ class Authenticator:
         self._client_cas = (
             _load_certs(self.config.client_ca_pem, "client-ca-file") if self.config.client_ca_pem else []
         )
-        self._tokens = _TTLCache(clock=self.clock)
+        self._tokens = None
+        if self.token_reviewer is not None:
+            self._tokens = TokenAuthenticator(self.token_reviewer, clock=self.clock, ttl_s=self.token_ttl_s,
+                                              on_review=self._count)
 
     def _classify(self, der: bytes) -> tuple[str, str, tuple[str, ...]]:
         """("front-proxy" | "client" | "", CN, O values) of a peer certificate the TLS handshake verified."""
@@ -270,23 +211,14 @@ class Authenticator:
         auth = headers.get("Authorization", "")
         scheme, _, token = auth.partition(" ")
         token = token.strip()
-        if scheme.lower() == "bearer" and token and self.token_reviewer is not None:
-            user = await self._tokens.get(hashlib.sha256(token.encode()).digest(), lambda: self._review(token))
+        if scheme.lower() == "bearer" and token and self._tokens is not None:
+            hit, user = self._tokens.cached(token)
+            if not hit:
+                user = await asyncio.to_thread(self._tokens.authenticate, token)  # TransientError: 503
             if user is not None:
                 return user
             raise UnauthenticatedError("the bearer token was not accepted by TokenReview")
         raise UnauthenticatedError("no valid front-proxy certificate, client certificate or bearer token")
-
-    async def _review(self, token: str) -> tuple[UserInfo | None, float]:
-        assert self.token_reviewer is not None
-        try:
-            user = await asyncio.to_thread(self.token_reviewer.review_token, token)
-        except Exception as exc:
-            self._count("tokenreview", "error")
-            log.warning("TokenReview failed: %s", exc)
-            raise TransientError(f"TokenReview failed: {exc}") from exc
-        self._count("tokenreview", "authenticated" if user else "rejected")
-        return user, self.token_ttl_s
 
     def _count(self, kind: str, outcome: str) -> None:
         if self.metrics is not None:
@@ -336,76 +268,23 @@ class Authorizer:
     metrics: AdapterMetrics | None = None
     allowed_ttl_s: float = 10.0
     denied_ttl_s: float = 10.0
-    always_allow_groups: tuple[str, ...] = ("system:masters",)
-    _cache: _TTLCache = field(init=False)
+    _access: AccessAuthorizer = field(init=False)
 
     def __post_init__(self) -> None:
-        self._cache = _TTLCache(clock=self.clock)
+        self._access = AccessAuthorizer(self.reviewer, clock=self.clock, allowed_ttl_s=self.allowed_ttl_s,
+                                        denied_ttl_s=self.denied_ttl_s, on_review=self._count)
 
     async def authorize(self, user: UserInfo, attrs: Attributes) -> None:
         """Return if allowed; raise ForbiddenError (403) or TransientError when the review itself failed."""
-        if any(g in self.always_allow_groups for g in user.groups):
-            return
-        if not await self._cache.get((user, attrs), lambda: self._review(user, attrs)):
-            what = (
-                f'{attrs.verb} resource "{attrs.resource}" in API group "{attrs.api_group}" '
-                f'in the namespace "{attrs.namespace}"'
-                if attrs.is_resource
-                else f'{attrs.verb} path "{attrs.path}"'
-            )
-            raise ForbiddenError(f'User "{user.name}" cannot {what}')
+        hit, ok = self._access.cached(user, attrs)
+        if not hit:
+            ok = await asyncio.to_thread(self._access.allowed, user, attrs)
+        if not ok:
+            raise ForbiddenError(describe(user, attrs))
 
-    async def _review(self, user: UserInfo, attrs: Attributes) -> tuple[bool, float]:
-        try:
-            ok = await asyncio.to_thread(self.reviewer.allowed, user, attrs)
-        except Exception as exc:
-            if self.metrics is not None:
-                self.metrics.auth_reviews.labels("subjectaccessreview", "error").inc()
-            log.warning("SubjectAccessReview failed: %s", exc)
-            raise TransientError(f"SubjectAccessReview failed: {exc}") from exc
+    def _count(self, kind: str, outcome: str) -> None:
         if self.metrics is not None:
-            self.metrics.auth_reviews.labels("subjectaccessreview", "allowed" if ok else "denied").inc()
-        return ok, self.allowed_ttl_s if ok else self.denied_ttl_s
-
-
-class KubeReviewer:
-    """``TokenReviewer`` and ``AccessReviewer`` over the official ``kubernetes`` client (blocking calls)."""
-
-    def __init__(self, api_client: Any) -> None:
-        from kubernetes import client
-
-        self._client = client
-        self._authn = client.AuthenticationV1Api(api_client)
-        self._authz = client.AuthorizationV1Api(api_client)
-
-    def review_token(self, token: str) -> UserInfo | None:
-        c = self._client
-        review = self._authn.create_token_review(c.V1TokenReview(spec=c.V1TokenReviewSpec(token=token)))
-        status = review.status
-        if status is None or not status.authenticated or status.user is None:
-            return None
-        u = status.user
-        extra = tuple(sorted((k, tuple(v or ())) for k, v in (u.extra or {}).items()))
-        return UserInfo(name=u.username or "", groups=tuple(u.groups or ()), uid=u.uid or "", extra=extra)
-
-    def allowed(self, user: UserInfo, attrs: Attributes) -> bool:
-        c = self._client
-        spec = c.V1SubjectAccessReviewSpec(
-            user=user.name, groups=list(user.groups), uid=user.uid or None, extra={k: list(v) for k, v in user.extra}
-        )
-        if attrs.is_resource:
-            spec.resource_attributes = c.V1ResourceAttributes(
-                verb=attrs.verb,
-                group=attrs.api_group,
-                version=attrs.version,
-                resource=attrs.resource,
-                namespace=attrs.namespace,
-                name=attrs.name or None,
-            )
-        else:
-            spec.non_resource_attributes = c.V1NonResourceAttributes(path=attrs.path, verb=attrs.verb)
-        review = self._authz.create_subject_access_review(c.V1SubjectAccessReview(spec=spec))
-        return bool(review.status and review.status.allowed)
+            self.metrics.auth_reviews.labels(kind, outcome).inc()
 
 
 def load_auth_configmap(api_client: Any) -> dict[str, str]:

@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from faro.optimizer.service import plan_client
+
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -31,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="subscribe to faro.v1.PlanService/WatchPlans at this address")
     src.add_argument("--plan-file", default=_env("--plan-file"), type=Path, metavar="FILE",
                      help="serve a static plan (protobuf JSON of faro.v1.Plan), re-read when it changes")
+    plan_client.add_arguments(parser)
     parser.add_argument("--ignore-plan-expiry", action="store_true", default=_env_bool("--ignore-plan-expiry"),
                         help="(--plan-file only) serve the plan even past its validUntil / the TTL")
     opt("--plan-ttl-s", 600.0, type=float, help="never serve a plan older than this (default 600)")
@@ -65,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     log = logging.getLogger("faro.adapter")
     config = AdapterConfig(
         optimizer_address=args.optimizer_address or None,
+        optimizer_tls=plan_client.from_args(args) if args.optimizer_address else plan_client.PlanClientTLS(),
         plan_file=args.plan_file,
         ignore_plan_expiry=args.ignore_plan_expiry,
         plan_ttl_s=float(args.plan_ttl_s),
@@ -113,14 +117,9 @@ def _delegated_auth(args: argparse.Namespace) -> tuple[Any, Any, str]:
     import logging
     import time
 
-    from faro.adapter.auth import (
-        Authenticator,
-        Authorizer,
-        KubeReviewer,
-        auth_config_from_configmap,
-        load_auth_configmap,
-    )
+    from faro.adapter.auth import Authenticator, Authorizer, auth_config_from_configmap, load_auth_configmap
     from faro.optimizer.errors import InvalidInputError
+    from faro.optimizer.kube.auth import KubeReviewer
     from kubernetes import client, config
 
     log = logging.getLogger("faro.adapter")

@@ -1,9 +1,10 @@
 """Where plans come from: the optimizer's ``WatchPlans`` stream or a static plan file.
 
 Started by ``adapter/app.py`` as asyncio tasks that put every plan into a ``PlanStore``. ``PlanWatcher`` holds one
-subscription per adapter replica and reconnects with capped exponential back-off (with jitter) when the stream
-ends or fails; ``PlanFileSource`` re-reads a protobuf-JSON ``Plan`` when the file's mtime/size change. Neither
-ever raises out of its loop: failures are logged and counted (``AdapterMetrics``).
+subscription per adapter replica (TLS and credentials from ``faro.optimizer.service.plan_client``) and reconnects
+with capped exponential back-off (with jitter) when the stream ends or fails; ``PlanFileSource`` re-reads a
+protobuf-JSON ``Plan`` when the file's mtime/size change. Neither ever raises out of its loop: failures are logged
+and counted (``AdapterMetrics``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import grpc
 from faro.adapter.metrics import AdapterMetrics
 from faro.adapter.provider import PlanStore
 from faro.optimizer.errors import InvalidInputError
+from faro.optimizer.service.plan_client import PlanClientTLS
 from faro.v1 import plan_pb2, plan_pb2_grpc
 from google.protobuf import json_format
 
@@ -50,25 +52,27 @@ class PlanWatcher:
         *,
         store: PlanStore,
         metrics: AdapterMetrics,
+        tls: PlanClientTLS,
         backoff: Backoff = Backoff(),
-        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self._address = address
         self._store = store
         self._metrics = metrics
         self._backoff = backoff
-        self._credentials = credentials
+        self._tls = tls
         self.connected = False
 
     async def run(self) -> None:
         attempt = 0
-        options = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_permit_without_calls", 1)]
         while True:
-            if self._credentials is not None:
-                channel = grpc.aio.secure_channel(self._address, self._credentials, options=options)
-            else:
-                channel = grpc.aio.insecure_channel(self._address, options=options)
             try:
+                channel = self._tls.aio_channel(self._address)  # certificate files re-read on every reconnect
+            except InvalidInputError as exc:  # e.g. a rotated file briefly unreadable: retry with back-off
+                log.warning("cannot open the plan API channel: %s", exc)
+                channel = None
+            try:
+                if channel is None:
+                    raise ConnectionError("no channel")
                 stub = plan_pb2_grpc.PlanServiceStub(channel)
                 # after_generation=0: the current plan at once, also after an optimizer restart reset generations.
                 call = stub.WatchPlans(plan_pb2.WatchPlansRequest(after_generation=0))
@@ -84,11 +88,14 @@ class PlanWatcher:
                 raise
             except grpc.aio.AioRpcError as exc:
                 log.warning("WatchPlans to %s failed: %s %s", self._address, exc.code().name, exc.details())
+            except ConnectionError:
+                pass
             except Exception:  # one bad message or a library bug must not end the subscription
                 log.exception("WatchPlans to %s failed unexpectedly", self._address)
             finally:
                 self.connected = False
-                await channel.close(grace=None)
+                if channel is not None:
+                    await channel.close(grace=None)
             self._metrics.watch_reconnects.inc()
             delay_s = self._backoff.delay_s(attempt)
             attempt += 1

@@ -79,12 +79,14 @@ class FakePlanService(plan_pb2_grpc.PlanServiceServicer):
 
 
 async def start_plan_server(
-    service: FakePlanService, *, port: int = 0
+    service: FakePlanService, *, tls: Any = None, port: int = 0
 ) -> tuple[grpc.aio.Server, int]:
-    """Serve ``service`` on 127.0.0.1 (``port`` 0 = a free port); returns the server and its port."""
+    """Serve ``service`` on 127.0.0.1 (``port`` 0 = a free port) with ``tls`` (a ``ServerTLS``, e.g.
+    ``pki.plan_api_certs(...).server_tls()``; None = plaintext); returns the server and its port."""
     server = grpc.aio.server()
     plan_pb2_grpc.add_PlanServiceServicer_to_server(service, server)
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    address = f"127.0.0.1:{port}"
+    bound = server.add_secure_port(address, tls.credentials()) if tls is not None else server.add_insecure_port(address)
     await server.start()
     return server, bound
 

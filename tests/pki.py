@@ -101,3 +101,48 @@ class CertificateAuthority:
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             ),
         )
+
+
+@dataclass(frozen=True)
+class PlanAPICerts:
+    """The plan gRPC API's files in mTLS, as the chart makes them: one CA, the optimizer's serving pair and the
+    adapter's client pair (CN ``faro-adapter``)."""
+
+    ca: CertificateAuthority
+    ca_file: Path
+    server: tuple[Path, Path]
+    client: tuple[Path, Path]
+    client_name: str
+
+    def server_flags(self) -> list[str]:
+        """``faro optimizer`` flags for this server (mTLS, only the adapter's CN allowed)."""
+        return ["--grpc-tls-cert-file", str(self.server[0]), "--grpc-tls-private-key-file", str(self.server[1]),
+                "--grpc-client-ca-file", str(self.ca_file), "--grpc-allowed-client-names", self.client_name]
+
+    def client_flags(self) -> list[str]:
+        """``faro adapter`` (and ``faro status``) flags to reach it."""
+        return ["--optimizer-ca-file", str(self.ca_file), "--optimizer-cert-file", str(self.client[0]),
+                "--optimizer-key-file", str(self.client[1])]
+
+    def server_tls(self, **overrides: object):  # -> faro.optimizer.service.grpc_security.ServerTLS
+        from faro.optimizer.service.grpc_security import ServerTLS
+
+        settings: dict[str, object] = {"cert_file": self.server[0], "key_file": self.server[1],
+                                       "client_ca_file": self.ca_file, "allowed_client_names": (self.client_name,)}
+        return ServerTLS(**{**settings, **overrides})  # type: ignore[arg-type]
+
+    def client_tls(self, **overrides: object):  # -> faro.optimizer.service.plan_client.PlanClientTLS
+        from faro.optimizer.service.plan_client import PlanClientTLS
+
+        settings: dict[str, object] = {"ca_file": self.ca_file, "cert_file": self.client[0],
+                                       "key_file": self.client[1]}
+        return PlanClientTLS(**{**settings, **overrides})  # type: ignore[arg-type]
+
+
+def plan_api_certs(directory: Path, *, client_name: str = "faro-adapter") -> PlanAPICerts:
+    ca = CertificateAuthority("faro-ca")
+    ca_file = directory / "plan-ca.crt"
+    ca_file.write_bytes(ca.cert_pem)
+    server = ca.issue("faro-optimizer", server=True).write(directory, "plan-server")
+    client = ca.issue(client_name).write(directory, "plan-client")
+    return PlanAPICerts(ca=ca, ca_file=ca_file, server=server, client=client, client_name=client_name)

@@ -74,10 +74,11 @@ def desired(plan: plan_pb2.Plan) -> dict[str, int]:
 
 
 class PlanRecorder:
-    """Reads ``WatchPlans`` from ``address`` on a daemon thread into ``plans`` until ``close``."""
+    """Reads ``WatchPlans`` from ``address`` on a daemon thread into ``plans`` until ``close``; ``tls`` is the
+    product's client helper (``faro.optimizer.service.plan_client.PlanClientTLS``), as the adapter connects."""
 
-    def __init__(self, address: str) -> None:
-        self.channel = grpc.insecure_channel(address)
+    def __init__(self, address: str, tls: Any) -> None:
+        self.channel = tls.channel(address)
         self.stub = plan_pb2_grpc.PlanServiceStub(self.channel)
         self.plans: list[plan_pb2.Plan] = []
         self.error: Exception | None = None

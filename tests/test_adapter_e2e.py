@@ -23,21 +23,26 @@ from faro.externalscaler import externalscaler_pb2 as kpb
 from faro.externalscaler import externalscaler_pb2_grpc as kpb_grpc
 from faro.optimizer.policy.base import Target
 from faro.optimizer.service.grpc_api import PlanServer, PlanServicer
+from faro.optimizer.service.grpc_security import CallGuard
 from faro.optimizer.service.plans import PlanStore, PublishedPlan
+from faro.optimizer.service.whatif import SolveLimits, WhatIfSolver
 from faro.optimizer.sim.hpa import HPABehavior, HPASpec, HPAState, hpa_step
-from pki import CertificateAuthority
+from pki import CertificateAuthority, PlanAPICerts, plan_api_certs
 
 TTL_S = 6.0
 URL = "https://127.0.0.1:{port}/apis/external.metrics.k8s.io/v1beta1/namespaces/default/faro_desired_replicas"
 
 
 class Optimizer:
-    """The optimizer's plan API alone (store + gRPC server), restartable on the same port."""
+    """The optimizer's plan API alone (store + gRPC server, mTLS as the chart sets it up), restartable on the
+    same port."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, certs: PlanAPICerts, port: int = 0) -> None:
         self.store = PlanStore()
-        self.server = PlanServer(f"127.0.0.1:{port}", PlanServicer(self.store, is_leader=lambda: True,
-                                                                    leader_name=lambda: "test", poll_s=0.2))
+        servicer = PlanServicer(self.store, is_leader=lambda: True, leader_name=lambda: "test", poll_s=0.2,
+                                guard=CallGuard(mode="mtls", allowed_client_names=(certs.client_name,)),
+                                whatif=WhatIfSolver(SolveLimits()))
+        self.server = PlanServer(f"127.0.0.1:{port}", servicer, tls=certs.server_tls())
         self.port = self.server.port
         self.server.start()
 
@@ -86,12 +91,14 @@ async def eventually(check: object, timeout_s: float = 60.0) -> None:
 
 
 @pytest.fixture
-async def pieces(tmp_path: Path) -> AsyncIterator[tuple[Optimizer, Adapter, HPA]]:
+async def pieces(tmp_path: Path) -> AsyncIterator[tuple[Optimizer, Adapter, HPA, PlanAPICerts]]:
     ca = CertificateAuthority("serving-ca")
     cert, key = ca.issue("faro-adapter", server=True).write(tmp_path, "server")
-    optimizer = Optimizer()
+    certs = plan_api_certs(tmp_path)
+    optimizer = Optimizer(certs)
     adapter = Adapter(
-        AdapterConfig(optimizer_address=f"127.0.0.1:{optimizer.port}", plan_ttl_s=TTL_S, mode="both",
+        AdapterConfig(optimizer_address=f"127.0.0.1:{optimizer.port}", optimizer_tls=certs.client_tls(),
+                      plan_ttl_s=TTL_S, mode="both",
                       secure_address="127.0.0.1:0", tls_cert_file=cert, tls_private_key_file=key,
                       keda_address="127.0.0.1:0", metrics_address=None,
                       backoff=Backoff(initial_s=0.1, max_s=0.5)),
@@ -104,7 +111,7 @@ async def pieces(tmp_path: Path) -> AsyncIterator[tuple[Optimizer, Adapter, HPA]
     spec = HPASpec(min_replicas=1, max_replicas=20, behavior=HPABehavior.recommended_for_faro())
     hpa = HPA(session, URL.format(port=adapter.secure_port), spec, HPAState(), replicas=2)
     try:
-        yield optimizer, adapter, hpa
+        yield optimizer, adapter, hpa, certs
     finally:
         await session.close()
         await adapter.stop()
@@ -112,9 +119,9 @@ async def pieces(tmp_path: Path) -> AsyncIterator[tuple[Optimizer, Adapter, HPA]
 
 
 async def test_hpa_replicas_follow_the_plan_and_hold_when_the_optimizer_is_gone(
-    pieces: tuple[Optimizer, Adapter, HPA],
+    pieces: tuple[Optimizer, Adapter, HPA, PlanAPICerts],
 ) -> None:
-    optimizer, adapter, hpa = pieces
+    optimizer, adapter, hpa, certs = pieces
 
     # Before any plan: not ready, nothing served, the HPA holds.
     assert await hpa.sync() is None and hpa.replicas == 2
@@ -144,7 +151,7 @@ async def test_hpa_replicas_follow_the_plan_and_hold_when_the_optimizer_is_gone(
     assert status.status == 503 and (await status.json())["reason"] == "ServiceUnavailable"
 
     # A restarted optimizer (generations start again at 1) is followed again after the adapter reconnects.
-    restarted = Optimizer(port)
+    restarted = Optimizer(certs, port)
     try:
         restarted.publish(1, 6)
         await eventually(lambda: _async(adapter.store.freshness().fresh), timeout_s=60)
@@ -153,8 +160,10 @@ async def test_hpa_replicas_follow_the_plan_and_hold_when_the_optimizer_is_gone(
         restarted.stop()
 
 
-async def test_bad_requests_through_the_e2e_path_get_statuses_not_500(pieces: tuple[Optimizer, Adapter, HPA]) -> None:
-    optimizer, adapter, hpa = pieces
+async def test_bad_requests_through_the_e2e_path_get_statuses_not_500(
+    pieces: tuple[Optimizer, Adapter, HPA, PlanAPICerts],
+) -> None:
+    optimizer, adapter, hpa, _ = pieces
     optimizer.publish(1, 5)
     await eventually(lambda: _async(adapter.store.freshness().generation == 1))
     for selector, code in (("deployment==", 404), ("deployment in (", 400), ("deployment=gpt", 404)):

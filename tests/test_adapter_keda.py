@@ -14,7 +14,7 @@ from adapter_fakes import FakePlanService, make_plan, start_plan_server
 from faro.adapter.app import Adapter, AdapterConfig
 from faro.externalscaler import externalscaler_pb2 as pb
 from faro.externalscaler import externalscaler_pb2_grpc as pb_grpc
-from pki import CertificateAuthority
+from pki import CertificateAuthority, plan_api_certs
 
 
 @dataclass
@@ -32,12 +32,13 @@ async def wait_until(predicate: object, timeout_s: float = 60.0) -> None:
 
 
 @pytest.fixture
-async def keda() -> AsyncIterator[Keda]:
+async def keda(tmp_path: Path) -> AsyncIterator[Keda]:
     plans = FakePlanService()
-    server, port = await start_plan_server(plans)
+    certs = plan_api_certs(tmp_path)
+    server, port = await start_plan_server(plans, tls=certs.server_tls())
     adapter = Adapter(
-        AdapterConfig(optimizer_address=f"127.0.0.1:{port}", mode="keda", keda_address="127.0.0.1:0",
-                      metrics_address=None),
+        AdapterConfig(optimizer_address=f"127.0.0.1:{port}", optimizer_tls=certs.client_tls(), mode="keda",
+                      keda_address="127.0.0.1:0", metrics_address=None),
         authenticator=None,
         authorizer=None,
     )
@@ -138,9 +139,11 @@ async def test_the_keda_server_can_serve_tls(tmp_path: Path) -> None:
     ca = CertificateAuthority("keda-ca")
     cert, key = ca.issue("faro-adapter", server=True, hosts=["localhost"]).write(tmp_path, "keda")
     plans = FakePlanService()
-    server, port = await start_plan_server(plans)
+    certs = plan_api_certs(tmp_path)
+    server, port = await start_plan_server(plans, tls=certs.server_tls())
     adapter = Adapter(
-        AdapterConfig(optimizer_address=f"127.0.0.1:{port}", mode="keda", keda_address="127.0.0.1:0",
+        AdapterConfig(optimizer_address=f"127.0.0.1:{port}", optimizer_tls=certs.client_tls(), mode="keda",
+                      keda_address="127.0.0.1:0",
                       keda_tls_cert_file=cert, keda_tls_private_key_file=key, metrics_address=None),
         authenticator=None,
         authorizer=None,

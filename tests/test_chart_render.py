@@ -25,7 +25,8 @@ VARIANTS = {
     "tls-cert-manager-cluster-issuer": {
         "tls": {"mode": "certManager", "certManager": {"issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}}}
     },
-    "tls-existing-secret": {"tls": {"mode": "existingSecret", "existingSecret": {"name": "my-tls", "caBundle": PEM}}},
+    "tls-existing-secret": {"tls": {"mode": "existingSecret", "existingSecret": {
+        "name": "my-tls", "caBundle": PEM, "optimizerName": "my-plan-tls", "adapterClientName": "my-client-tls"}}},
     "monitoring-and-network-policy": {"serviceMonitor": {"enabled": True}, "networkPolicy": {"enabled": True}},
     "one-namespace": {"optimizer": {"watchNamespace": "ml-serving"}},
     "ray-serve-actuator": {
@@ -37,6 +38,8 @@ VARIANTS = {
             "metricsPreset": "ray-serve",
         }
     },
+    "plan-api-token": {"optimizer": {"planApi": {"clientAuth": "token"}}},
+    "plan-api-insecure-dev": {"optimizer": {"planApi": {"insecure": True}}},
     "no-leader-election-one-replica": {
         "optimizer": {"replicas": 1, "leaderElection": {"enabled": False}, "hpaTolerance": 0},
         "adapter": {"replicas": 1},
@@ -130,12 +133,77 @@ def test_keda_service_targets_the_adapters_keda_port(rendered):
     assert f"--keda-address=0.0.0.0:{ports['keda']}" in _container(deployment)["args"]
 
 
+def _env(container):
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
 def test_adapter_subscribes_to_the_optimizer_service_grpc_port(rendered):
     objects = rendered["defaults"]
     service = _one(objects, "Service", "faro-optimizer")
     (grpc,) = [p for p in service["spec"]["ports"] if p["name"] == "grpc"]
-    args = _container(_one(objects, "Deployment", "faro-adapter"))["args"]
-    assert f"--optimizer-address=faro-optimizer.{NS}.svc:{grpc['port']}" in args
+    env = _env(_container(_one(objects, "Deployment", "faro-adapter")))
+    assert env["FARO_OPTIMIZER_ADDRESS"] == f"faro-optimizer.{NS}.svc:{grpc['port']}"
+
+
+def _secret_file(objects, name, key, path: Path) -> Path:
+    path.write_bytes(base64.b64decode(_one(objects, "Secret", name)["data"][key]))
+    return path
+
+
+def _mounted(deployment, secret_name: str) -> str:
+    """The mount path of the volume holding ``secret_name`` in the only container."""
+    pod = deployment["spec"]["template"]["spec"]
+    (volume,) = [v["name"] for v in pod["volumes"] if v.get("secret", {}).get("secretName") == secret_name]
+    (mount,) = [m["mountPath"] for m in _container(deployment)["volumeMounts"] if m["name"] == volume]
+    return mount
+
+
+def test_the_plan_api_is_mtls_from_one_ca_the_adapter_client_name_is_the_allowed_one(rendered, tmp_path: Path):
+    objects = rendered["defaults"]
+    optimizer = _one(objects, "Deployment", "faro-optimizer")
+    adapter = _one(objects, "Deployment", "faro-adapter")
+    args = _container(optimizer)["args"]
+    server_dir = _mounted(optimizer, "faro-optimizer-tls")
+    client_dir = _mounted(adapter, "faro-adapter-client-tls")
+    assert {f"--grpc-tls-cert-file={server_dir}/tls.crt", f"--grpc-tls-private-key-file={server_dir}/tls.key",
+            "--grpc-client-auth=mtls", f"--grpc-client-ca-file={server_dir}/ca.crt",
+            "--grpc-allowed-client-names=faro-adapter"} <= set(args)
+    env = _env(_container(adapter))
+    assert (env["FARO_OPTIMIZER_CA_FILE"], env["FARO_OPTIMIZER_CERT_FILE"], env["FARO_OPTIMIZER_KEY_FILE"]) == (
+        f"{client_dir}/ca.crt", f"{client_dir}/tls.crt", f"{client_dir}/tls.key")
+    ca = _secret_file(objects, "faro-optimizer-tls", "ca.crt", tmp_path / "ca.crt")
+    assert ca.read_bytes() == base64.b64decode(_one(objects, "Secret", "faro-adapter-client-tls")["data"]["ca.crt"])
+    server = _secret_file(objects, "faro-optimizer-tls", "tls.crt", tmp_path / "server.crt")
+    client = _secret_file(objects, "faro-adapter-client-tls", "tls.crt", tmp_path / "client.crt")
+    for cert, purpose in ((server, "sslserver"), (client, "sslclient")):
+        _openssl("verify", "-CAfile", str(ca), "-purpose", purpose, str(cert))
+    assert "DNS:faro-optimizer.faro-system.svc" in _openssl("x509", "-in", str(server), "-noout", "-ext",
+                                                             "subjectAltName")
+    assert "CN=faro-adapter" in _openssl("x509", "-in", str(client), "-noout", "-subject").replace(" ", "")
+
+
+def test_plan_api_token_mode_sends_the_service_account_token_and_grants_plans_to_the_adapter(rendered):
+    objects = rendered["plan-api-token"]
+    args = _container(_one(objects, "Deployment", "faro-optimizer"))["args"]
+    assert "--grpc-client-auth=token" in args and not any(a.startswith("--grpc-client-ca-file") for a in args)
+    env = _env(_container(_one(objects, "Deployment", "faro-adapter")))
+    assert env["FARO_OPTIMIZER_TOKEN_FILE"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    assert "FARO_OPTIMIZER_CERT_FILE" not in env
+    reader = _one(objects, "ClusterRole", "faro-plan-reader")
+    assert reader["rules"] == [{"apiGroups": ["faro.dev"], "resources": ["plans"], "verbs": ["get", "watch"]}]
+    binding = _one(objects, "ClusterRoleBinding", "faro-plan-reader")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "faro-adapter", "namespace": NS}]
+    delegator = _one(objects, "ClusterRoleBinding", "faro-optimizer:system:auth-delegator")
+    assert delegator["subjects"][0]["name"] == "faro-optimizer"
+    assert ("ClusterRole", "", "faro-plan-reader") not in rendered["defaults"]
+
+
+def test_the_insecure_dev_plan_api_is_plaintext_on_both_ends_and_mounts_no_certificate(rendered):
+    objects = rendered["plan-api-insecure-dev"]
+    optimizer = _one(objects, "Deployment", "faro-optimizer")
+    assert "--grpc-insecure" in _container(optimizer)["args"]
+    assert _env(_container(_one(objects, "Deployment", "faro-adapter")))["FARO_OPTIMIZER_INSECURE"] == "true"
+    assert ("Secret", NS, "faro-optimizer-tls") not in objects
 
 
 def _openssl(*args: str, stdin: bytes | None = None) -> str:
@@ -185,16 +253,26 @@ def test_existing_secret_is_mounted_and_its_ca_fills_the_ca_bundle(rendered):
     assert base64.b64decode(_one(objects, "APIService")["spec"]["caBundle"]).decode() == PEM
     volumes = _one(objects, "Deployment", "faro-adapter")["spec"]["template"]["spec"]["volumes"]
     assert {"name": "tls", "secret": {"secretName": "my-tls"}} in volumes
+    assert _mounted(_one(objects, "Deployment", "faro-adapter"), "my-client-tls") == "/etc/faro/plan-api"
+    assert _mounted(_one(objects, "Deployment", "faro-optimizer"), "my-plan-tls") == "/etc/faro/plan-api"
 
 
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        pytest.param({"tls": {"mode": "existingSecret"}}, "tls.existingSecret.name is required", id="no-secret-name"),
+        pytest.param({"tls": {"mode": "existingSecret", "existingSecret": {"optimizerName": "o",
+                                                                            "adapterClientName": "c"}}},
+                     "tls.existingSecret.name is required", id="no-secret-name"),
         pytest.param(
-            {"tls": {"mode": "existingSecret", "existingSecret": {"name": "x"}}},
+            {"tls": {"mode": "existingSecret", "existingSecret": {"name": "x", "optimizerName": "o",
+                                                                   "adapterClientName": "c"}}},
             "tls.existingSecret.caBundle is required",
             id="no-ca-bundle",
+        ),
+        pytest.param(
+            {"tls": {"mode": "existingSecret", "existingSecret": {"name": "x", "caBundle": PEM}}},
+            "tls.existingSecret.optimizerName is required",
+            id="no-plan-api-secret",
         ),
         pytest.param(
             {"optimizer": {"actuator": "ray-serve"}}, "optimizer.ray.dashboardUrl is required", id="ray-without-url"
@@ -270,6 +348,10 @@ OPTIMIZER_FLAGS = {
     "--reactive-interval-s", "--horizon", "--quantile", "--hpa-tolerance", "--cluster-cap", "--plan-ttl-s",
     "--grpc-address", "--metrics-address", "--leader-elect", "--no-leader-elect", "--lease-name", "--lease-namespace",
     "--actuator", "--ray-dashboard-url", "--ray-token-file", "--log-format",
+    "--grpc-tls-cert-file", "--grpc-tls-private-key-file", "--grpc-client-auth", "--grpc-client-ca-file",
+    "--grpc-allowed-client-names", "--grpc-insecure", "--grpc-max-message-bytes", "--grpc-max-concurrent-calls",
+    "--grpc-max-streams-per-caller", "--solve-max-jobs", "--solve-max-horizon", "--solve-max-time-s",
+    "--solve-solvers", "--solve-max-concurrent", "--solve-max-per-caller",
 }  # fmt: skip
 ADAPTER_FLAGS = {
     "--optimizer-address", "--plan-file", "--ignore-plan-expiry", "--plan-ttl-s", "--mode", "--secure-address",

@@ -144,3 +144,39 @@ def test_self_signed_script_makes_a_certificate_the_ca_verifies_for_the_adapter_
     ).stdout  # fmt: skip
     for name in ("faro-adapter.faro-system.svc", "faro-keda-scaler.faro-system.svc"):
         assert f"DNS:{name}" in san
+
+
+def test_self_signed_script_certificates_carry_the_plan_api_mtls_end_to_end(tmp_path: Path):
+    """The optimizer's serving pair and the adapter's client pair the script makes work with the real plan API
+    server and the product's client helper (the name the adapter dials, faro-optimizer.faro-system.svc)."""
+    import time
+
+    from faro.optimizer.policy.base import Target
+    from faro.optimizer.service.grpc_api import PlanServer, PlanServicer
+    from faro.optimizer.service.grpc_security import CallGuard, ServerTLS
+    from faro.optimizer.service.plan_client import PlanClientTLS
+    from faro.optimizer.service.plans import PlanStore, PublishedPlan
+    from faro.optimizer.service.whatif import SolveLimits, WhatIfSolver
+    from faro.v1 import plan_pb2, plan_pb2_grpc
+
+    subprocess.run(["bash", str(MANIFESTS / "tls" / "self-signed.sh"), "--out", str(tmp_path), "--days", "2"],
+                   check=True, timeout=120, capture_output=True)  # fmt: skip
+    store = PlanStore()
+    store.publish(PublishedPlan(generation=7, created_s=time.time(), valid_until_s=time.time() + 60,
+                                targets=(Target("a", "b", 1, 1),)))
+    tls = ServerTLS(cert_file=tmp_path / "optimizer.crt", key_file=tmp_path / "optimizer.key",
+                    client_ca_file=tmp_path / "ca.crt", allowed_client_names=("faro-adapter",))
+    servicer = PlanServicer(store, is_leader=lambda: True, leader_name=lambda: "x",
+                            guard=CallGuard(mode="mtls", allowed_client_names=("faro-adapter",)),
+                            whatif=WhatIfSolver(SolveLimits()))
+    server = PlanServer("127.0.0.1:0", servicer, tls=tls)
+    server.start()
+    client = PlanClientTLS(ca_file=tmp_path / "ca.crt", cert_file=tmp_path / "client.crt",
+                           key_file=tmp_path / "client.key", server_name="faro-optimizer.faro-system.svc")
+    try:
+        with client.channel(f"127.0.0.1:{server.port}") as channel:
+            plan = plan_pb2_grpc.PlanServiceStub(channel).GetPlan(plan_pb2.GetPlanRequest(), timeout=30)
+        assert plan.generation == 7
+    finally:
+        store.close()
+        server.stop(0)

@@ -293,6 +293,7 @@ def run_optimizer(server: KubeApiServer, tmp_path: Path, *, namespace: str | Non
     """Run ``faro optimizer`` as its ServiceAccount until it has renewed its lease, recorded an Event and
     watched Deployments, then grade it: ``server.check()`` fails on any call RBAC did not allow."""
     from kubeapi.objects import deployment, hpa, quota
+    from pki import plan_api_certs
 
     ns = namespace or "team-a"
     create = lambda group, plural, body: server.create(server._rtype(group, plural), ns, body)  # noqa: E731
@@ -307,6 +308,7 @@ def run_optimizer(server: KubeApiServer, tmp_path: Path, *, namespace: str | Non
     proc = _faro(
         "optimizer", f"--kubeconfig={kubeconfig}", "--metrics-source=none", "--interval-s=2", "--reactive-interval-s=1",
         f"--grpc-address=127.0.0.1:{_free_port()}", f"--metrics-address=127.0.0.1:{_free_port()}",
+        *plan_api_certs(tmp_path).server_flags(),
         "--leader-elect", "--lease-name=faro-optimizer", f"--lease-namespace={NAMESPACE}",
         "--lease-duration-s=6", "--renew-deadline-s=4", "--retry-period-s=1", "--log-format=json",
         *([f"--namespace={namespace}"] if namespace else []),

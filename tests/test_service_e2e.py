@@ -11,28 +11,35 @@ from faro.v1 import plan_pb2, plan_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kubeapi.objects import deployment, hpa, quota
 from kubernetes import client
+from pki import plan_api_certs
 from prometheus_client import CollectorRegistry
 from service_fakes import AcceleratedClock, FakeMetrics
 
 ANN = {"faro.dev/slo-latency-ms": "300", "faro.dev/processing-time-ms": "100"}
 
 
-def start_service(kube_client, metrics, clock, identity, *, leader_elect=True):
+def start_service(kube_client, metrics, clock, identity, certs, *, leader_elect=True):
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
     args = parser.parse_args([
         "--grpc-address", "127.0.0.1:0", "--metrics-address", "127.0.0.1:0", "--interval-s", "60",
         "--reactive-interval-s", "0.25", "--identity", identity, "--lease-namespace", "faro-system",
         "--lease-duration-s", "3", "--renew-deadline-s", "2", "--retry-period-s", "1",
-        *([] if leader_elect else ["--no-leader-elect"]),
+        *([] if leader_elect else ["--no-leader-elect"]), *certs.server_flags(),
     ])
     return command.build_service(args, api_client=kube_client, metrics_source=metrics, registry=CollectorRegistry(),
                                  clock=clock).start()
 
 
-def stub(service):
-    channel = grpc.insecure_channel(f"127.0.0.1:{service.grpc_port}")
+def stub(service, certs):
+    """A client as the adapter connects: mTLS with its certificate from the chart's CA."""
+    channel = certs.client_tls().channel(f"127.0.0.1:{service.grpc_port}")
     return channel, plan_pb2_grpc.PlanServiceStub(channel)
+
+
+@pytest.fixture
+def certs(tmp_path):
+    return plan_api_certs(tmp_path)
 
 
 def wait_plan(plans, predicate, timeout_s=60.0):
@@ -61,10 +68,10 @@ def cluster(kube_client):
     return kube_client
 
 
-def test_plans_over_grpc_rise_with_load_respect_the_quota_and_fall_back(cluster):
+def test_plans_over_grpc_rise_with_load_respect_the_quota_and_fall_back(cluster, certs):
     metrics = FakeMetrics(default_rpm=300)
-    service = start_service(cluster, metrics, AcceleratedClock(factor=120), "opt-0", leader_elect=False)
-    channel, plans_api = stub(service)
+    service = start_service(cluster, metrics, AcceleratedClock(factor=120), "opt-0", certs, leader_elect=False)
+    channel, plans_api = stub(service, certs)
     try:
         plans = plans_api.WatchPlans(plan_pb2.WatchPlansRequest(), timeout=120)
         low = wait_plan(plans, lambda p: p.kind == "solve" and len(p.targets) == 2)
@@ -98,12 +105,12 @@ def wait_leader(services, timeout_s=20.0):
 
 
 @pytest.mark.parametrize("release", [pytest.param(True, id="graceful-stop"), pytest.param(False, id="crash")])
-def test_a_second_replica_takes_over_within_one_lease_duration(cluster, kubeapi, release, tmp_path):
+def test_a_second_replica_takes_over_within_one_lease_duration(cluster, kubeapi, certs, release, tmp_path):
     from kubeapi.rbac import User
     from kubernetes import config
 
     clock = AcceleratedClock(factor=60)
-    first = start_service(cluster, FakeMetrics(), clock, "opt-1")
+    first = start_service(cluster, FakeMetrics(), clock, "opt-1", certs)
     # The second replica talks to the API server as its own user, so its Lease attempts can be counted.
     token = kubeapi.user_token(User("opt-2", ("system:masters", "system:authenticated")))
     second_client = config.new_client_from_config(config_file=str(kubeapi.kubeconfig(tmp_path / "kc2", token=token)))
@@ -121,10 +128,10 @@ def test_a_second_replica_takes_over_within_one_lease_duration(cluster, kubeapi,
 
     try:
         assert wait_leader([first]) is first
-        second = start_service(second_client, FakeMetrics(), clock, "opt-2")
+        second = start_service(second_client, FakeMetrics(), clock, "opt-2", certs)
         time.sleep(1.5)
         assert not second.is_leader()
-        channel, follower = stub(second)
+        channel, follower = stub(second, certs)
         with pytest.raises(grpc.RpcError) as err:
             follower.GetPlan(plan_pb2.GetPlanRequest(), timeout=10)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "opt-1" in err.value.details()

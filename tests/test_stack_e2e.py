@@ -37,7 +37,7 @@ from faro.optimizer.sim.hpa import HPABehavior, HPASpec
 from faro.v1 import plan_pb2, plan_pb2_grpc
 from kubeapi.objects import deployment, hpa, quota
 from kubernetes import client
-from pki import CertificateAuthority
+from pki import CertificateAuthority, PlanAPICerts, plan_api_certs
 from prom_fixture import TrafficExporter, free_port, openmetrics_counter
 from prometheus_client import CollectorRegistry
 from service_fakes import AcceleratedClock
@@ -101,6 +101,7 @@ def test_plans_follow_real_prometheus_load_within_the_quota_and_survive_a_promet
     team, prometheus_factory, tmp_path: Path
 ) -> None:
     clock = AcceleratedClock(start_s=time.time(), factor=ACCELERATION)
+    certs = plan_api_certs(tmp_path)
     exporter = TimestampedExporter(clock=clock).start()
     service = recorder = None
     try:
@@ -112,11 +113,12 @@ def test_plans_follow_real_prometheus_load_within_the_quota_and_survive_a_promet
             "--prometheus-url", prom.url, "--namespace", NS, "--no-leader-elect", "--identity", "stack-0",
             "--grpc-address", "127.0.0.1:0", "--metrics-address", "127.0.0.1:0",
             "--interval-s", "30", "--reactive-interval-s", "1", "--history-minutes", "10", "--horizon", "3",
+            *certs.server_flags(),
         ])
         # Everything from the flags as `faro optimizer` builds it (real PrometheusSource); only the clock
         # and the API client (the test API server) are injected.
         service = command.build_service(args, api_client=team, registry=CollectorRegistry(), clock=clock).start()
-        recorder = PlanRecorder(f"127.0.0.1:{service.grpc_port}")
+        recorder = PlanRecorder(f"127.0.0.1:{service.grpc_port}", certs.client_tls())
         metrics_url = f"http://127.0.0.1:{service.metrics_port}/metrics"
 
         low = recorder.wait(solve_with(lambda p: planned(p) and all(t.forecast_rps > 0 for t in p.targets)),
@@ -210,9 +212,10 @@ class Chain:
     serving_ca: bytes
     front_proxy: tuple[Path, Path]
     apps: client.AppsV1Api
+    plan_certs: PlanAPICerts
 
     def plan(self):
-        with grpc.insecure_channel(self.grpc_address) as channel:
+        with self.plan_certs.client_tls().channel(self.grpc_address) as channel:
             return plan_pb2_grpc.PlanServiceStub(channel).GetPlan(plan_pb2.GetPlanRequest(), timeout=10)
 
     def planned_a(self) -> int | None:
@@ -237,11 +240,11 @@ class Chain:
         return replicas == self.planned_a()
 
 
-def optimizer_args(kubeconfig: Path, prom_url: str, grpc_port: int) -> list[str]:
+def optimizer_args(kubeconfig: Path, prom_url: str, grpc_port: int, certs: PlanAPICerts) -> list[str]:
     return ["--kubeconfig", str(kubeconfig), "--prometheus-url", prom_url, "--namespace", NS, "--no-leader-elect",
             "--identity", "chain-0", "--grpc-address", f"127.0.0.1:{grpc_port}",
             "--metrics-address", f"127.0.0.1:{free_port()}", "--interval-s", "5", "--reactive-interval-s", "1",
-            "--history-minutes", "10", "--horizon", "3"]
+            "--history-minutes", "10", "--horizon", "3", *certs.server_flags()]
 
 
 @pytest.fixture
@@ -274,9 +277,12 @@ def chain(kubeapi, kube_client, prometheus_factory, tmp_path: Path):
     prom = prometheus_factory([exporter.target], backfill=backfilled_history(time.time()))
     kubeconfig = kubeapi.kubeconfig(tmp_path / "kubeconfig")
     grpc_port, secure_port = free_port(), free_port()
-    optimizer = FaroProcess("optimizer", optimizer_args(kubeconfig, prom.url, grpc_port), tmp_path / "optimizer.log")
+    plan_certs = plan_api_certs(tmp_path)  # the plan API's mTLS, as the chart sets it up
+    optimizer = FaroProcess("optimizer", optimizer_args(kubeconfig, prom.url, grpc_port, plan_certs),
+                            tmp_path / "optimizer.log")
     adapter = FaroProcess("adapter", [
-        "--optimizer-address", f"127.0.0.1:{grpc_port}", "--secure-address", f"127.0.0.1:{secure_port}",
+        "--optimizer-address", f"127.0.0.1:{grpc_port}", *plan_certs.client_flags(),
+        "--secure-address", f"127.0.0.1:{secure_port}",
         "--tls-cert-file", str(server_cert[0]), "--tls-private-key-file", str(server_cert[1]),
         "--plan-ttl-s", str(ADAPTER_TTL_S), "--metrics-address", f"127.0.0.1:{free_port()}",
         "--kubeconfig", str(kubeconfig),
@@ -292,7 +298,7 @@ def chain(kubeapi, kube_client, prometheus_factory, tmp_path: Path):
         optimizer.start()
         adapter.start()
         yield Chain(optimizer, adapter, controller, f"127.0.0.1:{grpc_port}", adapter_url, serving.cert_pem,
-                    front_proxy, apps)
+                    front_proxy, apps, plan_certs)
     finally:
         optimizer.stop()
         adapter.stop()

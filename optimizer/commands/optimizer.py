@@ -13,6 +13,7 @@ import socket
 import threading
 
 from faro.optimizer.errors import InvalidInputError
+from faro.optimizer.service.whatif import DEFAULT_SOLVERS
 
 POLICIES = ("faro-fairsum", "faro-sum", "faro-fair", "faro-penaltysum", "faro-penaltyfairsum")
 
@@ -56,6 +57,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "hour when longer), >= --history-backfill-minutes and > --history-minutes (default: max(1440, "
         "--history-backfill-minutes, --history-minutes + 60))", type=int)
     add("grpc-address", "0.0.0.0:50051", "plan gRPC API (faro.v1.PlanService + grpc.health.v1)")
+    api = parser.add_argument_group("plan API security and bounds (see docs/security.md)")
+
+    def sec(flag: str, default: object, help_text: str, **kw: object) -> None:
+        api.add_argument(f"--{flag}", default=_env(flag, default), help=f"{help_text} (env FARO_"
+                         f"{flag.upper().replace('-', '_')}; default: %(default)s)", **kw)  # type: ignore[arg-type]
+
+    sec("grpc-tls-cert-file", None, "serving certificate of the plan API (PEM; re-read when it changes)")
+    sec("grpc-tls-private-key-file", None, "its key")
+    sec("grpc-client-auth", "mtls", "mtls: a client certificate from --grpc-client-ca-file is required; token: "
+        "a bearer token reviewed by TokenReview + SubjectAccessReview (get/watch plans.faro.dev, create "
+        "solves.faro.dev)", choices=("mtls", "token"))
+    sec("grpc-client-ca-file", None, "CA of the client certificates (mtls)")
+    sec("grpc-allowed-client-names", "", "comma-separated client certificate CNs allowed (mtls; empty: any CN "
+        "the CA signed)")
+    api.add_argument("--grpc-insecure", action="store_true", default=_bool_env("grpc-insecure", False),
+                     help="LOCAL DEVELOPMENT ONLY: plaintext plan API, no client authentication "
+                     "(env FARO_GRPC_INSECURE)")
+    sec("grpc-max-message-bytes", 4 * 1024 * 1024, "largest request message accepted", type=int)
+    sec("grpc-max-concurrent-calls", 64, "calls served at once, open WatchPlans streams included (beyond: "
+        "RESOURCE_EXHAUSTED)", type=int)
+    sec("grpc-max-streams-per-caller", 16, "open WatchPlans streams per caller identity", type=int)
+    sec("solve-max-jobs", 500, "jobs in one what-if Solve", type=int)
+    sec("solve-max-horizon", 60, "rate_rps steps per job in one Solve", type=int)
+    sec("solve-max-quotas", 100, "quotas in one Solve", type=int)
+    sec("solve-max-cells", 4_000_000, "jobs x steps x replica counts of the widest job in one Solve (the size "
+        "of its utility tables)", type=int)
+    sec("solve-max-time-s", 10.0, "time limit of one Solve; the caller's time_limit_s or deadline can only lower "
+        "it (then DEADLINE_EXCEEDED)", type=float)
+    sec("solve-solvers", ",".join(DEFAULT_SOLVERS), "solvers a Solve may name (cobyla is slow: off by default)")
+    sec("solve-max-concurrent", 2, "what-if solves running at once on this replica (each in its own process)",
+        type=int)
+    sec("solve-max-per-caller", 1, "what-if solves running at once per caller identity", type=int)
     add("metrics-address", "0.0.0.0:8080", "plain HTTP: /metrics, /healthz, /readyz")
     parser.add_argument("--leader-elect", action=argparse.BooleanOptionalAction,
                         default=_bool_env("leader-elect", True),
@@ -91,8 +124,10 @@ def _api_client(kubeconfig: str | None):
         raise InvalidInputError("--kubeconfig", f"cannot load a Kubernetes configuration: {exc}") from exc
 
 
-def build_service(args: argparse.Namespace, *, api_client=None, metrics_source=None, registry=None, clock=None):
-    """The ``OptimizerService`` the flags describe (tests inject the client and metrics source)."""
+def build_service(args: argparse.Namespace, *, api_client=None, metrics_source=None, registry=None, clock=None,
+                  solve=None):
+    """The ``OptimizerService`` the flags describe (tests inject the client, metrics source, clock and the
+    what-if solve function)."""
     from faro.optimizer.policy.registry import make_policy
     from faro.optimizer.service.app import LeaderSettings, OptimizerService
     from faro.optimizer.service.config import ServiceConfig, parse_cluster_cap
@@ -117,10 +152,67 @@ def build_service(args: argparse.Namespace, *, api_client=None, metrics_source=N
     leader = LeaderSettings(enabled=bool(args.leader_elect), name=args.lease_name, namespace=args.lease_namespace,
                             lease_duration_s=int(args.lease_duration_s), renew_deadline_s=int(args.renew_deadline_s),
                             retry_period_s=int(args.retry_period_s))
-    return OptimizerService(config, api_client=api_client or _api_client(args.kubeconfig), policy=policy,
+    api_client = api_client or _api_client(args.kubeconfig)
+    return OptimizerService(config, api_client=api_client, policy=policy, plan_api=plan_api_settings(args, api_client),
                             metrics_source=metrics_source, registry=registry, grpc_address=args.grpc_address,
                             metrics_address=args.metrics_address or None, leader=leader, actuators=actuators,
-                            **({"clock": clock} if clock is not None else {}))
+                            **({"clock": clock} if clock is not None else {}),
+                            **({"solve": solve} if solve is not None else {}))
+
+
+def plan_api_settings(args: argparse.Namespace, api_client: object):
+    """TLS, client authentication and bounds of the plan API from the flags (InvalidInputError names the flag)."""
+    import logging
+    import time
+    from pathlib import Path
+
+    from faro.optimizer.kube.auth import AccessAuthorizer, KubeReviewer, TokenAuthenticator
+    from faro.optimizer.service.app import PlanAPISettings
+    from faro.optimizer.service.grpc_security import CallGuard, ServerTLS
+    from faro.optimizer.service.whatif import SolveLimits
+
+    limits = SolveLimits(
+        max_jobs=int(args.solve_max_jobs), max_horizon=int(args.solve_max_horizon),
+        max_quotas=int(args.solve_max_quotas), max_cells=int(args.solve_max_cells),
+        max_time_s=float(args.solve_max_time_s),
+        solvers=tuple(s.strip() for s in str(args.solve_solvers).split(",") if s.strip()),
+        max_concurrent=int(args.solve_max_concurrent), max_per_caller=int(args.solve_max_per_caller),
+    )
+    for flag in ("grpc_max_message_bytes", "grpc_max_concurrent_calls", "grpc_max_streams_per_caller"):
+        if int(getattr(args, flag)) < 1:
+            raise InvalidInputError("--" + flag.replace("_", "-"), f"must be >= 1, got {getattr(args, flag)}")
+    names = tuple(n.strip() for n in str(args.grpc_allowed_client_names or "").split(",") if n.strip())
+    tls_flags = [f for f in ("grpc_tls_cert_file", "grpc_tls_private_key_file", "grpc_client_ca_file") if
+                 getattr(args, f)] + (["grpc_allowed_client_names"] if names else [])
+    if args.grpc_insecure:
+        if tls_flags:
+            raise InvalidInputError("--grpc-insecure", "plaintext takes no " +
+                                    ", ".join("--" + f.replace("_", "-") for f in tls_flags))
+        banner = "!" * 100
+        logging.getLogger("faro.optimizer").warning(
+            "%s\n--grpc-insecure: the plan API (plans and what-if solves) answers ANYONE who can reach %s, in "
+            "plaintext and without authentication. For local development only; never in a cluster.\n%s",
+            banner, args.grpc_address, banner)
+        tls, guard = None, CallGuard(mode="insecure")
+    else:
+        if not (args.grpc_tls_cert_file and args.grpc_tls_private_key_file):
+            raise InvalidInputError("--grpc-tls-cert-file/--grpc-tls-private-key-file",
+                                    "are required: the plan API serves TLS only (--grpc-insecure for local "
+                                    "development)")
+        tls = ServerTLS(cert_file=Path(args.grpc_tls_cert_file), key_file=Path(args.grpc_tls_private_key_file),
+                        client_auth=args.grpc_client_auth,
+                        client_ca_file=Path(args.grpc_client_ca_file) if args.grpc_client_ca_file else None,
+                        allowed_client_names=names)
+        tokens = access = None
+        if tls.client_auth == "token":
+            reviewer = KubeReviewer(api_client)
+            tokens = TokenAuthenticator(reviewer, clock=time.monotonic)
+            access = AccessAuthorizer(reviewer, clock=time.monotonic)
+        guard = CallGuard(mode=tls.client_auth, allowed_client_names=names, tokens=tokens, access=access)
+    return PlanAPISettings(tls=tls, guard=guard, solve_limits=limits,
+                           max_receive_bytes=int(args.grpc_max_message_bytes),
+                           max_workers=int(args.grpc_max_concurrent_calls),
+                           max_streams_per_caller=int(args.grpc_max_streams_per_caller))
 
 
 class _NoMetrics:

@@ -10,22 +10,37 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from faro.optimizer.kube.events import EventRecorder
 from faro.optimizer.kube.state import ClusterState
 from faro.optimizer.service.actuator import Actuator
 from faro.optimizer.service.config import ServiceConfig
-from faro.optimizer.service.grpc_api import PlanServer, PlanServicer, default_solve
+from faro.optimizer.service.grpc_api import PlanServer, PlanServicer
+from faro.optimizer.service.grpc_security import CallGuard, ServerTLS
 from faro.optimizer.service.leader import LeaseElector
 from faro.optimizer.service.loop import ControlLoop
 from faro.optimizer.service.plans import PlanStore
 from faro.optimizer.service.telemetry import Telemetry, serve_http
+from faro.optimizer.service.whatif import SolveLimits, WhatIfSolver, solve_in_child
 from kubernetes import client
 from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlanAPISettings:
+    """The plan gRPC API's port: TLS (None = plaintext, ``--grpc-insecure``), who may call (``guard``, built by
+    ``faro optimizer`` from its flags) and the bounds of every call."""
+
+    tls: ServerTLS | None
+    guard: CallGuard
+    solve_limits: SolveLimits = field(default_factory=SolveLimits)
+    max_receive_bytes: int = 4 * 1024 * 1024
+    max_workers: int = 64
+    max_streams_per_caller: int = 16
 
 
 @dataclass(frozen=True)
@@ -40,10 +55,11 @@ class LeaderSettings:
 
 class OptimizerService:
     def __init__(self, config: ServiceConfig, *, api_client: client.ApiClient, policy: Any, metrics_source: Any,
-                 registry: CollectorRegistry | None = None, grpc_address: str = "0.0.0.0:50051",
-                 metrics_address: str | None = "0.0.0.0:8080", leader: LeaderSettings = LeaderSettings(),
-                 actuators: Sequence[Actuator] = (), clock: Callable[[], float] = time.time,
-                 solve: Callable[..., Any] = default_solve, watch_timeout_s: int = 300) -> None:
+                 plan_api: PlanAPISettings, registry: CollectorRegistry | None = None,
+                 grpc_address: str = "0.0.0.0:50051", metrics_address: str | None = "0.0.0.0:8080",
+                 leader: LeaderSettings = LeaderSettings(), actuators: Sequence[Actuator] = (),
+                 clock: Callable[[], float] = time.time, solve: Callable[..., Any] = solve_in_child,
+                 watch_timeout_s: int = 300) -> None:
         self.config = config
         self.registry = registry if registry is not None else CollectorRegistry()
         self.telemetry = Telemetry(self.registry)
@@ -59,8 +75,12 @@ class OptimizerService:
         self.loop = ControlLoop(config=config, policy=policy, snapshot=self.state.snapshot,
                                 metrics_source=metrics_source, store=self.store, telemetry=self.telemetry,
                                 clock=clock, events=self.events, actuators=actuators)
-        self.servicer = PlanServicer(self.store, is_leader=self.is_leader, leader_name=self.leader_name, solve=solve)
-        self.grpc = PlanServer(grpc_address, self.servicer)
+        plan_api.guard.report_to(self.telemetry)
+        self.servicer = PlanServicer(self.store, is_leader=self.is_leader, leader_name=self.leader_name,
+                                     guard=plan_api.guard, whatif=WhatIfSolver(plan_api.solve_limits, solve=solve),
+                                     telemetry=self.telemetry, max_streams_per_caller=plan_api.max_streams_per_caller)
+        self.grpc = PlanServer(grpc_address, self.servicer, tls=plan_api.tls, max_workers=plan_api.max_workers,
+                               max_receive_bytes=plan_api.max_receive_bytes)
         self._metrics_address = metrics_address
         self._http: Any = None
         self._stop = threading.Event()
@@ -95,6 +115,7 @@ class OptimizerService:
         self.state.start()
         self.grpc.start()
         self.grpc.set_leader(self.elector is None)
+        self.servicer.whatif.warm_up()
         if self._metrics_address:
             self._http = serve_http(self._metrics_address, self.registry, ready=self.ready)
         if self.elector:

@@ -62,6 +62,15 @@ class Telemetry:
                                  [*DEPLOYMENT_PARAMETER], registry=r)
         self.llm_fit_error = Gauge("faro_optimizer_llm_profile_fit_error", "Weighted mean relative error of the "
                                    "engine-profile calibration over its windows", DEPLOYMENT, registry=r)
+        self.grpc_refused = Counter("faro_optimizer_grpc_refused", "Plan API calls refused, by method and gRPC code "
+                                    "(UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED, ...)",
+                                    ["method", "code"], registry=r)
+        self.whatif_solves = Counter("faro_optimizer_whatif_solves", "What-if Solve calls by outcome: ok, error, "
+                                     "refused, invalid, timeout, crashed", ["outcome"], registry=r)
+        self.whatif_seconds = Histogram("faro_optimizer_whatif_solve_seconds", "Time of one what-if Solve call",
+                                        registry=r, buckets=(.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+        self.auth_reviews = Counter("faro_optimizer_auth_reviews", "TokenReview/SubjectAccessReview calls of the plan "
+                                    "API (cache misses) by outcome", ["kind", "outcome"], registry=r)
         self._series: set[tuple[str, str]] = set()
         self._llm_series: set[tuple[str, str]] = set()
 

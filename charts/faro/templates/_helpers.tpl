@@ -88,6 +88,36 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 {{- end }}
 
+{{/* Secret with the optimizer's plan-API serving certificate (keys tls.crt, tls.key, ca.crt). */}}
+{{- define "faro.optimizer.tlsSecretName" -}}
+{{- if eq .Values.tls.mode "existingSecret" }}
+{{- required "tls.existingSecret.optimizerName is required when tls.mode=existingSecret (the plan API's serving certificate with ca.crt)" .Values.tls.existingSecret.optimizerName }}
+{{- else }}
+{{- printf "%s-tls" (include "faro.optimizer.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* Secret with the adapter's plan-API client certificate (keys tls.crt, tls.key, ca.crt). */}}
+{{- define "faro.adapter.clientTlsSecretName" -}}
+{{- if eq .Values.tls.mode "existingSecret" }}
+{{- required "tls.existingSecret.adapterClientName is required when tls.mode=existingSecret (the adapter's plan-API client certificate with ca.crt)" .Values.tls.existingSecret.adapterClientName }}
+{{- else }}
+{{- printf "%s-client-tls" (include "faro.adapter.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* true when the plan gRPC API is served with TLS (always, unless optimizer.planApi.insecure). */}}
+{{- define "faro.planApiTLS" -}}
+{{- if not .Values.optimizer.planApi.insecure }}true{{ end }}
+{{- end }}
+
+{{/* DNS names of the optimizer's plan-API serving certificate. */}}
+{{- define "faro.optimizer.dnsNames" -}}
+{{- $ns := .Release.Namespace -}}
+{{- $svc := include "faro.optimizer.fullname" . -}}
+{{- toJson (list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns)) -}}
+{{- end }}
+
 {{/* true when Faro registers the v1beta1.external.metrics.k8s.io APIService. */}}
 {{- define "faro.servesApiService" -}}
 {{- if or (eq .Values.mode "apiService") (eq .Values.mode "both") }}true{{ end }}

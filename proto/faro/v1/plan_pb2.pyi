@@ -161,16 +161,18 @@ class SolveQuota(_message.Message):
     def __init__(self, name: _Optional[str] = ..., namespace: _Optional[str] = ..., hard: _Optional[_Mapping[str, float]] = ..., used: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class SolveRequest(_message.Message):
-    __slots__ = ("objective", "jobs", "quotas", "solver")
+    __slots__ = ("objective", "jobs", "quotas", "solver", "time_limit_s")
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     JOBS_FIELD_NUMBER: _ClassVar[int]
     QUOTAS_FIELD_NUMBER: _ClassVar[int]
     SOLVER_FIELD_NUMBER: _ClassVar[int]
+    TIME_LIMIT_S_FIELD_NUMBER: _ClassVar[int]
     objective: str
     jobs: _containers.RepeatedCompositeFieldContainer[SolveJob]
     quotas: _containers.RepeatedCompositeFieldContainer[SolveQuota]
     solver: str
-    def __init__(self, objective: _Optional[str] = ..., jobs: _Optional[_Iterable[_Union[SolveJob, _Mapping]]] = ..., quotas: _Optional[_Iterable[_Union[SolveQuota, _Mapping]]] = ..., solver: _Optional[str] = ...) -> None: ...
+    time_limit_s: float
+    def __init__(self, objective: _Optional[str] = ..., jobs: _Optional[_Iterable[_Union[SolveJob, _Mapping]]] = ..., quotas: _Optional[_Iterable[_Union[SolveQuota, _Mapping]]] = ..., solver: _Optional[str] = ..., time_limit_s: _Optional[float] = ...) -> None: ...
 
 class Allocation(_message.Message):
     __slots__ = ("namespace", "name", "replicas", "latency_ms", "utility")

@@ -69,7 +69,9 @@ class PlanServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Solve(self, request, context):
-        """What-if: solve a problem without touching the cluster.
+        """What-if: solve a problem without touching the cluster. Bounded: too many jobs/steps/quotas or
+        concurrent solves -> RESOURCE_EXHAUSTED; a disallowed solver -> INVALID_ARGUMENT; past the time
+        limit -> DEADLINE_EXCEEDED. See docs/security.md.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
