@@ -13,6 +13,7 @@ from faro.optimizer.commands import optimizer as command
 from faro.v1 import plan_pb2
 from kubeapi.objects import deployment, hpa, quota
 from kubernetes import client
+from pki import plan_api_certs
 from prometheus_client import CollectorRegistry
 from service_fakes import AcceleratedClock, FakeMetrics
 from stack_helpers import eventually
@@ -21,7 +22,12 @@ ANN = {"faro.dev/slo-latency-ms": "300", "faro.dev/processing-time-ms": "100"}
 
 
 @pytest.fixture
-def optimizer(kube_client):
+def certs(tmp_path):
+    return plan_api_certs(tmp_path)  # the plan API's mTLS as the chart sets it up
+
+
+@pytest.fixture
+def optimizer(kube_client, certs):
     apps, core = client.AppsV1Api(kube_client), client.CoreV1Api(kube_client)
     hpas = client.AutoscalingV2Api(kube_client)
     core.create_namespaced_resource_quota("team-a", quota("compute", {"requests.cpu": "6"}))
@@ -35,19 +41,21 @@ def optimizer(kube_client):
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
     args = parser.parse_args(["--grpc-address", "127.0.0.1:0", "--metrics-address", "127.0.0.1:0", "--interval-s", "60",
-                              "--reactive-interval-s", "0.25", "--identity", "opt-0", "--no-leader-elect"])
+                              "--reactive-interval-s", "0.25", "--identity", "opt-0", "--no-leader-elect",
+                              *certs.server_flags()])
     service = command.build_service(args, api_client=kube_client, metrics_source=metrics,
                                     registry=CollectorRegistry(), clock=AcceleratedClock(factor=120)).start()
     try:
         eventually(lambda: (p := service.store.current()) is not None and p.kind == "solve"
                    and p.target("team-a", "busy").forecast_rps > 50, timeout_s=60, what="a solve plan for busy")
-        yield f"127.0.0.1:{service.grpc_port}"
+        yield f"127.0.0.1:{service.grpc_port}", certs.client_flags()
     finally:
         service.stop()
 
 
-def status(capsys, address: str, *argv: str) -> tuple[int, str, str]:
-    code = main(["status", "--optimizer-address", address, "--optimizer-insecure", *argv])
+def status(capsys, optimizer: tuple[str, list[str]], *argv: str) -> tuple[int, str, str]:
+    address, credentials = optimizer
+    code = main(["status", "--optimizer-address", address, *credentials, *argv])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -112,7 +120,7 @@ def test_status_says_when_no_optimizer_answers(capsys):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
-    code, out, err = status(capsys, f"127.0.0.1:{port}", "--timeout-s", "5")
+    code, out, err = status(capsys, (f"127.0.0.1:{port}", ["--optimizer-insecure"]), "--timeout-s", "5")
     assert code == 1 and out == ""
     assert f"cannot reach a leading optimizer at 127.0.0.1:{port}" in err or "no answer" in err
 
