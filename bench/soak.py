@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         "the short outage + the adapter's 30 s reconnect cap must fit in the TTL, the long one must not")
 
     from kubeapi import KubeApiServer
-    from pki import CertificateAuthority
+    from pki import CertificateAuthority, plan_api_certs
 
     with tempfile.TemporaryDirectory() as tmp, KubeApiServer(bookmark_interval_s=5.0) as server:
         d = Path(tmp)
@@ -246,11 +246,13 @@ def main(argv: list[str] | None = None) -> int:
                                "requestheader-allowed-names": '["front-proxy-client"]'}}])
         kubeconfig = server.kubeconfig(d / "kubeconfig")
         grpc_port, https_port = free_port(), free_port()
+        plan_api = plan_api_certs(d)  # the plan API's mTLS, as the chart sets it up
         optimizer = Proc(["optimizer", f"--kubeconfig={kubeconfig}", "--metrics-source=none", "--no-leader-elect",
                           f"--interval-s={args.interval_s}", "--reactive-interval-s=1", f"--namespace={NS}",
                           f"--grpc-address=127.0.0.1:{grpc_port}", f"--metrics-address=127.0.0.1:{free_port()}",
-                          "--log-format=json"], d / "optimizer.log")
+                          *plan_api.server_flags(), "--log-format=json"], d / "optimizer.log")
         adapter = Proc(["adapter", f"--kubeconfig={kubeconfig}", f"--optimizer-address=127.0.0.1:{grpc_port}",
+                        *plan_api.client_flags(),
                         f"--plan-ttl-s={args.plan_ttl_s}", f"--secure-address=127.0.0.1:{https_port}",
                         f"--tls-cert-file={cert}", f"--tls-private-key-file={key}",
                         f"--metrics-address=127.0.0.1:{free_port()}", "--log-format=json"], d / "adapter.log")
