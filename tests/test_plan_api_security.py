@@ -166,61 +166,77 @@ def _write(path: Path, data: bytes) -> Path:
 # --------------------------------------------------------------------------------------------- token
 
 
+@dataclass
+class TokenMode:
+    served: Served
+    tls: Any  # token name -> PlanClientTLS sending that token
+
+
 @pytest.fixture
-def token_mode(kubeapi: Any, kube_client: Any, certs: PlanAPICerts) -> Iterator[tuple[Served, Any]]:
-    kubeapi.token_users = {
-        "adapter-token": {"username": "system:serviceaccount:faro-system:faro-adapter",
-                          "groups": ["system:serviceaccounts", "system:authenticated"]},
-        "eve-token": {"username": "eve", "groups": ["system:authenticated"]},
-    }
-    asked: list[dict] = []
+def token_mode(kubeapi: Any, certs: PlanAPICerts, tmp_path: Path) -> Iterator[TokenMode]:
+    """The optimizer in token mode against the test API server holding the chart's token-mode RBAC: the
+    optimizer reviews tokens as its own ServiceAccount (granted system:auth-delegator by the chart), the
+    adapter's ServiceAccount may get/watch plans (faro-plan-reader), eve is bound to faro-plan-solver only."""
+    from helm_render import render_chart
+    from kubeapi.rbac import User
+    from kubernetes import config
 
-    def authorize(spec: dict) -> tuple[bool, str]:
-        asked.append(spec)
-        return spec.get("user") == "system:serviceaccount:faro-system:faro-adapter", ""
-
-    kubeapi.authorize = authorize
-    reviewer = KubeReviewer(kube_client)
+    kubeapi.load(render_chart({"optimizer": {"planApi": {"clientAuth": "token"}}}))
+    kubeapi.load([{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                   "metadata": {"name": "eve-solves"},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                               "name": "faro-plan-solver"},
+                   "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "eve"}]}])
+    optimizer_sa = kubeapi.service_account_token("faro-system", "faro-optimizer")
+    api = config.new_client_from_config(config_file=str(kubeapi.kubeconfig(tmp_path / "kc", token=optimizer_sa)))
+    reviewer = KubeReviewer(api)
     guard = CallGuard(mode="token", tokens=TokenAuthenticator(reviewer, clock=time.monotonic),
                       access=AccessAuthorizer(reviewer, clock=time.monotonic))
     served = serve(certs, guard=guard, client_auth="token", client_ca_file=None, allowed_client_names=())
-    yield served, asked
+    tokens = {"adapter": kubeapi.service_account_token("faro-system", "faro-adapter"),
+              "eve": kubeapi.user_token(User("eve", ("system:authenticated",))),
+              "mallory": kubeapi.user_token(User("mallory", ("system:authenticated",))),
+              "forged": "forged-token"}
+
+    def tls(name: str | None) -> PlanClientTLS:
+        token_file = _write(tmp_path / f"{name}.token", f"{tokens[name]}\n".encode()) if name else None
+        return PlanClientTLS(ca_file=certs.ca_file, token_file=token_file)
+
+    yield TokenMode(served, tls)
     served.store.close()
     served.server.stop(0)
+    api.close()
 
 
-def _token_file(tmp_path: Path, token: str) -> Path:
-    return _write(tmp_path / f"{token}.txt", f"{token}\n".encode())
-
-
-def test_token_mode_reviews_the_bearer_token_and_authorises_each_method(
-    token_mode: tuple[Served, Any], certs: PlanAPICerts, tmp_path: Path
-) -> None:
-    served, asked = token_mode
-    adapter = PlanClientTLS(ca_file=certs.ca_file, token_file=_token_file(tmp_path, "adapter-token"))
+def test_token_mode_grants_what_the_charts_roles_grant_method_by_method(token_mode: TokenMode) -> None:
+    served, adapter, eve = token_mode.served, token_mode.tls("adapter"), token_mode.tls("eve")
+    # The adapter's ServiceAccount (faro-plan-reader): get and watch plans, no what-if solves.
     assert served.call(adapter, "GetPlan", plan_pb2.GetPlanRequest()).generation == 1
-    attrs = asked[-1]["resourceAttributes"]
-    assert (attrs["verb"], attrs["group"], attrs["resource"]) == ("get", "faro.dev", "plans")
-    assert not attrs.get("namespace")  # plans span every namespace: a cluster-scoped permission
     channel, stub = served.stub(adapter)
-    first = next(stub.WatchPlans(plan_pb2.WatchPlansRequest(), timeout=30))
+    assert next(stub.WatchPlans(plan_pb2.WatchPlansRequest(), timeout=30)).generation == 1
     channel.close()
-    assert first.generation == 1 and asked[-1]["resourceAttributes"]["verb"] == "watch"
+    with pytest.raises(grpc.RpcError) as err:
+        served.call(adapter, "Solve", solve_request())
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert 'cannot create resource "solves" in API group "faro.dev" at the cluster scope' in err.value.details()
+    # eve (faro-plan-solver): what-if solves, but not the plans.
+    assert served.call(eve, "Solve", solve_request()).status == "optimal"
+    assert code_of(lambda: served.call(eve, "GetPlan", plan_pb2.GetPlanRequest())) == \
+        grpc.StatusCode.PERMISSION_DENIED
 
 
 @pytest.mark.parametrize(
     ("token", "code"),
     [
         pytest.param(None, grpc.StatusCode.UNAUTHENTICATED, id="no-token"),
-        pytest.param("forged-token", grpc.StatusCode.UNAUTHENTICATED, id="token-review-rejects"),
-        pytest.param("eve-token", grpc.StatusCode.PERMISSION_DENIED, id="access-review-denies"),
+        pytest.param("forged", grpc.StatusCode.UNAUTHENTICATED, id="token-review-rejects"),
+        pytest.param("mallory", grpc.StatusCode.PERMISSION_DENIED, id="access-review-denies"),
     ],
 )
 def test_token_mode_refuses_callers_without_a_granted_token(
-    token_mode: tuple[Served, Any], certs: PlanAPICerts, tmp_path: Path, token: str | None, code: grpc.StatusCode
+    token_mode: TokenMode, token: str | None, code: grpc.StatusCode
 ) -> None:
-    served, _ = token_mode
-    tls = PlanClientTLS(ca_file=certs.ca_file, token_file=_token_file(tmp_path, token) if token else None)
+    served, tls = token_mode.served, token_mode.tls(token)
     for method, request in (("GetPlan", plan_pb2.GetPlanRequest()), ("Solve", plan_pb2.SolveRequest())):
         assert code_of(lambda m=method, r=request: served.call(tls, m, r)) == code
     assert refused(served, "Solve", code.name) == 1
