@@ -60,8 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     api = parser.add_argument_group("plan API security and bounds (see docs/security.md)")
 
     def sec(flag: str, default: object, help_text: str, **kw: object) -> None:
+        # the default is appended by faro's help formatter (optimizer/cli.py), never "None"
         api.add_argument(f"--{flag}", default=_env(flag, default), help=f"{help_text} (env FARO_"
-                         f"{flag.upper().replace('-', '_')}; default: %(default)s)", **kw)  # type: ignore[arg-type]
+                         f"{flag.upper().replace('-', '_')})", **kw)  # type: ignore[arg-type]
 
     sec("grpc-tls-cert-file", None, "serving certificate of the plan API (PEM; re-read when it changes)")
     sec("grpc-tls-private-key-file", None, "its key")

@@ -2,9 +2,10 @@
 its replica count.
 
 Registered in ``faro.optimizer.cli``. Reads the plan over the optimizer's gRPC API (``GetPlan``, or the
-``WatchPlans`` stream with ``--watch``); the connection flags and credentials come from one place, the plan
-API client (``_client``). Forms: a table (``-o wide`` adds columns), ``-o json`` (the plan with its targets,
-field names as in ``faro.v1.Plan``), and ``faro status NAMESPACE/DEPLOYMENT`` explaining one decision.
+``WatchPlans`` stream with ``--watch``); the connection flags and credentials come from the one plan API
+client (``faro.optimizer.service.plan_client``: TLS, a client certificate or a token). Forms: a table
+(``-o wide`` adds columns), ``-o json`` (the plan with its targets, field names as in ``faro.v1.Plan``),
+and ``faro status NAMESPACE/DEPLOYMENT`` explaining one decision.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from faro.optimizer.service import plan_client
 
 OUTPUTS = ("table", "wide", "json")
 DEFAULT_ADDRESS = "localhost:50051"  # e.g. kubectl -n faro-system port-forward svc/faro-optimizer 50051
@@ -34,45 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--watch-count", type=int, metavar="N",
                         help="with --watch: stop after N plans (default: until interrupted)")
     parser.add_argument("--timeout-s", type=float, default=10.0, help="how long to wait for the optimizer")
-    _client.add_arguments(parser)
-
-
-class _Client:
-    """The credentials seam: flags → a gRPC channel to the plan API. Uses the shared plan API client
-    (``faro.optimizer.service.plan_client``: TLS, mTLS, tokens) when it is installed; otherwise only the
-    plaintext development path."""
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        helper = self._helper()
-        if helper is not None:
-            helper.add_arguments(parser)
-            return
-        parser.add_argument("--optimizer-insecure", action="store_true",
-                            help="LOCAL DEVELOPMENT ONLY: plaintext to the optimizer")
-
-    def channel(self, args: argparse.Namespace) -> Any:
-        helper = self._helper()
-        if helper is not None:
-            return helper.from_args(args).channel(args.optimizer_address)
-        import grpc
-
-        if not args.optimizer_insecure:
-            from faro.optimizer.errors import InvalidInputError
-
-            raise InvalidInputError("--optimizer-insecure", "this build has no TLS client yet; pass it to connect "
-                                    "in plaintext (development only)")
-        return grpc.insecure_channel(args.optimizer_address)
-
-    @staticmethod
-    def _helper() -> Any:
-        try:
-            from faro.optimizer.service import plan_client
-        except ImportError:
-            return None
-        return plan_client if hasattr(plan_client, "from_args") else None
-
-
-_client = _Client()
+    plan_client.add_arguments(parser)  # TLS, client certificate or token: the one plan API client
 
 
 # ----------------------------------------------------------------------------------------------- formatting
@@ -223,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write(plan_table(plan, now_s=now_s, wide=args.output == "wide", namespace=args.namespace))
         sys.stdout.flush()
 
-    channel = _client.channel(args)
+    channel = plan_client.from_args(args).channel(args.optimizer_address)
     try:
         stub = plan_pb2_grpc.PlanServiceStub(channel)
         if not args.watch:
