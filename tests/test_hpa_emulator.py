@@ -118,16 +118,18 @@ def test_zero_stabilization_scales_down_at_once():
 
 
 def test_scale_down_picks_the_highest_recent_recommendation():
+    # First sight seeds the current count (recordInitialRecommendation; upstream TestScaleDownStabilizeInitialSize):
+    # nothing goes below 10 until that seed has left the 60 s window.
     behavior = HPABehavior(scale_down=default_scale_down(60.0))
     spec = _spec(behavior=behavior)
     state = HPAState()
     replicas, state = hpa_step(spec, state, now_s=0.0, current_replicas=10, metric_value=8.0)
-    assert replicas == 8
-    replicas, state = hpa_step(spec, state, now_s=15.0, current_replicas=8, metric_value=4.0)
-    assert replicas == 8  # max(8 from t=0, 4)
-    replicas, state = hpa_step(spec, state, now_s=30.0, current_replicas=8, metric_value=6.0)
-    assert replicas == 8
-    replicas, state = hpa_step(spec, state, now_s=75.0, current_replicas=8, metric_value=3.0)
+    assert replicas == 10  # max(seed 10, 8)
+    replicas, state = hpa_step(spec, state, now_s=15.0, current_replicas=replicas, metric_value=4.0)
+    assert replicas == 10  # max(10, 8, 4)
+    replicas, state = hpa_step(spec, state, now_s=30.0, current_replicas=replicas, metric_value=6.0)
+    assert replicas == 10
+    replicas, state = hpa_step(spec, state, now_s=75.0, current_replicas=replicas, metric_value=3.0)
     assert replicas == 6  # t=0 and t=15 left the 60 s window; t=30 proposed 6
 
 

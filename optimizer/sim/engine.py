@@ -80,7 +80,7 @@ class SimConfig:
     observation_window_s: float = 30.0
     future_minutes: int = 60
     actuation: Literal["direct", "hpa"] = "direct"
-    hpa_behavior: HPABehavior = field(default_factory=HPABehavior.recommended_for_faro)
+    hpa_behavior: HPABehavior | None = field(default_factory=HPABehavior.recommended_for_faro)  # None: no behavior
     hpa_sync_period_s: float = 15.0
     seed: int = 0
     vectorized: bool = True  # False = the reference per-request loop only (same results, slower; for tests)
@@ -607,8 +607,10 @@ def simulate(
                 _rewind(j, k)
         if cfg.actuation == "hpa":
             for j in range(num_jobs):
+                srv = servers[j]  # status replicas: running and starting pods; ready: running ones
                 new_target, hpa_states[j] = hpa_step(
-                    hpa_spec, hpa_states[j], now_s=now, current_replicas=int(target[j]), metric_value=float(planned[j])
+                    hpa_spec, hpa_states[j], now_s=now, current_replicas=int(target[j]), metric_value=float(planned[j]),
+                    status_replicas=srv.num_active + srv.num_pending, ready_pods=srv.num_active,
                 )
                 target[j] = new_target
         _reconcile(now)
