@@ -4,9 +4,17 @@ a change to ``optimizer/sim/hpa.py``) so the two can be compared.
 
 Run: ``nice -n 10 python bench/hpa_actuation.py --label after [--actuations hpa,direct] [--minutes N]``.
 Drives the ``faro simulate`` command itself (a subprocess, ``--no-progress``) and reads its
-``results.json``; prints a table per actuation and, when both labels exist, the before/after table. Writes
-``bench/results/hpa_actuation.json``; labels not run keep their previous results. The simulation is
-deterministic (seed 0); only the wall times depend on the load of the shared machine (recorded).
+``results.json``; prints a table per actuation and, when both labels exist, the before/after table.
+
+``--behaviors POLICIES --label L`` instead replays the same day with HPA actuation under up to three HPA
+set-ups (``--behavior-set``) — Faro's recommended behavior, a present but empty ``behavior: {}`` (the API
+defaults: +4 pods or +100% up per 15 s, 300 s scale-down window) and no ``behavior`` (the controller's
+legacy path) — for the given policies, through ``simulate()`` (the CLI does not expose the behavior), and
+records it under ``behaviors.L``. To measure older emulator code, run it with that code first on
+``PYTHONPATH`` (a ``faro/optimizer`` tree of the older checkout) and ``--behavior-set`` restricted to what
+that code supports. Writes ``bench/results/hpa_actuation.json``; sections and labels not run keep their
+previous results. The simulation is deterministic (seed 0); only the wall times
+depend on the load of the shared machine (recorded).
 """
 
 from __future__ import annotations
@@ -75,9 +83,60 @@ def _print_compare(doc: dict, actuation: str) -> None:
               f"{b['lost_utility']:>13.2f}{a['lost_utility']:>8.2f}")
 
 
+BEHAVIORS = ("recommended", "api-default", "none")
+
+
+def _behavior_run(args: tuple[str, str, float, int, int | None]) -> dict:
+    import faro.optimizer.sim.hpa as hpa_module
+    from faro.optimizer.policy.registry import make_policy
+    from faro.optimizer.sim.engine import SimConfig, simulate
+    from faro.optimizer.sim.hpa import HPABehavior
+    from faro.optimizer.sim.metrics import summarize
+    from faro.optimizer.sim.workload import load_history, load_trace
+
+    policy, behavior_name, cpus, seed, minutes = args
+    behavior = {"recommended": HPABehavior.recommended_for_faro(), "api-default": HPABehavior(),
+                "none": None}[behavior_name]
+    workload = load_history(load_trace())  # as faro simulate: the bundled days 1-10 as past load
+    if minutes:
+        workload = workload.head(minutes)
+    started = time.perf_counter()
+    result = simulate(workload, make_policy(policy), SimConfig(cpus=cpus, seed=seed, actuation="hpa",
+                                                               hpa_behavior=behavior))
+    summary = summarize(result).as_dict()
+    row = {k: summary.get(k) for k in METRICS}
+    row.update(policy=policy, behavior=behavior_name, wall_s=time.perf_counter() - started,
+               emulator=str(Path(hpa_module.__file__).resolve()))
+    return row
+
+
+def behavior_table(policies: list[str], behaviors: list[str], *, cpus: float, seed: int, minutes: int | None,
+                   workers: int) -> dict:
+    from concurrent.futures import ProcessPoolExecutor
+
+    import faro.optimizer.sim.hpa as hpa_module
+
+    load, started = _load(), time.perf_counter()
+    tasks = [(p, b, cpus, seed, minutes) for p in policies for b in behaviors]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        rows = list(pool.map(_behavior_run, tasks))
+    print(f"\n--actuation hpa under three HPA behaviors ({cpus:g} CPUs, seed {seed}): violation / lost utility")
+    print(f"  {'policy':<22}" + "".join(f"{b:>20}" for b in behaviors))
+    for p in policies:
+        cells = [next(r for r in rows if r["policy"] == p and r["behavior"] == b) for b in behaviors]
+        print(f"  {p:<22}" + "".join(f"{100 * c['slo_violation']:>12.2f}% / {c['lost_utility']:4.2f}" for c in cells))
+    emulator = Path(hpa_module.__file__).resolve()
+    code = subprocess.run(["git", "-C", str(emulator.parent), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    return {"emulator": str(emulator), "emulator_git_head": code, "cpus": cpus, "seed": seed, "minutes": minutes,
+            "rows": rows, "wall_s": time.perf_counter() - started, "load_avg_before": load, "load_avg_after": _load()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--label", required=True, help="e.g. before or after")
+    parser.add_argument("--label", help="e.g. before or after")
+    parser.add_argument("--behaviors", help="comma-separated policies for the HPA-behavior table instead")
+    parser.add_argument("--behavior-set", default=",".join(BEHAVIORS), help=f"subset of {','.join(BEHAVIORS)}")
     parser.add_argument("--actuations", default="hpa,direct")
     parser.add_argument("--cpus", type=float, default=32.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -85,6 +144,15 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     doc: dict = json.loads(OUT.read_text()) if OUT.exists() else {}
+    if not args.label:
+        parser.error("--label is required")
+    if args.behaviors:
+        doc.setdefault("behaviors", {})[args.label] = behavior_table(
+            args.behaviors.split(","), args.behavior_set.split(","), cpus=args.cpus, seed=args.seed,
+            minutes=args.minutes, workers=args.workers)
+        OUT.write_text(json.dumps(doc, indent=2))
+        print(f"wrote {OUT}", file=sys.stderr)
+        return 0
     entry = {"git_head": _git("rev-parse", "--short", "HEAD"),
              "uncommitted": _git("status", "--short", "optimizer").splitlines(),
              "cpus": args.cpus, "seed": args.seed, "minutes": args.minutes, "machine_cpus": os.cpu_count(),
