@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
@@ -84,6 +85,7 @@ def _print_compare(doc: dict, actuation: str) -> None:
 
 
 BEHAVIORS = ("recommended", "api-default", "none")
+"""The default set; ``recommended-4pods`` (the recommended behavior with the old +4 pods) can be asked for."""
 
 
 def _behavior_run(args: tuple[str, str, float, int, int | None]) -> dict:
@@ -95,8 +97,11 @@ def _behavior_run(args: tuple[str, str, float, int, int | None]) -> dict:
     from faro.optimizer.sim.workload import load_history, load_trace
 
     policy, behavior_name, cpus, seed, minutes = args
-    behavior = {"recommended": HPABehavior.recommended_for_faro(), "api-default": HPABehavior(),
-                "none": None}[behavior_name]
+    rec = HPABehavior.recommended_for_faro()
+    four = replace(rec, scale_up=replace(rec.scale_up, policies=tuple(
+        replace(p, value=4) if p.type == "Pods" else p for p in rec.scale_up.policies)))
+    behaviors = {"recommended": rec, "recommended-4pods": four, "api-default": HPABehavior(), "none": None}
+    behavior = behaviors[behavior_name]
     workload = load_history(load_trace())  # as faro simulate: the bundled days 1-10 as past load
     if minutes:
         workload = workload.head(minutes)
@@ -120,7 +125,7 @@ def behavior_table(policies: list[str], behaviors: list[str], *, cpus: float, se
     tasks = [(p, b, cpus, seed, minutes) for p in policies for b in behaviors]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         rows = list(pool.map(_behavior_run, tasks))
-    print(f"\n--actuation hpa under three HPA behaviors ({cpus:g} CPUs, seed {seed}): violation / lost utility")
+    print(f"\n--actuation hpa under HPA behaviors ({cpus:g} CPUs, seed {seed}): violation / lost utility")
     print(f"  {'policy':<22}" + "".join(f"{b:>20}" for b in behaviors))
     for p in policies:
         cells = [next(r for r in rows if r["policy"] == p and r["behavior"] == b) for b in behaviors]
@@ -136,7 +141,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--label", help="e.g. before or after")
     parser.add_argument("--behaviors", help="comma-separated policies for the HPA-behavior table instead")
-    parser.add_argument("--behavior-set", default=",".join(BEHAVIORS), help=f"subset of {','.join(BEHAVIORS)}")
+    parser.add_argument("--behavior-set", default=",".join(BEHAVIORS),
+                        help=f"subset of {','.join(BEHAVIORS)},recommended-4pods")
     parser.add_argument("--actuations", default="hpa,direct")
     parser.add_argument("--cpus", type=float, default=32.0)
     parser.add_argument("--seed", type=int, default=0)

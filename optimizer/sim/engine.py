@@ -16,7 +16,8 @@ Model (after the Faro artifact's simulator, ``src/simulation`` of github.com/beo
   step. Pods (running, starting and idle) never exceed ``cpus``.
 * Control: every ``policy_interval_s`` (10 s) the policy sees a ``ClusterView`` and returns a plan.
   ``actuation="direct"`` sets the target replicas to the plan (as the artifact did); ``"hpa"`` serves the plan
-  as an External AverageValue metric (target 1) to an emulated HPA per job (``hpa.py``, 15 s sync).
+  as an External AverageValue metric (target 1) to an emulated HPA per job (``hpa.py``, 15 s sync; Faro's
+  recommended behavior unless ``hpa_behavior`` says otherwise, None being an HPA without ``behavior``).
 
 Speed (results are bit-identical to ``vectorized=False``, the per-request reference loop;
 ``tests/test_sim_fastpath.py``): a job whose replica set cannot change on its own (direct actuation, no
