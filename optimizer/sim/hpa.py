@@ -5,9 +5,10 @@ Called by the simulator (``optimizer/sim/engine.py``, ``actuation="hpa"``) to tu
 adapter's and the stack's end-to-end tests as the consumer of the metric the adapter serves. Pure: time comes
 in as ``now_s``; the controller's memory is a frozen ``HPAState`` returned with each answer.
 
-Covers, case for case, ``pkg/controller/podautoscaler`` of kubernetes/kubernetes (read from master of 2026
-as carried by the fork snapshot ``omerap12/kubernetes@a769d588``: ``horizontal.go``, ``replica_calculator.go``
-and their tests; ``pkg/apis/autoscaling/v2/defaults.go``; see docs/fidelity.md for what is not modelled):
+Covers, case for case, ``pkg/controller/podautoscaler`` of kubernetes/kubernetes at master after v1.35
+(``horizontal.go``, ``replica_calculator.go`` and their tests, read from the fork snapshot
+``omerap12/kubernetes@a769d588``; ``pkg/apis/autoscaling/v2/defaults.go``). docs/fidelity.md says what is not
+modelled (other metric types, pod phases beyond the counts passed in, status and conditions, sync jitter):
 
 * ``reconcileAutoscaler``, one call per sync period (``--horizontal-pod-autoscaler-sync-period``, 15 s):
   ``recordInitialRecommendation`` seeds the recommendations with the current count the first time the
