@@ -28,6 +28,7 @@ from faro.adapter.server import build_api_app, build_metrics_app
 from faro.adapter.sources import Backoff, PlanFileSource, PlanWatcher
 from faro.externalscaler import externalscaler_pb2_grpc
 from faro.optimizer.errors import InvalidInputError
+from faro.optimizer.service.grpc_security import ServerTLS
 from faro.optimizer.service.plan_client import PlanClientTLS
 from prometheus_client import CollectorRegistry
 
@@ -52,6 +53,10 @@ class AdapterConfig:
     keda_address: str = "0.0.0.0:9443"
     keda_tls_cert_file: Path | None = None
     keda_tls_private_key_file: Path | None = None
+    keda_client_ca_file: Path | None = None  # require KEDA's client certificate from this CA (mTLS)
+    keda_allowed_client_names: tuple[str, ...] = ()  # CNs admitted with a client CA (empty: any it signed)
+    keda_allow_cross_namespace: bool = False  # a ScaledObject may name a Deployment in another namespace
+    keda_insecure: bool = False  # local development only: plaintext KEDA gRPC
     metrics_address: str | None = "0.0.0.0:8081"
     plan_file_poll_s: float = 1.0
     backoff: Backoff = field(default_factory=Backoff)
@@ -65,15 +70,26 @@ class AdapterConfig:
             raise InvalidInputError("--plan-ttl-s", f"must be > 0, got {self.plan_ttl_s!r}")
         if self.mode not in ("apiService", "keda", "both"):
             raise InvalidInputError("--mode", f"must be apiService, keda or both, got {self.mode!r}")
+        for flag, address in (("--secure-address", self.secure_address), ("--keda-address", self.keda_address),
+                              ("--metrics-address", self.metrics_address or "x:0")):
+            split_address(address, flag)
         if self.mode != "keda" and not (self.tls_cert_file and self.tls_private_key_file):
             raise InvalidInputError(
                 "--tls-cert-file/--tls-private-key-file", "both are required: the External Metrics API is HTTPS only"
             )
-        if bool(self.keda_tls_cert_file) != bool(self.keda_tls_private_key_file):
-            raise InvalidInputError("--keda-tls-cert-file/--keda-tls-private-key-file", "give both or neither")
-        for flag, address in (("--secure-address", self.secure_address), ("--keda-address", self.keda_address),
-                              ("--metrics-address", self.metrics_address or "x:0")):
-            split_address(address, flag)
+        if self.mode != "apiService":
+            tls_flags = [flag for flag, given in (
+                ("--keda-tls-cert-file", self.keda_tls_cert_file), ("--keda-tls-private-key-file",
+                                                                    self.keda_tls_private_key_file),
+                ("--keda-client-ca-file", self.keda_client_ca_file),
+                ("--keda-allowed-client-names", self.keda_allowed_client_names)) if given]
+            if self.keda_insecure and tls_flags:
+                raise InvalidInputError("--keda-insecure", f"plaintext takes no {', '.join(tls_flags)}")
+            if not self.keda_insecure and not (self.keda_tls_cert_file and self.keda_tls_private_key_file):
+                raise InvalidInputError("--keda-tls-cert-file/--keda-tls-private-key-file", "are required: the KEDA "
+                                        "scaler serves TLS only (--keda-insecure for local development)")
+            if self.keda_allowed_client_names and not self.keda_client_ca_file:
+                raise InvalidInputError("--keda-allowed-client-names", "needs --keda-client-ca-file")
 
 
 def split_address(address: str, flag: str) -> tuple[str, int]:
@@ -175,24 +191,31 @@ class Adapter:
             app = build_metrics_app(self.store, metrics=self.metrics, clock=self._clock)
             self.metrics_port = await self._serve(app, cfg.metrics_address, "--metrics-address", None)
         if cfg.mode in ("keda", "both"):
-            server = grpc.aio.server()
+            server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024)])
             externalscaler_pb2_grpc.add_ExternalScalerServicer_to_server(
-                ExternalScalerServicer(self.store, metrics=self.metrics), server
+                ExternalScalerServicer(self.store, metrics=self.metrics,
+                                       allow_cross_namespace=cfg.keda_allow_cross_namespace,
+                                       allowed_client_names=cfg.keda_allowed_client_names if
+                                       cfg.keda_client_ca_file else None),
+                server,
             )
             host, port = split_address(cfg.keda_address, "--keda-address")
             bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            if cfg.keda_tls_cert_file and cfg.keda_tls_private_key_file:
-                creds = grpc.ssl_server_credentials(
-                    [(cfg.keda_tls_private_key_file.read_bytes(), cfg.keda_tls_cert_file.read_bytes())]
-                )
-                self.keda_port = server.add_secure_port(bind, creds)
-            else:
+            if cfg.keda_insecure:
                 self.keda_port = server.add_insecure_port(bind)
+            else:
+                assert cfg.keda_tls_cert_file and cfg.keda_tls_private_key_file
+                tls = ServerTLS(cert_file=cfg.keda_tls_cert_file, key_file=cfg.keda_tls_private_key_file,
+                                client_auth="mtls" if cfg.keda_client_ca_file else "none",
+                                client_ca_file=cfg.keda_client_ca_file,
+                                allowed_client_names=cfg.keda_allowed_client_names, flag_prefix="--keda")
+                self.keda_port = server.add_secure_port(bind, tls.credentials())
             if not self.keda_port:
                 raise InvalidInputError("--keda-address", f"cannot listen on {cfg.keda_address}")
             await server.start()
             self._grpc = server
-            log.info("KEDA external scaler on %s (port %d)", cfg.keda_address, self.keda_port)
+            log.info("KEDA external scaler on %s (port %d, %s)", cfg.keda_address, self.keda_port,
+                     "plaintext" if cfg.keda_insecure else "mTLS" if cfg.keda_client_ca_file else "TLS")
 
     async def _serve(self, app: web.Application, address: str, flag: str, ctx: ssl.SSLContext | None) -> int:
         sock = _bind(address, flag)

@@ -43,8 +43,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt("--tls-cert-file", type=Path, metavar="PATH", help="serving certificate (PEM)")
     opt("--tls-private-key-file", type=Path, metavar="PATH", help="serving key (PEM)")
     opt("--keda-address", "0.0.0.0:9443", metavar="HOST:PORT", help="KEDA external scaler gRPC (modes keda/both)")
-    opt("--keda-tls-cert-file", type=Path, metavar="PATH", help="optional TLS certificate for the KEDA server")
-    opt("--keda-tls-private-key-file", type=Path, metavar="PATH", help="optional TLS key for the KEDA server")
+    opt("--keda-tls-cert-file", type=Path, metavar="PATH", help="TLS certificate of the KEDA server (required in "
+        "modes keda/both; re-read when it changes)")
+    opt("--keda-tls-private-key-file", type=Path, metavar="PATH", help="its key")
+    opt("--keda-client-ca-file", type=Path, metavar="PATH",
+        help="require KEDA to present a client certificate from this CA (trigger authParams tlsClientCert/Key)")
+    opt("--keda-allowed-client-names", "", metavar="CN,...",
+        help="client certificate CNs admitted (with --keda-client-ca-file; empty: any that CA signed)")
+    parser.add_argument("--keda-allow-cross-namespace", action="store_true",
+                        default=_env_bool("--keda-allow-cross-namespace"),
+                        help="let a ScaledObject read a Deployment in another namespace (trigger metadata "
+                        "`namespace`); default: its own namespace only (env FARO_KEDA_ALLOW_CROSS_NAMESPACE)")
+    parser.add_argument("--keda-insecure", action="store_true", default=_env_bool("--keda-insecure"),
+                        help="LOCAL DEVELOPMENT ONLY: plaintext KEDA gRPC (env FARO_KEDA_INSECURE)")
     opt("--metrics-address", "0.0.0.0:8081", metavar="HOST:PORT", help="plain HTTP /metrics")
     opt("--kubeconfig", type=Path, metavar="PATH",
         help="for TokenReview/SubjectAccessReview and the auth ConfigMap (default: in-cluster, else ~/.kube/config)")
@@ -79,8 +90,17 @@ def run(args: argparse.Namespace) -> int:
         keda_address=args.keda_address,
         keda_tls_cert_file=args.keda_tls_cert_file,
         keda_tls_private_key_file=args.keda_tls_private_key_file,
+        keda_client_ca_file=args.keda_client_ca_file,
+        keda_allowed_client_names=tuple(n.strip() for n in str(args.keda_allowed_client_names or "").split(",")
+                                        if n.strip()),
+        keda_allow_cross_namespace=bool(args.keda_allow_cross_namespace),
+        keda_insecure=bool(args.keda_insecure),
         metrics_address=args.metrics_address or None,
     )
+    if config.keda_insecure and config.mode != "apiService":
+        banner = "!" * 100
+        log.warning("%s\n--keda-insecure: the KEDA scaler answers ANYONE who can reach %s, in plaintext. For local "
+                    "development only; never in a cluster.\n%s", banner, config.keda_address, banner)
     authenticator = authorizer = None
     client_ca_pem = None
     if config.mode != "keda":

@@ -8,7 +8,7 @@
 | SelectorError / InvalidInputError | 400 BadRequest      | INVALID_ARGUMENT  |
 | NoFreshPlanError          | 503 ServiceUnavailable      | UNAVAILABLE       |
 | UnauthenticatedError      | 401 Unauthorized            | —                 |
-| ForbiddenError            | 403 Forbidden               | —                 |
+| ForbiddenError            | 403 Forbidden               | PERMISSION_DENIED |
 """
 
 from __future__ import annotations

@@ -1,13 +1,19 @@
 """KEDA external scaler (``externalscaler.ExternalScaler``): translate KEDA's gRPC calls to ``PlanProvider`` calls.
 
-Served by ``adapter/app.py`` in modes ``keda`` and ``both``. A ScaledObject trigger::
+Served by ``adapter/app.py`` in modes ``keda`` and ``both``, over TLS (with the chart, KEDA also presents a
+client certificate from the chart's CA, given to it by the ClusterTriggerAuthentication the chart makes).
+A ScaledObject trigger::
 
     triggers:
       - type: external
         metadata:
-          scalerAddress: faro-adapter.faro-system.svc:9443
+          scalerAddress: faro-keda-scaler.faro-system.svc:9443
           deployment: resnet          # default: the ScaledObject's name
-          namespace: team-a           # default: the ScaledObject's namespace
+        authenticationRef: {name: faro-keda, kind: ClusterTriggerAuthentication}
+
+A ScaledObject reads only Deployments of its own namespace (``ScaledObjectRef.namespace``, which KEDA fills
+from the ScaledObject): a ``namespace`` in the trigger metadata that names another one is PERMISSION_DENIED
+unless the adapter runs with ``--keda-allow-cross-namespace``.
 
 ``GetMetricSpec`` answers one metric ``faro_desired_replicas`` with target 1 (``targetSize`` and
 ``targetSizeFloat``), which KEDA turns into an AverageValue target, so the HPA's desired replicas =
@@ -22,7 +28,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
-from faro.adapter.errors import MetricNotFoundError, NoFreshPlanError, NotFoundError
+from faro.adapter.errors import ForbiddenError, MetricNotFoundError, NoFreshPlanError, NotFoundError
 from faro.adapter.metrics import AdapterMetrics
 from faro.adapter.provider import DEPLOYMENT_LABEL, METRIC_NAME, PlanStore
 from faro.adapter.selector import Selector
@@ -40,13 +46,16 @@ def _code(exc: Exception) -> grpc.StatusCode:
         return grpc.StatusCode.NOT_FOUND
     if isinstance(exc, InvalidInputError):
         return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(exc, ForbiddenError):
+        return grpc.StatusCode.PERMISSION_DENIED
     if isinstance(exc, NoFreshPlanError | TransientError):
         return grpc.StatusCode.UNAVAILABLE
     return grpc.StatusCode.INTERNAL
 
 
-def target_of(ref: pb.ScaledObjectRef) -> tuple[str, str]:
-    """(namespace, deployment) a ScaledObjectRef names through its ``scalerMetadata``."""
+def target_of(ref: pb.ScaledObjectRef, *, allow_cross_namespace: bool = False) -> tuple[str, str]:
+    """(namespace, deployment) a ScaledObjectRef names through its ``scalerMetadata``; ForbiddenError when it
+    names another namespace than the ScaledObject's own and that is not allowed."""
     md = ref.scalerMetadata
     namespace = md.get("namespace") or ref.namespace
     deployment = md.get(DEPLOYMENT_LABEL) or ref.name
@@ -54,6 +63,11 @@ def target_of(ref: pb.ScaledObjectRef) -> tuple[str, str]:
         raise InvalidInputError(
             f"ScaledObject {ref.namespace}/{ref.name} trigger metadata",
             "needs `deployment` (or a ScaledObject name) and a namespace",
+        )
+    if namespace != ref.namespace and not allow_cross_namespace:
+        raise ForbiddenError(
+            f"ScaledObject {ref.namespace or '<no namespace>'}/{ref.name} may read only Deployments in its own "
+            f"namespace, not {namespace}/{deployment} (the adapter's --keda-allow-cross-namespace allows it)"
         )
     return namespace, deployment
 
@@ -66,16 +80,34 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
         provider: PlanStore,
         *,
         metrics: AdapterMetrics,
+        allow_cross_namespace: bool = False,
+        allowed_client_names: tuple[str, ...] | None = None,
         stream_poll_s: float = 5.0,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._provider = provider
         self._metrics = metrics
+        self._cross_namespace = allow_cross_namespace
+        # None: no client certificates (TLS only); () any the handshake verified; else these CNs only.
+        self._client_names = allowed_client_names
         self._stream_poll_s = stream_poll_s
         self._perf = clock
 
-    def _desired(self, ref: pb.ScaledObjectRef) -> int:
-        namespace, deployment = target_of(ref)
+    def _check_client(self, context: grpc.aio.ServicerContext) -> None:
+        """The client certificate's CN, when certificates are required and names are restricted."""
+        if not self._client_names:
+            return
+        names = [v.decode(errors="replace") for v in context.auth_context().get("x509_common_name", [])]
+        if not names or names[0] not in self._client_names:
+            raise ForbiddenError(f"client certificate CN {names[0] if names else '(none)'!r} is not in "
+                                 "--keda-allowed-client-names")
+
+    def _target(self, ref: pb.ScaledObjectRef, context: grpc.aio.ServicerContext) -> tuple[str, str]:
+        self._check_client(context)
+        return target_of(ref, allow_cross_namespace=self._cross_namespace)
+
+    def _desired(self, ref: pb.ScaledObjectRef, context: grpc.aio.ServicerContext) -> int:
+        namespace, deployment = self._target(ref, context)
         selector = Selector.equals(**{DEPLOYMENT_LABEL: deployment})
         return self._provider.get_external_metric(namespace, METRIC_NAME, selector).value
 
@@ -90,7 +122,7 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
 
     async def IsActive(self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext) -> pb.IsActiveResponse:
         try:
-            desired = self._desired(request)
+            desired = self._desired(request, context)
         except Exception as exc:
             await self._fail(context, "IsActive", exc)
             raise  # unreachable: abort raises
@@ -105,7 +137,7 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
         while True:
             version = self._provider.version
             try:
-                active: bool | None = self._desired(request) > 0
+                active: bool | None = self._desired(request, context) > 0
             except (NoFreshPlanError, NotFoundError):
                 active = None  # nothing to say: KEDA keeps its last state
             except Exception as exc:
@@ -120,7 +152,7 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
         self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext
     ) -> pb.GetMetricSpecResponse:
         try:
-            target_of(request)
+            self._target(request, context)
         except Exception as exc:
             await self._fail(context, "GetMetricSpec", exc)
             raise
@@ -135,7 +167,7 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
         try:
             if request.metricName and request.metricName != METRIC_NAME:
                 raise MetricNotFoundError(request.metricName)
-            desired = self._desired(request.scaledObjectRef)
+            desired = self._desired(request.scaledObjectRef, context)
         except Exception as exc:
             await self._fail(context, "GetMetrics", exc)
             raise

@@ -148,6 +148,7 @@ CRD_REQUIRED_SPEC: dict[str, tuple[str, ...]] = {
     "cert-manager.io/v1/Issuer": (),
     "monitoring.coreos.com/v1/ServiceMonitor": ("selector", "endpoints"),
     "keda.sh/v1alpha1/ScaledObject": ("scaleTargetRef", "triggers"),
+    "keda.sh/v1alpha1/ClusterTriggerAuthentication": ("secretTargetRef",),
 }
 
 

@@ -66,6 +66,7 @@ class HPA:
     spec: HPASpec
     state: HPAState
     replicas: int
+    ca_pem: bytes = b""
     now_s: float = 0.0
 
     async def read_metric(self) -> float | None:
@@ -100,7 +101,8 @@ async def pieces(tmp_path: Path) -> AsyncIterator[tuple[Optimizer, Adapter, HPA,
         AdapterConfig(optimizer_address=f"127.0.0.1:{optimizer.port}", optimizer_tls=certs.client_tls(),
                       plan_ttl_s=TTL_S, mode="both",
                       secure_address="127.0.0.1:0", tls_cert_file=cert, tls_private_key_file=key,
-                      keda_address="127.0.0.1:0", metrics_address=None,
+                      keda_address="127.0.0.1:0", keda_tls_cert_file=cert, keda_tls_private_key_file=key,
+                      metrics_address=None,
                       backoff=Backoff(initial_s=0.1, max_s=0.5)),
         authenticator=None,
         authorizer=None,
@@ -109,7 +111,7 @@ async def pieces(tmp_path: Path) -> AsyncIterator[tuple[Optimizer, Adapter, HPA,
     ctx = ssl.create_default_context(cadata=ca.cert_pem.decode())
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx), timeout=aiohttp.ClientTimeout(total=30))
     spec = HPASpec(min_replicas=1, max_replicas=20, behavior=HPABehavior.recommended_for_faro())
-    hpa = HPA(session, URL.format(port=adapter.secure_port), spec, HPAState(), replicas=2)
+    hpa = HPA(session, URL.format(port=adapter.secure_port), spec, HPAState(), replicas=2, ca_pem=ca.cert_pem)
     try:
         yield optimizer, adapter, hpa, certs
     finally:
@@ -135,7 +137,8 @@ async def test_hpa_replicas_follow_the_plan_and_hold_when_the_optimizer_is_gone(
     assert await hpa.sync() == 3.0 and hpa.replicas == 3
 
     # The KEDA surface serves the same plan.
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{adapter.keda_port}") as channel:
+    keda_tls = grpc.ssl_channel_credentials(root_certificates=hpa.ca_pem)
+    async with grpc.aio.secure_channel(f"127.0.0.1:{adapter.keda_port}", keda_tls) as channel:
         ref = kpb.ScaledObjectRef(name="resnet", namespace="default", scalerMetadata={"deployment": "resnet"})
         got = await kpb_grpc.ExternalScalerStub(channel).GetMetrics(
             kpb.GetMetricsRequest(scaledObjectRef=ref, metricName="faro_desired_replicas"), timeout=30)

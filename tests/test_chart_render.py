@@ -20,7 +20,10 @@ PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 VARIANTS = {
     "defaults": {},
     "mode-keda": {"mode": "keda"},
-    "mode-both": {"mode": "both", "adapter": {"keda": {"tls": True}}},
+    "mode-both": {"mode": "both", "adapter": {"keda": {"allowCrossNamespace": True}}},
+    "keda-cert-manager-cluster-issuer": {"mode": "keda", "tls": {"mode": "certManager", "certManager": {
+        "issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}}}},
+    "keda-insecure-dev": {"mode": "keda", "adapter": {"keda": {"insecure": True}}},
     "tls-cert-manager": {"tls": {"mode": "certManager"}},
     "tls-cert-manager-cluster-issuer": {
         "tls": {"mode": "certManager", "certManager": {"issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}}}
@@ -122,6 +125,52 @@ def test_apiservice_points_at_the_adapter_service_whose_443_targets_the_named_ht
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     ports = {p["name"]: p["containerPort"] for p in _container(deployment)["ports"]}
     assert f"--secure-address=0.0.0.0:{ports['https']}" in _container(deployment)["args"]
+
+
+def test_the_keda_scaler_is_mtls_from_the_release_ca_handed_to_keda_by_a_cluster_trigger_authentication(
+    rendered, tmp_path: Path
+):
+    objects = rendered["mode-keda"]
+    adapter = _one(objects, "Deployment", "faro-adapter")
+    tls_dir = _mounted(adapter, "faro-adapter-tls")
+    args = _container(adapter)["args"]
+    assert {f"--keda-tls-cert-file={tls_dir}/tls.crt", f"--keda-tls-private-key-file={tls_dir}/tls.key",
+            f"--keda-client-ca-file={tls_dir}/ca.crt", "--keda-allowed-client-names=keda"} <= set(args)
+    assert "--keda-allow-cross-namespace" not in args and "--keda-allow-cross-namespace" in _container(
+        _one(rendered["mode-both"], "Deployment", "faro-adapter"))["args"]
+    auth = _one(objects, "ClusterTriggerAuthentication", "faro-keda")
+    refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+    assert refs == {"caCert": ("faro-keda-scaler-client", "ca.crt"), "tlsClientCert": ("faro-keda-scaler-client",
+                    "tls.crt"), "tlsClientKey": ("faro-keda-scaler-client", "tls.key")}
+    secret = objects[("Secret", "keda", "faro-keda-scaler-client")]  # where KEDA reads cluster-object Secrets
+    keda_ca, keda_cert = tmp_path / "keda-ca.crt", tmp_path / "keda.crt"
+    keda_ca.write_bytes(base64.b64decode(secret["data"]["ca.crt"]))
+    keda_cert.write_bytes(base64.b64decode(secret["data"]["tls.crt"]))
+    adapter_ca = _secret_file(objects, "faro-adapter-tls", "ca.crt", tmp_path / "adapter-ca.crt")
+    serving = _secret_file(objects, "faro-adapter-tls", "tls.crt", tmp_path / "serving.crt")
+    # KEDA verifies the scaler with caCert; the adapter verifies KEDA's certificate with its own ca.crt.
+    _openssl("verify", "-CAfile", str(keda_ca), "-purpose", "sslserver", str(serving))
+    _openssl("verify", "-CAfile", str(adapter_ca), "-purpose", "sslclient", str(keda_cert))
+    assert "CN=keda" in _openssl("x509", "-in", str(keda_cert), "-noout", "-subject").replace(" ", "")
+    assert "DNS:faro-keda-scaler.faro-system.svc" in _openssl("x509", "-in", str(serving), "-noout", "-ext",
+                                                               "subjectAltName")
+    assert ("ClusterTriggerAuthentication", "", "faro-keda") not in rendered["defaults"]
+
+
+def test_keda_with_cert_manager_issues_kedas_certificate_in_kedas_namespace_from_the_cluster_issuer(rendered):
+    objects = rendered["keda-cert-manager-cluster-issuer"]
+    certificate = objects[("Certificate", "keda", "faro-keda-scaler-client")]
+    assert certificate["spec"]["issuerRef"] == {"name": "corp-ca", "kind": "ClusterIssuer"}
+    assert certificate["spec"]["commonName"] == "keda" and "client auth" in certificate["spec"]["usages"]
+    assert _one(objects, "ClusterTriggerAuthentication")["spec"]["secretTargetRef"][0]["name"] == \
+        certificate["spec"]["secretName"]
+
+
+def test_the_insecure_dev_keda_port_is_plaintext_and_needs_no_trigger_authentication(rendered):
+    objects = rendered["keda-insecure-dev"]
+    args = _container(_one(objects, "Deployment", "faro-adapter"))["args"]
+    assert "--keda-insecure" in args and not any(a.startswith("--keda-tls") for a in args)
+    assert "ClusterTriggerAuthentication" not in _kinds(objects)
 
 
 def test_keda_service_targets_the_adapters_keda_port(rendered):
@@ -277,6 +326,11 @@ def test_existing_secret_is_mounted_and_its_ca_fills_the_ca_bundle(rendered):
         pytest.param(
             {"optimizer": {"actuator": "ray-serve"}}, "optimizer.ray.dashboardUrl is required", id="ray-without-url"
         ),
+        pytest.param({"mode": "keda", "tls": {"mode": "certManager"}}, "needs tls.certManager.issuerRef of kind "
+                     "ClusterIssuer", id="keda-cert-manager-with-the-namespaced-issuer"),
+        pytest.param({"mode": "keda", "tls": {"mode": "existingSecret", "existingSecret": {
+            "name": "x", "caBundle": PEM, "optimizerName": "o", "adapterClientName": "c"}}},
+            "tls.existingSecret.kedaClientName is required", id="keda-existing-secret-without-kedas-secret"),
     ],
 )
 def test_incomplete_settings_fail_the_render_with_a_message_naming_the_value(values, message):
@@ -357,7 +411,8 @@ ADAPTER_FLAGS = {
     "--optimizer-address", "--plan-file", "--ignore-plan-expiry", "--plan-ttl-s", "--mode", "--secure-address",
     "--tls-cert-file", "--tls-private-key-file", "--keda-address", "--keda-tls-cert-file",
     "--keda-tls-private-key-file", "--metrics-address", "--kubeconfig", "--requestheader-client-ca-file",
-    "--disable-auth", "--log-format",
+    "--disable-auth", "--log-format", "--keda-client-ca-file", "--keda-allowed-client-names",
+    "--keda-allow-cross-namespace", "--keda-insecure",
 }  # fmt: skip
 
 

@@ -127,6 +127,10 @@ def test_every_opted_in_deployment_gets_a_scaled_object_pointing_at_the_chart_ke
         (trigger,) = so["spec"]["triggers"]
         assert trigger["type"] == "external"
         assert trigger["metadata"] == {"scalerAddress": address, "deployment": target}
+        # TLS to the scaler: the chart's ClusterTriggerAuthentication carries the CA and KEDA's certificate.
+        auth = chart[("ClusterTriggerAuthentication", "", trigger["authenticationRef"]["name"])]
+        assert trigger["authenticationRef"]["kind"] == "ClusterTriggerAuthentication"
+        assert {r["parameter"] for r in auth["spec"]["secretTargetRef"]} == {"caCert", "tlsClientCert", "tlsClientKey"}
 
 
 def test_self_signed_script_makes_a_certificate_the_ca_verifies_for_the_adapter_services(tmp_path: Path):

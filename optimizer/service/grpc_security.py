@@ -46,28 +46,33 @@ METHOD_ATTRIBUTES: dict[str, tuple[str, str]] = {
 
 @dataclass(frozen=True)
 class ServerTLS:
-    """TLS of the plan API port (paths are PEM files; see the module docstring for the modes)."""
+    """TLS of a gRPC port (paths are PEM files; see the module docstring for the modes). Also the adapter's
+    KEDA port (``flag_prefix="--keda"``, ``client_auth`` ``mtls`` with a client CA, or ``none``); error
+    messages name the flags of the port's own command."""
 
     cert_file: Path
     key_file: Path
-    client_auth: ClientAuth = "mtls"
+    client_auth: ClientAuth | Literal["none"] = "mtls"
     client_ca_file: Path | None = None
     allowed_client_names: tuple[str, ...] = ()
+    flag_prefix: str = "--grpc"
 
     def __post_init__(self) -> None:
-        if self.client_auth not in CLIENT_AUTH_MODES:
-            raise InvalidInputError("--grpc-client-auth", f"must be mtls or token, got {self.client_auth!r}")
+        f = self.flag_prefix
+        if self.client_auth not in (*CLIENT_AUTH_MODES, "none"):
+            raise InvalidInputError(f"{f}-client-auth", f"must be mtls or token, got {self.client_auth!r}")
         if self.client_auth == "mtls" and self.client_ca_file is None:
-            raise InvalidInputError("--grpc-client-ca-file", "is required with --grpc-client-auth mtls (the CA that "
-                                    "signs the adapter's client certificate)")
-        if self.client_auth == "token" and self.allowed_client_names:
-            raise InvalidInputError("--grpc-allowed-client-names", "applies only to --grpc-client-auth mtls")
+            raise InvalidInputError(f"{f}-client-ca-file", f"is required with {f}-client-auth mtls (the CA that "
+                                    "signs the clients' certificates)")
+        if self.client_auth != "mtls" and self.allowed_client_names:
+            raise InvalidInputError(f"{f}-allowed-client-names", "applies only to client certificates (mtls)")
         self._read()  # fail at start-up, naming the file, rather than at the first handshake
 
     def _files(self) -> tuple[tuple[str, Path], ...]:
-        files = [("--grpc-tls-cert-file", self.cert_file), ("--grpc-tls-private-key-file", self.key_file)]
+        f = self.flag_prefix
+        files = [(f"{f}-tls-cert-file", self.cert_file), (f"{f}-tls-private-key-file", self.key_file)]
         if self.client_auth == "mtls" and self.client_ca_file is not None:
-            files.append(("--grpc-client-ca-file", self.client_ca_file))
+            files.append((f"{f}-client-ca-file", self.client_ca_file))
         return tuple(files)
 
     def _read(self) -> tuple[bytes, bytes, bytes | None]:
@@ -109,10 +114,10 @@ class ServerTLS:
             try:
                 config = self.configuration()
             except InvalidInputError as exc:  # half-written rotation: keep serving the previous one
-                log.warning("plan API TLS files changed but cannot be loaded (%s); keeping the previous ones", exc)
+                log.warning("TLS files changed but cannot be loaded (%s); keeping the previous ones", exc)
                 return None
             stamp[0] = now
-            log.info("plan API TLS certificate/CA reloaded")
+            log.info("TLS certificate/CA of %s reloaded", self.cert_file)
             return config
 
         return grpc.dynamic_ssl_server_credentials(self.configuration(), fetch,

@@ -106,6 +106,20 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 {{- end }}
 
+{{/* The ClusterTriggerAuthentication ScaledObject triggers name in authenticationRef. */}}
+{{- define "faro.keda.authName" -}}
+{{- printf "%s-keda" (include "faro.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Secret (in adapter.keda.namespace) with KEDA's client certificate and the CA, for the ClusterTriggerAuthentication. */}}
+{{- define "faro.keda.clientSecretName" -}}
+{{- if eq .Values.tls.mode "existingSecret" }}
+{{- required "tls.existingSecret.kedaClientName is required when tls.mode=existingSecret and adapter.keda.clusterTriggerAuthentication.create (a Secret in adapter.keda.namespace with ca.crt, tls.crt, tls.key)" .Values.tls.existingSecret.kedaClientName }}
+{{- else }}
+{{- printf "%s-client" (include "faro.keda.fullname" .) }}
+{{- end }}
+{{- end }}
+
 {{/* true when the plan gRPC API is served with TLS (always, unless optimizer.planApi.insecure). */}}
 {{- define "faro.planApiTLS" -}}
 {{- if not .Values.optimizer.planApi.insecure }}true{{ end }}
