@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict[str, Any] = json.loads(OUT.read_text()) if OUT.exists() else {}
     doc["workload"] = {
         "requests": bundled_workload(seed=args.seed).total_requests,
-        "models": [{"name": m.name, "trace": m.trace, "profile": m.profile, "gpus_per_replica": m.engine.gpus,
+        "models": [{"name": m.name, "trace": m.trace, "profile": m.profile_name, "gpus_per_replica": m.engine.gpus,
                     "load_scale": m.load_scale, "shift_s": m.shift_s, "ttft_ms": m.slo.ttft_ms,
                     "itl_ms": m.slo.itl_ms, "percentile": m.slo.percentile} for m in BUNDLED_MODELS],
     }

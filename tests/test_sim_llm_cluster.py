@@ -164,3 +164,19 @@ def test_bad_settings_are_named():
         LLMSimConfig(balancer="random")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="--gpus"):
         simulate_llm(_workload(), Fixed([1, 1]), LLMSimConfig(gpus=2, initial="min"))  # 1 + 2 GPUs at start
+
+
+def test_a_warm_up_replays_the_end_of_the_hour_first_and_is_left_out_of_the_scores():
+    traces = {"a": _trace(1, 6.0, 4.0), "b": _trace(2, 3.0, 4.0)}
+    models = [ModelSpec("small", "a", FAST, LLMSLO(ttft_ms=800, itl_ms=60)),
+              ModelSpec("large", "b", BIG, LLMSLO(ttft_ms=2000), shift_s=30.0)]
+    plain = build_workload(models, duration_s=240.0, traces=traces)
+    warm = build_workload(models, duration_s=240.0, traces=traces, warmup_s=60.0)
+    assert warm.duration_s == 300.0 and warm.num_minutes == 5
+    for a, b in zip(plain.arrival_s, warm.arrival_s, strict=True):
+        np.testing.assert_allclose(b[b < 60.0], a[a >= 180.0] - 180.0)  # the hour's last minute comes first
+        np.testing.assert_allclose(b[b >= 60.0], a + 60.0)
+    res = simulate_llm(warm, Fixed([2, 1]), LLMSimConfig(gpus=8))
+    stats = minute_stats(res)
+    assert stats.arrived.shape == (2, 4)
+    assert stats.arrived.sum() == plain.total_requests == summarize(res, stats).requests

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {
         "workload": "llm:bundled",
-        "models": [{"name": m.name, "trace": m.trace, "profile": m.profile, "load_scale": m.load_scale,
+        "models": [{"name": m.name, "trace": m.trace, "profile": m.profile_name, "load_scale": m.load_scale,
                     "shift_s": m.shift_s, "slo": {"ttft_ms": m.slo.ttft_ms, "itl_ms": m.slo.itl_ms,
                                                   "percentile": m.slo.percentile}} for m in BUNDLED_MODELS],
         "minutes": args.minutes or 60,

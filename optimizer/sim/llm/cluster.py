@@ -114,6 +114,7 @@ class LLMSimResult:
     config: LLMSimConfig
     policy: str
     duration_s: float
+    warmup_s: float  # scores leave [0, warmup_s) out
     arrivals_rpm: NDArray[np.int64]
     req_job: NDArray[np.int32]
     req_arrival_s: NDArray[np.float64]
@@ -633,6 +634,7 @@ def _result(
         config=cfg,
         policy=str(getattr(policy, "name", type(policy).__name__)),
         duration_s=workload.duration_s,
+        warmup_s=workload.warmup_s,
         arrivals_rpm=workload.counts_rpm,
         req_job=cat(cols["job"], np.int32),
         req_arrival_s=cat(cols["arr"], float),

@@ -17,7 +17,9 @@ Definitions (precise, since they are what the benchmark compares):
 * Per model and minute (by arrival): TPOT pN over the requests with more than one output token
   (failed ones as ∞) — the population the satisfaction counts (MLPerf's TPOT constraint).
 * Utility of a model-minute: min over its declared SLOs of min(1, SLO / pN) (1 without data), pN at
-  the SLO percentile of TTFT and of TPOT, by arrival minute.
+  the SLO percentile: TTFT by arrival minute, ITL over the minute's token gaps (the SLO's own
+  definition, what the LLM latency model predicts).
+* Only the minutes after the workload's warm-up (``warmup_s``) are scored; minute 0 is the first of them.
 * Cluster: ``slo_violation`` = 1 − mean satisfaction over model-minutes with arrivals;
   ``request_slo_violation`` = 1 − satisfied / arrived over all requests; ``ttft_violation`` /
   ``itl_violation`` the same as ``slo_violation`` for one SLO alone; ``lost_utility`` = N − mean over
@@ -110,33 +112,38 @@ def _group_percentile(
 
 
 def minute_stats(result: LLMSimResult) -> LLMMinuteStats:
+    """Per model and scored minute (minute 0 = the first after the warm-up)."""
     n_jobs = len(result.job_names)
-    n_min = max(1, math.ceil(result.duration_s / 60.0 - 1e-9))
+    w = round(result.warmup_s / 60.0)
+    n_min = max(1, math.ceil((result.duration_s - result.warmup_s) / 60.0 - 1e-9))
     size = n_jobs * n_min
     shape = (n_jobs, n_min)
     pct_job = np.array([s.llm.slo.percentile for s in result.specs])  # type: ignore[union-attr]
-    minute = np.minimum((result.req_arrival_s // 60.0).astype(np.int64), n_min - 1)
-    cell = result.req_job.astype(np.int64) * n_min + minute
-    ttft_ok, itl_ok, both = _satisfied(result)
+    scored = result.req_arrival_s >= result.warmup_s
+    minute = np.minimum((result.req_arrival_s[scored] // 60.0).astype(np.int64) - w, n_min - 1)
+    cell = result.req_job[scored].astype(np.int64) * n_min + minute
+    ttft_ok, itl_ok, both = (x[scored] for x in _satisfied(result))
     arrived = np.bincount(cell, minlength=size)
     sat = np.bincount(cell, weights=both, minlength=size).astype(np.int64)
     t_ok = np.bincount(cell, weights=ttft_ok, minlength=size).astype(np.int64)
     i_ok = np.bincount(cell, weights=itl_ok, minlength=size).astype(np.int64)
-    failed = np.bincount(cell, weights=result.req_failed, minlength=size).astype(np.int64)
+    failed = np.bincount(cell, weights=result.req_failed[scored], minlength=size).astype(np.int64)
     satisfaction = np.full(size, np.nan)
     has = arrived > 0
     satisfaction[has] = sat[has] / arrived[has]
     cell_pct = np.repeat(pct_job, n_min)
-    ttft_tail = _group_percentile(result.req_ttft_ms, cell, size, cell_pct)
-    ttft_p50 = _group_percentile(result.req_ttft_ms, cell, size, np.full(size, 50.0))
-    multi = ~np.isnan(result.req_tpot_ms)
-    tpot_tail = _group_percentile(result.req_tpot_ms[multi], cell[multi], size, cell_pct)
+    ttft = result.req_ttft_ms[scored]
+    ttft_tail = _group_percentile(ttft, cell, size, cell_pct)
+    ttft_p50 = _group_percentile(ttft, cell, size, np.full(size, 50.0))
+    tpot = result.req_tpot_ms[scored]
+    multi = ~np.isnan(tpot)
+    tpot_tail = _group_percentile(tpot[multi], cell[multi], size, cell_pct)
     # ITL by emission minute (only minutes of the trace; the tail after it is not scored per minute)
     itl_tail = np.full(size, np.nan)
     itl_p50 = np.full(size, np.nan)
     tokens = np.zeros(size)
-    keep = result.itl_minute < n_min
-    icell = result.itl_job.astype(np.int64)[keep] * n_min + result.itl_minute[keep]
+    keep = (result.itl_minute >= w) & (result.itl_minute < w + n_min)
+    icell = result.itl_job.astype(np.int64)[keep] * n_min + result.itl_minute[keep] - w
     gaps, cnts = result.itl_gap_ms[keep], result.itl_count[keep]
     np.add.at(tokens, icell, cnts)
     order = np.argsort(icell, kind="stable")
@@ -149,8 +156,8 @@ def minute_stats(result: LLMSimResult) -> LLMMinuteStats:
         itl_tail[c] = weighted_percentile(gaps_s[lo:hi], cnts_s[lo:hi], cell_pct[c])
         itl_p50[c] = weighted_percentile(gaps_s[lo:hi], cnts_s[lo:hi], 50.0)
     first = result.req_first_token_s
-    got = np.isfinite(first) & (first < n_min * 60.0)
-    np.add.at(tokens, result.req_job.astype(np.int64)[got] * n_min + (first[got] // 60.0).astype(np.int64), 1)
+    got = np.isfinite(first) & (first >= w * 60.0) & (first < (w + n_min) * 60.0)
+    np.add.at(tokens, result.req_job.astype(np.int64)[got] * n_min + (first[got] // 60.0).astype(np.int64) - w, 1)
     # utility: min over declared SLOs of min(1, SLO / tail)
     utility = np.ones(size)
     for j, spec in enumerate(result.specs):
@@ -161,7 +168,7 @@ def minute_stats(result: LLMSimResult) -> LLMMinuteStats:
                 t = ttft_tail[sl]
                 utility[sl] = np.minimum(utility[sl], np.where(np.isnan(t), 1.0, np.minimum(1.0, slo.ttft_ms / t)))
             if slo.itl_ms is not None:
-                t = tpot_tail[sl]
+                t = itl_tail[sl]
                 utility[sl] = np.minimum(utility[sl], np.where(np.isnan(t), 1.0, np.minimum(1.0, slo.itl_ms / t)))
     return LLMMinuteStats(
         arrived=arrived.reshape(shape), satisfied=sat.reshape(shape), ttft_ok=t_ok.reshape(shape),
@@ -174,9 +181,9 @@ def minute_stats(result: LLMSimResult) -> LLMMinuteStats:
 
 
 def gpu_minutes_per_job(result: LLMSimResult) -> NDArray[np.float64]:
-    """GPUs held by each model's pods over the trace's duration, in GPU-minutes."""
+    """GPUs held by each model's pods over the scored minutes (after the warm-up), in GPU-minutes."""
     gpus = np.array([s.resources.get("nvidia.com/gpu", 0.0) for s in result.specs])
-    within = result.tick_time_s < result.duration_s
+    within = (result.tick_time_s >= result.warmup_s) & (result.tick_time_s < result.duration_s)
     return result.pods[within].sum(axis=0) * gpus * result.tick_s / 60.0
 
 
@@ -189,14 +196,15 @@ def summarize(result: LLMSimResult, stats: LLMMinuteStats | None = None) -> LLMS
         return float(1.0 - (num[has] / s.arrived[has]).mean()) if has.any() else 0.0
 
     worst_ttft = worst_itl = 0.0
+    w = round(result.warmup_s / 60.0)
     for j, spec in enumerate(result.specs):
         pct = spec.llm.slo.percentile  # type: ignore[union-attr]
-        m = result.req_job == j
+        m = (result.req_job == j) & (result.req_arrival_s >= result.warmup_s)
         if m.any():
             t = np.where(np.isfinite(result.req_ttft_ms[m]), result.req_ttft_ms[m], np.finfo(float).max)
             v = float(np.percentile(t, pct))
             worst_ttft = max(worst_ttft, math.inf if v > np.finfo(float).max / 4 else v)
-        k = result.itl_job == j
+        k = (result.itl_job == j) & (result.itl_minute >= w)
         if k.any():
             worst_itl = max(worst_itl, weighted_percentile(result.itl_gap_ms[k], result.itl_count[k], pct))
     n_jobs = len(result.job_names)
@@ -208,8 +216,8 @@ def summarize(result: LLMSimResult, stats: LLMMinuteStats | None = None) -> LLMS
         lost_utility=float(n_jobs - s.utility.sum(axis=0).mean()),
         gpu_minutes=float(gpu_minutes_per_job(result).sum()),
         requests=arrived,
-        failed=int(result.req_failed.sum()),
-        preemptions=int(result.req_preemptions.sum()),
+        failed=int(result.req_failed[result.req_arrival_s >= result.warmup_s].sum()),
+        preemptions=int(result.req_preemptions[result.req_arrival_s >= result.warmup_s].sum()),
         tokens_per_s=float(s.tokens_per_s.sum(axis=0).mean()),
         worst_ttft_tail_ms=worst_ttft,
         worst_itl_tail_ms=worst_itl,

@@ -15,7 +15,7 @@ from faro.optimizer.sim.llm.metrics import LLMMinuteStats, minute_stats
 LLM_TABLE_LEGEND = """\
 violation: share of each model-minute's requests that missed their TTFT or TPOT SLO (or failed), averaged over
   models and minutes; req-viol: the same over all requests; ttft-viol / tpot-viol: one SLO alone; lost-util: sum
-  over models of 1 - min(1, SLO/p99) for TTFT and TPOT, averaged over minutes; gpu-min: GPU-minutes held by pods;
+  over models of 1 - min(1, SLO/p99) for TTFT and ITL, averaged over minutes; gpu-min: GPU-minutes held by pods;
   failed: requests refused, dropped by a draining pod or unfinished; wall-s: seconds the simulation took.
 oracle = Faro fed the true future load (perfect foresight: a bound, not deployable)."""
 
@@ -41,7 +41,7 @@ def per_model(result: LLMSimResult, stats: LLMMinuteStats | None = None) -> dict
     """Per model: SLO violation (mean over its minutes), GPUs held on average, requests."""
     s = stats or minute_stats(result)
     gpus = np.array([sp.resources.get("nvidia.com/gpu", 0.0) for sp in result.specs])
-    within = result.tick_time_s < result.duration_s
+    within = (result.tick_time_s >= result.warmup_s) & (result.tick_time_s < result.duration_s)
     out = {}
     for j, name in enumerate(result.job_names):
         has = s.arrived[j] > 0
@@ -73,7 +73,9 @@ def plot_llm_timeline(result: LLMSimResult, path: Path) -> None:
     s = minute_stats(result)
     n = len(result.job_names)
     fig, axes = plt.subplots(n + 1, 3, figsize=(16, 2.3 * (n + 1) + 0.8), squeeze=False)
-    t_min = result.tick_time_s / 60.0
+    # x: minutes of the scored hour; the warm-up before it shows at negative minutes, shaded
+    w = result.warmup_s / 60.0
+    t_min = result.tick_time_s / 60.0 - w
     minutes = np.arange(s.arrived.shape[1]) + 0.5
     gpus = np.array([sp.resources.get("nvidia.com/gpu", 0.0) for sp in result.specs])
     for j, name in enumerate(result.job_names):
@@ -87,7 +89,7 @@ def plot_llm_timeline(result: LLMSimResult, path: Path) -> None:
         ax_g.set_ylim(bottom=0)
         ax_load = ax_g.twinx()
         load = result.arrivals_rpm[j]
-        ax_load.fill_between(np.arange(load.size + 1), np.append(load, load[-1:]), step="post", color="grey",
+        ax_load.fill_between(np.arange(load.size + 1) - w, np.append(load, load[-1:]), step="post", color="grey",
                              alpha=0.18, lw=0)
         ax_load.set_ylabel("req/min", fontsize=8, color="grey")
         ax_load.tick_params(axis="y", labelsize=7, colors="grey")
@@ -138,12 +140,14 @@ def plot_llm_timeline(result: LLMSimResult, path: Path) -> None:
     ax_k.set_title("throughput", fontsize=10)
     ax_k.grid(alpha=0.3)
     ax_k.set_xlabel("minute")
-    for ax in axes[:n].ravel():
+    end = (result.duration_s - result.warmup_s) / 60.0
+    for ax in axes.ravel():
         ax.tick_params(labelsize=8)
-        ax.set_xlim(0, result.duration_s / 60.0)
-    for ax in axes[n]:
-        ax.set_xlim(0, result.duration_s / 60.0)
-    fig.suptitle(f"policy {result.policy}, {result.config.gpus:g} GPUs", x=0.01, ha="left", fontsize=12)
+        ax.set_xlim(-w, end)
+        if w > 0:
+            ax.axvspan(-w, 0, color="khaki", alpha=0.25, lw=0)
+    warm = f" (the first {w:g} minutes, shaded, are a warm-up left out of the scores)" if w > 0 else ""
+    fig.suptitle(f"policy {result.policy}, {result.config.gpus:g} GPUs{warm}", x=0.01, ha="left", fontsize=12)
     fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(path, dpi=90)
     plt.close(fig)
