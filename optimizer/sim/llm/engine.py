@@ -597,21 +597,33 @@ class Replica:
             if k > 1:
                 runs.append((_quantum(dt0), k - 1))
         else:
+            # _step_us(b, 0, csum + b·(j + 1)) inlined, the same float operations in the same order
+            fixed = self._base + self._dms * b + self._pms * 0
+            cms = self._cms
+            half = GAP_QUANTUM_US // 2
             t = start
             j = 0
             dt0 = 0
+            last_q = -1
+            count = 0
+            ctx = csum + b
             while j < k and t < limit_us:
-                dt = self._step_us(b, 0, csum + b * (j + 1))
+                dt = int((fixed + cms * ctx) * 1000.0 + 0.5)
                 if j == 0:
                     dt0 = dt
                 else:
-                    q = _quantum(dt)
-                    if runs and runs[-1][0] == q:
-                        runs[-1] = (q, runs[-1][1] + 1)
+                    q = (dt + half) // GAP_QUANTUM_US * GAP_QUANTUM_US
+                    if q == last_q:
+                        count += 1
                     else:
-                        runs.append((q, 1))
+                        if count:
+                            runs.append((last_q, count))
+                        last_q, count = q, 1
                 t += dt
+                ctx += b
                 j += 1
+            if count:
+                runs.append((last_q, count))
             k = j
             end = t
         self.free -= self._blocks_needed(phases, k)
