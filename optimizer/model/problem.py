@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from faro.optimizer.errors import InvalidInputError
+from faro.optimizer.model.llm_profile import LLMSpec, TokenMix
 from numpy.typing import NDArray
 
 OBJECTIVES = ("sum", "fair", "fairsum", "penaltysum", "penaltyfairsum")
@@ -40,6 +41,12 @@ class Job:
     ``rate_rps`` is the (forecast) arrival rate per horizon step; ``resources`` the per-replica
     requests keyed like a pod spec (``cpu``, ``memory``, ``nvidia.com/gpu``); ``limits`` optional
     per-replica limits for ``limits.*`` quotas (default: the requests).
+
+    An LLM job (``llm`` set, built with ``Job.for_llm``) is modelled by the continuous-batching model
+    (``llm_latency.py``) from its TTFT/ITL SLOs, engine profile and ``token_mix``; its ``slo`` and
+    ``processing_time_ms`` are then only descriptive (the primary SLO and the unloaded prefill time of
+    the mean prompt) and its replicas request ``profile.gpus`` ``nvidia.com/gpu`` unless ``resources``
+    says so itself.
     """
 
     name: str
@@ -53,9 +60,23 @@ class Job:
     min_replicas: int = 1
     max_replicas: int = 100
     current_replicas: int = 1
+    llm: LLMSpec | None = None
+    token_mix: TokenMix | None = None  # LLM jobs: the prompt/output lengths to plan for
 
     def __post_init__(self) -> None:
         where = f"job {self.namespace}/{self.name}"
+        if self.llm is not None:
+            if self.token_mix is None:
+                raise InvalidInputError(f"{where}.token_mix", "an LLM job needs a token mix to plan for")
+            gpus = float(self.llm.profile.gpus)
+            if "nvidia.com/gpu" not in self.resources:
+                if gpus > 0:
+                    object.__setattr__(self, "resources", {**self.resources, "nvidia.com/gpu": gpus})
+            elif float(self.resources["nvidia.com/gpu"]) != gpus:
+                raise InvalidInputError(
+                    f"{where}.resources.nvidia.com/gpu",
+                    f"{self.resources['nvidia.com/gpu']:g} differs from the profile's gpus {gpus:g}",
+                )
         if not self.name:
             raise InvalidInputError("job.name", "must not be empty")
         if not (self.processing_time_ms > 0 and math.isfinite(self.processing_time_ms)):
@@ -78,6 +99,21 @@ class Job:
         for key, value in self.resources.items():
             if not (value >= 0 and math.isfinite(value)):
                 raise InvalidInputError(f"{where}.resources.{key}", "must be a finite quantity >= 0")
+
+    @classmethod
+    def for_llm(
+        cls, name: str, *, llm: LLMSpec, token_mix: TokenMix, rate_rps: tuple[float, ...], **fields: object
+    ) -> Job:
+        """An LLM job; ``slo``/``processing_time_ms`` are filled from the LLM spec (descriptive only)."""
+        slo = llm.slo
+        primary = slo.ttft_ms if slo.ttft_ms is not None else slo.itl_ms
+        assert primary is not None  # LLMSLO guarantees one
+        unloaded_ms = float(llm.profile.step_ms(0, token_mix.mean_prompt_tokens))
+        fields.setdefault("resources", {})  # an LLM replica asks for its GPUs (added from the profile)
+        return cls(
+            name=name, slo=SLO(primary, slo.percentile), processing_time_ms=unloaded_ms, rate_rps=rate_rps,
+            llm=llm, token_mix=token_mix, **fields,  # type: ignore[arg-type]
+        )
 
     def demand(self, quota_resource: str) -> float:
         """Per-replica use of a quota resource name (``cpu``, ``requests.cpu``, ``limits.memory``,

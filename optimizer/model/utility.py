@@ -109,8 +109,12 @@ def utility_curves(
     """Each job's horizon utility at each candidate replica count.
 
     ``replicas`` is (N, X) or (X,). With ``penalty`` the best admission rate on ``ADMISSION_GRID`` is
-    chosen per job and count, and the utility includes the drop penalty.
+    chosen per job and count, and the utility includes the drop penalty. LLM jobs (``Job.llm``) are
+    evaluated by the continuous-batching model (``llm_utility.py``); ``ttft_ms``/``itl_ms`` are then
+    set (NaN for the other jobs).
     """
+    if any(j.llm is not None for j in jobs):
+        return _mixed_curves(list(jobs), replicas, config=config, penalty=penalty)
     rates = _rates_matrix(jobs)
     s = np.array([j.processing_time_ms for j in jobs], dtype=float)
     slo = np.array([j.slo.latency_ms for j in jobs], dtype=float)
@@ -130,6 +134,44 @@ def utility_curves(
     return UtilityCurves(replicas=x, utility=util, latency_ms=lat, admission=admission)
 
 
+def _mixed_curves(jobs: list[Job], replicas: NDArray, *, config: ModelConfig, penalty: bool) -> UtilityCurves:
+    """``utility_curves`` for a job list with LLM jobs: the others as usual, the LLM ones by their model."""
+    from faro.optimizer.model.llm_utility import LLMJobs, llm_horizon_utility, reported_latency_ms
+
+    n = len(jobs)
+    x = np.broadcast_to(np.asarray(replicas, dtype=float), (n, np.shape(replicas)[-1]))
+    llm = LLMJobs.of(jobs, config)
+    plain = np.setdiff1d(np.arange(n), llm.index)
+    util = np.empty(x.shape)
+    lat = np.empty(x.shape)
+    admission = np.ones(x.shape)
+    ttft = np.full(x.shape, np.nan)
+    itl = np.full(x.shape, np.nan)
+    if plain.size:
+        part = utility_curves([jobs[i] for i in plain], x[plain], config=config, penalty=penalty)
+        util[plain], lat[plain], admission[plain] = part.utility, part.latency_ms, part.admission
+    rates = _rates_matrix([jobs[i] for i in llm.index])
+    cur = np.array([jobs[i].current_replicas for i in llm.index], dtype=float)
+    xl = x[llm.index]
+    best = llm_horizon_utility(llm, rates, xl, cur, config=config)
+    u_best, lat_best = best.utility, reported_latency_ms(llm, best)
+    t_best, i_best = best.ttft_ms, best.itl_ms
+    adm = np.ones(xl.shape)
+    if penalty:
+        for d in ADMISSION_GRID[1:]:
+            h = llm_horizon_utility(llm, rates, xl, cur, config=config, admission=d)
+            u_d = h.utility * (1.0 - drop_penalty(1.0 - d))
+            better = u_d > u_best + ADMISSION_MIN_GAIN
+            u_best = np.where(better, u_d, u_best)
+            lat_best = np.where(better, reported_latency_ms(llm, h), lat_best)
+            t_best = np.where(better, h.ttft_ms, t_best)
+            i_best = np.where(better, h.itl_ms, i_best)
+            adm = np.where(better, d, adm)
+    util[llm.index], lat[llm.index], admission[llm.index] = u_best, lat_best, adm
+    ttft[llm.index], itl[llm.index] = t_best, i_best
+    return UtilityCurves(replicas=x, utility=util, latency_ms=lat, admission=admission, ttft_ms=ttft, itl_ms=itl)
+
+
 def _rates_matrix(jobs: tuple[Job, ...] | list[Job]) -> NDArray[np.float64]:
     """Rates as (N, H), padding shorter forecasts with their last value."""
     horizon = max(len(j.rate_rps) for j in jobs)
@@ -142,12 +184,16 @@ def _rates_matrix(jobs: tuple[Job, ...] | list[Job]) -> NDArray[np.float64]:
 
 
 class UtilityCurves:
-    """Per-job tables over candidate replica counts: utility, worst-step latency, admission rate."""
+    """Per-job tables over candidate replica counts: utility, worst-step latency, admission rate
+    (and, when the list has LLM jobs, their worst-step TTFT/ITL percentiles; NaN for other jobs)."""
 
-    __slots__ = ("admission", "latency_ms", "replicas", "utility")
+    __slots__ = ("admission", "itl_ms", "latency_ms", "replicas", "ttft_ms", "utility")
 
-    def __init__(self, *, replicas: NDArray, utility: NDArray, latency_ms: NDArray, admission: NDArray):
+    def __init__(self, *, replicas: NDArray, utility: NDArray, latency_ms: NDArray, admission: NDArray,
+                 ttft_ms: NDArray | None = None, itl_ms: NDArray | None = None):
         self.replicas = replicas
         self.utility = utility
         self.latency_ms = latency_ms
         self.admission = admission
+        self.ttft_ms = ttft_ms
+        self.itl_ms = itl_ms

@@ -139,6 +139,9 @@ def _pack(
     t = prep.tables
     replicas = t.lo + k
     util, lat, adm = t.at(replicas)
+    rows = np.arange(k.size)
+    ttft = None if t.ttft_ms is None else t.ttft_ms[rows, k]
+    itl = None if t.itl_ms is None else t.itl_ms[rows, k]
     value = objective_value(prep.problem.objective, util, prep.arrays.weight)
     if proven and bound is None:
         bound = value
@@ -161,6 +164,8 @@ def _pack(
         bound=bound,
         message=message,
         admission=adm,
+        ttft_ms=ttft,
+        itl_ms=itl,
     )
 
 

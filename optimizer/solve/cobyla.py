@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.optimize
 from faro.optimizer.model.objective import is_penalty, objective_value
-from faro.optimizer.model.utility import ADMISSION_GRID, drop_penalty, horizon_utility
+from faro.optimizer.model.utility import ADMISSION_GRID, drop_penalty, horizon_utility, utility_curves
 from numpy.typing import NDArray
 
 if TYPE_CHECKING:
@@ -37,6 +37,9 @@ def _continuous_utility(prep: Prepared, x: NDArray[np.float64]) -> NDArray[np.fl
     a = prep.arrays
     cfg = prep.problem.model
     reps = np.maximum(x, 1e-9)[:, None]
+    if any(job.llm is not None for job in prep.problem.jobs):  # LLM jobs: their own model, same rules
+        penalty = is_penalty(prep.problem.objective)
+        return utility_curves(prep.problem.jobs, reps, config=cfg, penalty=penalty).utility[:, 0]
     args = (a.rates_rps, a.processing_time_ms, a.slo_ms, a.percentile, reps, a.current)
     util, _ = horizon_utility(*args, config=cfg)
     util = util[:, 0]

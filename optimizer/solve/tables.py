@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from faro.optimizer.model.latency import erlang_c
 from faro.optimizer.model.objective import is_penalty
-from faro.optimizer.model.problem import Constraints, Problem
+from faro.optimizer.model.llm_utility import LLMJobs, llm_horizon_utility, llm_saturation_count
+from faro.optimizer.model.problem import Constraints, ModelConfig, Problem
 from faro.optimizer.model.utility import ADMISSION_GRID, ADMISSION_MIN_GAIN, drop_penalty
 from numpy.typing import NDArray
 
@@ -45,6 +46,10 @@ class JobArrays:
     min_replicas: NDArray[np.int64]
     max_replicas: NDArray[np.int64]
     current: NDArray[np.int64]
+
+    def take(self, rows: NDArray[np.int64]) -> JobArrays:
+        """The arrays of the jobs at ``rows`` (in that order)."""
+        return JobArrays(**{name: getattr(self, name)[rows] for name in self.__dataclass_fields__})
 
     @classmethod
     def of(cls, problem: Problem) -> JobArrays:
@@ -72,7 +77,9 @@ class Tables:
     """Utility, worst-step latency and admission per job and candidate count.
 
     ``utility[i, k]`` is job i's utility at ``lo[i] + k`` replicas for ``k < width[i]``; beyond its
-    width a row holds ``-inf`` (utility) so no solver can pick it.
+    width a row holds ``-inf`` (utility) so no solver can pick it. ``ttft_ms``/``itl_ms`` are set when
+    the problem has LLM jobs (their worst-step TTFT/ITL percentiles; NaN in the other jobs' rows), and
+    ``latency_ms`` then holds an LLM job's TTFT (its ITL when it declares only an ITL SLO).
     """
 
     lo: NDArray[np.int64]
@@ -80,6 +87,8 @@ class Tables:
     utility: NDArray[np.float64]
     latency_ms: NDArray[np.float64]
     admission: NDArray[np.float64]
+    ttft_ms: NDArray[np.float64] | None = None
+    itl_ms: NDArray[np.float64] | None = None
 
     @property
     def width(self) -> NDArray[np.int64]:
@@ -123,6 +132,17 @@ def build_tables(
     hi = arr.max_replicas.copy() if hi is None else np.asarray(hi, dtype=np.int64)
     hi = np.maximum(hi, lo)
     penalty = is_penalty(problem.objective) if penalty is None else penalty
+    n = arr.rates_rps.shape[0]
+    if n == 0:
+        empty = np.zeros((0, 1))
+        return Tables(lo=lo, hi=hi, utility=empty, latency_ms=empty, admission=empty)
+    if any(job.llm is not None for job in problem.jobs):
+        return _mixed_tables(problem, arr, lo, hi, penalty)
+    return _plain_tables(arr, cfg, lo, hi, penalty)
+
+
+def _plain_tables(arr: JobArrays, cfg: ModelConfig, lo: NDArray[np.int64], hi: NDArray[np.int64], penalty: bool) -> Tables:
+    """Tables of jobs served by the M/D/c model (every job of a problem without LLM jobs)."""
     n, horizon = arr.rates_rps.shape
     if n == 0:
         empty = np.zeros((0, 1))
@@ -160,6 +180,66 @@ def build_tables(
     util = np.where(valid, util, -np.inf)
     worst = np.where(valid, worst, np.inf)
     return Tables(lo=lo, hi=hi, utility=util, latency_ms=worst, admission=np.where(valid, admission, 1.0))
+
+
+def _mixed_tables(problem: Problem, arr: JobArrays, lo: NDArray[np.int64], hi: NDArray[np.int64], penalty: bool) -> Tables:
+    """Tables of a problem with LLM jobs: the others by ``_plain_tables``, the LLM ones by their model,
+    merged into one set of rows in problem order."""
+    cfg = problem.model
+    llm = LLMJobs.of(problem.jobs, cfg)
+    n = len(problem.jobs)
+    plain = np.setdiff1d(np.arange(n), llm.index)
+    parts = []
+    if plain.size:
+        t = _plain_tables(arr.take(plain), cfg, lo[plain], hi[plain], penalty)
+        nan = np.full(t.utility.shape, np.nan)
+        parts.append((plain, t.hi, t.utility, t.latency_ms, t.admission, nan, nan))
+    parts.append((llm.index, *_llm_rows(llm, arr.take(llm.index), lo[llm.index], hi[llm.index], cfg, penalty)))
+    width = max(p[2].shape[1] for p in parts)
+    out_hi = hi.copy()
+    util = np.full((n, width), -np.inf)
+    lat, ttft, itl = np.full((n, width), np.inf), np.full((n, width), np.nan), np.full((n, width), np.nan)
+    adm = np.ones((n, width))
+    for rows, h, u, la, ad, tt, it in parts:
+        w = u.shape[1]
+        out_hi[rows] = h
+        util[rows, :w], lat[rows, :w], adm[rows, :w], ttft[rows, :w], itl[rows, :w] = u, la, ad, tt, it
+    return Tables(lo=lo, hi=out_hi, utility=util, latency_ms=lat, admission=adm, ttft_ms=ttft, itl_ms=itl)
+
+
+def _llm_rows(
+    llm: LLMJobs, arr: JobArrays, lo: NDArray[np.int64], hi: NDArray[np.int64], cfg: ModelConfig, penalty: bool
+) -> tuple[NDArray, ...]:
+    """LLM jobs' rows over ``lo … min(hi, saturation)``: hi, utility, latency, admission, TTFT, ITL."""
+    sat = llm_saturation_count(llm, arr.rates_rps, arr.current, config=cfg)
+    hi = np.where(np.isfinite(sat), np.minimum(hi, np.maximum(sat + 1, lo)).astype(np.int64), hi)
+    width = int((hi - lo).max()) + 1
+    counts = lo[:, None] + np.arange(width)[None, :]
+    best = llm_horizon_utility(llm, arr.rates_rps, counts, arr.current, config=cfg)
+    # cut at the first saturated count: utility is flat from there on
+    inside = counts <= hi[:, None]
+    done = best.saturated & inside
+    first = np.where(done.any(axis=1), np.argmax(done, axis=1), hi - lo)
+    hi = lo + first
+    width = int(first.max()) + 1
+    counts = counts[:, :width]
+    util, ttft, itl = best.utility[:, :width], best.ttft_ms[:, :width], best.itl_ms[:, :width]
+    lat = np.where(np.isnan(llm.slo_ttft_ms)[:, None], itl, ttft)
+    admission = np.ones_like(util)
+    if penalty:
+        for d in ADMISSION_GRID[1:]:  # in grid order: the first strictly better rate wins, as in the model
+            h = llm_horizon_utility(llm, arr.rates_rps, counts, arr.current, config=cfg, admission=d)
+            u_d = h.utility * (1.0 - drop_penalty(1.0 - d))
+            better = u_d > util + ADMISSION_MIN_GAIN
+            util = np.where(better, u_d, util)
+            ttft = np.where(better, h.ttft_ms, ttft)
+            itl = np.where(better, h.itl_ms, itl)
+            admission = np.where(better, d, admission)
+        lat = np.where(np.isnan(llm.slo_ttft_ms)[:, None], itl, ttft)
+    valid = np.arange(width)[None, :] <= (hi - lo)[:, None]
+    util = np.where(valid, util, -np.inf)
+    lat = np.where(valid, lat, np.inf)
+    return hi, util, lat, np.where(valid, admission, 1.0), np.where(valid, ttft, np.nan), np.where(valid, itl, np.nan)
 
 
 def _tile(arr: JobArrays, reps: int) -> JobArrays:

@@ -1,0 +1,176 @@
+"""Utilities of LLM jobs: the min of the relaxed TTFT and ITL utilities over the horizon.
+
+Called by ``utility.utility_curves`` (policies' shrink step, the COBYLA reference) and by the integer
+utility tables (``optimizer/solve/tables.py``) for the jobs of a problem that have ``Job.llm`` set, so
+every objective (Sum, Fair, FairSum, the Penalty variants with admission) and every solver works on
+LLM jobs unchanged. Pure numpy.
+
+Notes
+-----
+At horizon step h with rate ``λ_h``, admission ``d`` and effective replicas ``x_h`` (``min(x, current)``
+for the first ``⌈model_load_s/step_s⌉`` steps of a job that grows: a new LLM replica serves only
+after its model is loaded), the step utility is
+
+    U_h = min( min(1, TTFT_SLO/TTFT_p(dλ_h, x_h))^α , min(1, ITL_SLO/ITL_p(dλ_h, x_h))^α )
+
+over the declared SLOs, and the job's utility is the mean over h. ``TTFT_p``/``ITL_p`` come from
+``LLMCurves`` (``llm_latency.py``); both are non-decreasing in the per-replica load, so ``U`` is
+non-decreasing in replicas, and it reaches 1 (saturates) once every step meets both SLOs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from faro.optimizer.model.llm_latency import LLMCurves
+from faro.optimizer.model.llm_profile import EngineProfile, TokenMix
+from faro.optimizer.model.problem import Job, ModelConfig
+from faro.optimizer.model.utility import relaxed_utility
+from numpy.typing import ArrayLike, NDArray
+
+
+def cached_curves(profiles: Sequence[EngineProfile], mixes: Sequence[TokenMix], percentiles: Sequence[float]) -> LLMCurves:
+    """``LLMCurves.build`` with each row remembered on its (immutable) token mix, so the several
+    solves of one planning step (quantile levels, shrink, admission rates) build each curve once."""
+    rows: list[LLMCurves | None] = []
+    missing: list[int] = []
+    for i, (profile, mix, pct) in enumerate(zip(profiles, mixes, percentiles, strict=True)):
+        found = mix.__dict__.get("_faro_curves", {}).get((profile, float(pct)))
+        rows.append(found)
+        if found is None:
+            missing.append(i)
+    if missing:
+        built = LLMCurves.build([profiles[i] for i in missing], [mixes[i] for i in missing],
+                                [percentiles[i] for i in missing])
+        for k, i in enumerate(missing):
+            row = built.take([k])
+            mixes[i].__dict__.setdefault("_faro_curves", {})[(profiles[i], float(percentiles[i]))] = row
+            rows[i] = row
+    done = [r for r in rows if r is not None]
+    if not done:
+        return LLMCurves.build([], [])
+    return LLMCurves(
+        capacity_rps=np.concatenate([r.capacity_rps for r in done]),
+        ttft_ms=np.vstack([r.ttft_ms for r in done]),
+        itl_ms=np.vstack([r.itl_ms for r in done]),
+        has_itl=np.concatenate([r.has_itl for r in done]),
+        binding=tuple(b for r in done for b in r.binding),
+    )
+
+
+@dataclass(frozen=True)
+class LLMJobs:
+    """The LLM jobs of a job list as arrays: where they are, their curves, SLOs and cold starts."""
+
+    index: NDArray[np.int64]  # positions in the job list
+    curves: LLMCurves
+    slo_ttft_ms: NDArray[np.float64]  # NaN where not declared
+    slo_itl_ms: NDArray[np.float64]
+    load_steps: NDArray[np.int64]  # horizon steps a new replica needs before it serves
+
+    @classmethod
+    def of(cls, jobs: Sequence[Job], config: ModelConfig) -> LLMJobs:
+        idx = [i for i, j in enumerate(jobs) if j.llm is not None]
+        specs = [jobs[i].llm for i in idx]
+        mixes = [jobs[i].token_mix for i in idx]
+        assert all(s is not None for s in specs) and all(m is not None for m in mixes)  # Job checks
+        curves = cached_curves([s.profile for s in specs], mixes, [s.slo.percentile for s in specs])  # type: ignore[union-attr,arg-type]
+        nan = math.nan
+        return cls(
+            index=np.array(idx, dtype=np.int64),
+            curves=curves,
+            slo_ttft_ms=np.array([s.slo.ttft_ms if s.slo.ttft_ms is not None else nan for s in specs], dtype=float),  # type: ignore[union-attr]
+            slo_itl_ms=np.array([s.slo.itl_ms if s.slo.itl_ms is not None else nan for s in specs], dtype=float),  # type: ignore[union-attr]
+            load_steps=np.array([math.ceil(s.profile.model_load_s / config.step_s) for s in specs], dtype=np.int64),  # type: ignore[union-attr]
+        )
+
+    def __len__(self) -> int:
+        return int(self.index.size)
+
+
+def llm_step_utility(
+    ttft_ms: NDArray, itl_ms: NDArray, slo_ttft_ms: NDArray, slo_itl_ms: NDArray, alpha: float = 1.0
+) -> NDArray[np.float64]:
+    """Per-step utility: the min of the relaxed utilities of the declared SLOs (NaN SLO = not declared)."""
+    u_ttft = np.where(np.isnan(slo_ttft_ms), 1.0, relaxed_utility(ttft_ms, np.nan_to_num(slo_ttft_ms, nan=1.0), alpha))
+    u_itl = np.where(np.isnan(slo_itl_ms), 1.0, relaxed_utility(itl_ms, np.nan_to_num(slo_itl_ms, nan=1.0), alpha))
+    return np.minimum(u_ttft, u_itl)
+
+
+@dataclass(frozen=True)
+class LLMHorizon:
+    """Per job and candidate count: mean utility and the worst step's TTFT/ITL percentiles."""
+
+    utility: NDArray[np.float64]
+    ttft_ms: NDArray[np.float64]
+    itl_ms: NDArray[np.float64]
+    saturated: NDArray[np.bool_]  # every step meets every declared SLO, or is a cold-start step frozen
+    # at the current count (x ≥ current): more replicas cannot raise the utility
+
+
+def llm_horizon_utility(
+    llm: LLMJobs,
+    rates_rps: NDArray,
+    replicas: NDArray,
+    current: ArrayLike,
+    *,
+    config: ModelConfig,
+    admission: ArrayLike = 1.0,
+) -> LLMHorizon:
+    """Mean relaxed utility over the horizon and the worst step's TTFT/ITL, for LLM jobs × candidates.
+
+    Shapes: ``rates_rps`` (n, H) for the n LLM jobs; ``replicas`` (n, X) or (X,); ``current`` (n,);
+    ``admission`` broadcastable to (n, X). Returns (n, X) arrays.
+    """
+    rates = np.asarray(rates_rps, dtype=float)
+    n, horizon = rates.shape
+    x = np.broadcast_to(np.asarray(replicas, dtype=float), (n, np.shape(replicas)[-1]))
+    cur = np.asarray(current, dtype=float)[:, None, None]
+    steps = np.arange(horizon)[None, :, None]
+    cold = steps < llm.load_steps[:, None, None]
+    eff = np.where(cold, np.minimum(x[:, None, :], cur), x[:, None, :])  # (n, H, X)
+    adm = np.broadcast_to(np.asarray(admission, dtype=float), x.shape)[:, None, :]
+    ttft, itl = llm.curves.latency_ms(rates[:, :, None] * adm, eff, u_max=config.rho_max)
+    slo_t = llm.slo_ttft_ms[:, None, None]
+    slo_i = llm.slo_itl_ms[:, None, None]
+    util = llm_step_utility(ttft, itl, slo_t, slo_i, config.alpha)
+    frozen = cold & (x[:, None, :] >= cur)
+    saturated = np.all((util >= 1.0) | frozen, axis=1)
+    return LLMHorizon(utility=util.mean(axis=1), ttft_ms=ttft.max(axis=1), itl_ms=itl.max(axis=1), saturated=saturated)
+
+
+def llm_saturation_count(llm: LLMJobs, rates_rps: NDArray, current: ArrayLike, *, config: ModelConfig) -> NDArray[np.float64]:
+    """Per LLM job, an estimate of the fewest replicas at which every step meets both SLOs (``inf``
+    where an SLO cannot be met at any count); the tables evaluate up to one past it."""
+    curves = llm.curves
+    n = len(llm)
+    if n == 0:
+        return np.zeros(0)
+    # the largest per-replica load meeting both SLOs, by bisection on the interpolated curves
+    lo, hi = np.zeros(n), np.full(n, 4.0)
+    cap = curves.capacity_rps
+    for _ in range(48):
+        mid = (lo + hi) / 2.0
+        ttft, itl = curves.latency_ms((mid * cap)[:, None], np.ones((n, 1)), u_max=config.rho_max)
+        ok = llm_step_utility(ttft[:, 0], itl[:, 0], llm.slo_ttft_ms, llm.slo_itl_ms) >= 1.0
+        lo = np.where(ok, mid, lo)
+        hi = np.where(ok, hi, mid)
+    u_ok = lo
+    rates = np.asarray(rates_rps, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        need = np.where(rates > 0, rates / (u_ok * cap)[:, None], 0.0)  # (n, H) real counts
+    cold = np.arange(rates.shape[1])[None, :] < llm.load_steps[:, None]
+    warm_need = np.where(cold, 0.0, need).max(axis=1)
+    all_need = need.max(axis=1)
+    cur = np.asarray(current, dtype=float)
+    c_warm = np.ceil(warm_need - 1e-9)
+    c_all = np.ceil(all_need - 1e-9)
+    return np.maximum(c_warm, np.where(c_warm < cur, np.minimum(c_all, cur), c_warm))
+
+
+def reported_latency_ms(llm: LLMJobs, horizon: LLMHorizon) -> NDArray[np.float64]:
+    """Worst-step TTFT for jobs with a TTFT SLO, worst-step ITL for ITL-only jobs."""
+    return np.where(np.isnan(llm.slo_ttft_ms)[:, None], horizon.itl_ms, horizon.ttft_ms)
