@@ -25,6 +25,18 @@ Format::
         min_replicas: 1
         max_replicas: 100
         current_replicas: 3
+      - name: chat                # an LLM job: SLOs and engine profile under llm, no slo/processing_time_ms
+        rate_rps: [3.1, 3.4]
+        resources: {cpu: "4", nvidia.com/gpu: "1"}   # nvidia.com/gpu defaults to llm.profile.gpus
+        llm:
+          slo: {ttft_ms: 2000, itl_ms: 150, percentile: 99}   # one or both
+          profile: {step_base_ms: 15, decode_ms_per_seq: 0.25, prefill_ms_per_token: 0.1,
+                    kv_cache_tokens: 200000, max_num_seqs: 128, max_num_batched_tokens: 4096,
+                    model_load_s: 120}              # also context_ms_per_token, block_size_tokens, gpus
+          token_mix: {prompt_tokens: [1020, 310, 4100], output_tokens: [129, 40, 600]}
+          # or one number each (every request alike), or {trace: conv.csv}: a CSV with columns
+          # ContextTokens,GeneratedTokens (the Azure LLM trace) or prompt_tokens,output_tokens,
+          # relative to this file
 """
 
 from __future__ import annotations
@@ -35,14 +47,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from faro.optimizer.errors import InvalidInputError
+from faro.optimizer.model.llm_profile import LLMSLO, EngineProfile, LLMSpec, TokenMix
 from faro.optimizer.model.problem import OBJECTIVES, SLO, Job, ModelConfig, Problem, Quota
 
 _JOB_KEYS = {
     "name", "namespace", "slo", "processing_time_ms", "rate_rps", "resources", "limits", "weight",
-    "min_replicas", "max_replicas", "current_replicas",
+    "min_replicas", "max_replicas", "current_replicas", "llm",
 }
+_LLM_KEYS = {"slo", "profile", "token_mix"}
+_LLM_SLO_KEYS = {"ttft_ms", "itl_ms", "percentile"}
+_PROFILE_KEYS = {
+    "step_base_ms", "decode_ms_per_seq", "prefill_ms_per_token", "context_ms_per_token", "max_num_seqs",
+    "max_num_batched_tokens", "kv_cache_tokens", "block_size_tokens", "gpus", "model_load_s",
+}
+_PROFILE_INTEGERS = {"max_num_seqs", "max_num_batched_tokens", "kv_cache_tokens", "block_size_tokens"}
+_TRACE_COLUMNS = (("ContextTokens", "GeneratedTokens"), ("prompt_tokens", "output_tokens"))
 _TOP_KEYS = {"objective", "cluster", "quotas", "jobs", "model"}
 
 
@@ -59,7 +81,7 @@ def load_problem(path: str | Path, *, objective: str | None = None) -> Problem:
         raise InvalidInputError(f"{p} line {exc.lineno} column {exc.colno}", f"not valid JSON: {exc.msg}") from None
     except yaml.YAMLError as exc:
         raise InvalidInputError(*_yaml_error(p, exc)) from None
-    return problem_from_dict(data, objective=objective)
+    return problem_from_dict(data, objective=objective, base_dir=p.parent)
 
 
 def _yaml_error(path: Path, exc: yaml.YAMLError) -> tuple[str, str]:
@@ -71,8 +93,9 @@ def _yaml_error(path: Path, exc: yaml.YAMLError) -> tuple[str, str]:
     return where, f"not valid YAML: {problem}" + (f" ({context})" if context else "")
 
 
-def problem_from_dict(data: Any, *, objective: str | None = None) -> Problem:
-    """Validate a parsed document; ``objective`` overrides the file's."""
+def problem_from_dict(data: Any, *, objective: str | None = None, base_dir: str | Path | None = None) -> Problem:
+    """Validate a parsed document; ``objective`` overrides the file's; token-mix traces are read
+    relative to ``base_dir`` (default: the working directory)."""
     if not isinstance(data, Mapping):
         raise InvalidInputError("problem", "must be a mapping with a 'jobs' list")
     _no_unknown(data, _TOP_KEYS, "problem")
@@ -82,7 +105,8 @@ def problem_from_dict(data: Any, *, objective: str | None = None) -> Problem:
     jobs_raw = data.get("jobs")
     if not isinstance(jobs_raw, list) or not jobs_raw:
         raise InvalidInputError("jobs", "must be a non-empty list")
-    jobs = tuple(_job(raw, f"jobs[{i}]") for i, raw in enumerate(jobs_raw))
+    base = Path(base_dir) if base_dir is not None else Path()
+    jobs = tuple(_job(raw, f"jobs[{i}]", base) for i, raw in enumerate(jobs_raw))
     seen: dict[tuple[str, str], int] = {}
     for i, job in enumerate(jobs):
         key = (job.namespace, job.name)
@@ -154,7 +178,7 @@ def _quantities(raw: Any, where: str) -> dict[str, float]:
     return out
 
 
-def _job(raw: Any, where: str) -> Job:
+def _job(raw: Any, where: str, base: Path) -> Job:
     raw = _mapping(raw, where)
     _no_unknown(raw, _JOB_KEYS, where)
     name = raw.get("name")
@@ -165,6 +189,8 @@ def _job(raw: Any, where: str) -> Job:
     namespace = raw.get("namespace", "default")
     if not isinstance(namespace, str) or not namespace:
         raise InvalidInputError(f"{where}.namespace", "must be a non-empty string")
+    if "llm" in raw:
+        return _llm_job(raw, where, base, name=name, namespace=namespace)
     slo_raw = _mapping(raw.get("slo"), f"{where}.slo") if "slo" in raw else None
     if slo_raw is None:
         raise InvalidInputError(f"{where}.slo", "is required ({latency_ms: ..., percentile: 99})")
@@ -190,6 +216,112 @@ def _job(raw: Any, where: str) -> Job:
         name=name, namespace=namespace, slo=SLO(latency, pct), processing_time_ms=proc, rate_rps=rates,
         resources=resources, limits=limits, weight=weight, min_replicas=lo, max_replicas=hi, current_replicas=cur,
     )
+
+
+def _common(raw: Mapping, where: str, *, default_resources: Mapping[str, str]) -> dict[str, Any]:
+    """The fields every job has besides its SLOs: rates, resources, weight, replica bounds."""
+    rates_raw = raw.get("rate_rps")
+    if rates_raw is None:
+        raise InvalidInputError(f"{where}.rate_rps", "is required")
+    rates_list = rates_raw if isinstance(rates_raw, list) else [rates_raw]
+    if not rates_list:
+        raise InvalidInputError(f"{where}.rate_rps", "needs at least one horizon step")
+    lo = _integer(raw.get("min_replicas", 1), f"{where}.min_replicas")
+    hi = _integer(raw.get("max_replicas", 100), f"{where}.max_replicas")
+    if hi < lo:
+        raise InvalidInputError(f"{where}.max_replicas", f"{hi} is below min_replicas {lo}")
+    return dict(
+        rate_rps=tuple(_number(r, f"{where}.rate_rps", minimum=0.0) for r in rates_list),
+        resources=_quantities(raw.get("resources", default_resources), f"{where}.resources"),
+        limits=_quantities(raw.get("limits", {}), f"{where}.limits"),
+        weight=_number(raw.get("weight", 1), f"{where}.weight", minimum=0.0),
+        min_replicas=lo, max_replicas=hi,
+        current_replicas=_integer(raw.get("current_replicas", lo), f"{where}.current_replicas"),
+    )
+
+
+def _llm_job(raw: Mapping, where: str, base: Path, *, name: str, namespace: str) -> Job:
+    for key in ("slo", "processing_time_ms"):
+        if key in raw:
+            raise InvalidInputError(f"{where}.{key}", "an LLM job declares its SLOs under llm.slo (TTFT/ITL)")
+    llm_where = f"{where}.llm"
+    block = _mapping(raw["llm"], llm_where)
+    _no_unknown(block, _LLM_KEYS, llm_where)
+    for key in ("slo", "profile"):
+        if key not in block:
+            raise InvalidInputError(f"{llm_where}.{key}", "is required")
+    common = _common(raw, where, default_resources={})
+    slo_raw = _mapping(block["slo"], f"{llm_where}.slo")
+    _no_unknown(slo_raw, _LLM_SLO_KEYS, f"{llm_where}.slo")
+    slo_kw = {k: _number(v, f"{llm_where}.slo.{k}", positive=True) for k, v in slo_raw.items()}
+    prof_raw = _mapping(block["profile"], f"{llm_where}.profile")
+    _no_unknown(prof_raw, _PROFILE_KEYS, f"{llm_where}.profile")
+    prof_kw: dict[str, Any] = {}
+    for key, value in prof_raw.items():
+        field = f"{llm_where}.profile.{key}"
+        prof_kw[key] = _integer(value, field, minimum=1) if key in _PROFILE_INTEGERS else _number(value, field)
+    if "gpus" not in prof_kw and "nvidia.com/gpu" in common["resources"]:
+        prof_kw["gpus"] = common["resources"]["nvidia.com/gpu"]  # the pod template's request
+    for key in ("step_base_ms", "decode_ms_per_seq", "prefill_ms_per_token", "kv_cache_tokens"):
+        if key not in prof_kw:
+            raise InvalidInputError(f"{llm_where}.profile.{key}", "is required")
+    if "token_mix" not in block:
+        raise InvalidInputError(f"{llm_where}.token_mix", "is required for planning offline "
+                                "({prompt_tokens: [...], output_tokens: [...]} or {trace: file.csv})")
+    try:
+        spec = LLMSpec(slo=LLMSLO(**slo_kw), profile=EngineProfile(**prof_kw))
+        mix = _token_mix(block["token_mix"], f"{llm_where}.token_mix", base)
+        return Job.for_llm(name, llm=spec, token_mix=mix, namespace=namespace, **common)
+    except InvalidInputError as exc:
+        if exc.where.startswith(("jobs[", "job ")):
+            raise
+        raise InvalidInputError(f"{llm_where}.{exc.where}", exc.reason) from None
+
+
+def _token_mix(raw: Any, where: str, base: Path) -> TokenMix:
+    raw = _mapping(raw, where)
+    if "trace" in raw:
+        _no_unknown(raw, {"trace"}, where)
+        return _trace_mix(raw["trace"], f"{where}.trace", base)
+    _no_unknown(raw, {"prompt_tokens", "output_tokens"}, where)
+    cols = []
+    for key in ("prompt_tokens", "output_tokens"):
+        if key not in raw:
+            raise InvalidInputError(f"{where}.{key}", "is required")
+        value = raw[key]
+        items = value if isinstance(value, list) else [value]
+        cols.append([_number(v, f"{where}.{key}", minimum=0.0) for v in items])
+    if len(cols[0]) != len(cols[1]):
+        raise InvalidInputError(where, f"{len(cols[0])} prompt_tokens but {len(cols[1])} output_tokens (pairs)")
+    return TokenMix(np.array(cols[0]), np.array(cols[1]))
+
+
+def _trace_mix(value: Any, where: str, base: Path) -> TokenMix:
+    import csv
+
+    if not isinstance(value, str) or not value:
+        raise InvalidInputError(where, "must be a file name")
+    path = base / value
+    try:
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            fields = reader.fieldnames or []
+            cols = next((c for c in _TRACE_COLUMNS if set(c) <= set(fields)), None)
+            if cols is None:
+                names = " or ".join(",".join(c) for c in _TRACE_COLUMNS)
+                raise InvalidInputError(f"{where} {path}", f"needs the columns {names}")
+            prompt, output = [], []
+            for line, row in enumerate(reader, start=2):
+                try:
+                    prompt.append(float(row[cols[0]]))
+                    output.append(max(1.0, float(row[cols[1]])))
+                except (TypeError, ValueError):
+                    raise InvalidInputError(f"{where} {path} line {line}", "token counts must be numbers") from None
+    except OSError as exc:
+        raise InvalidInputError(f"{where} {path}", f"cannot read: {exc.strerror or exc}") from None
+    if not prompt:
+        raise InvalidInputError(f"{where} {path}", "has no requests")
+    return TokenMix(np.array(prompt), np.array(output))
 
 
 def _quota(raw: Any, where: str) -> Quota:

@@ -64,6 +64,11 @@ def latency_split(problem: Any, result: Any) -> tuple[list[float], list[float | 
     steady: list[float] = []
     cold: list[float | None] = []
     for i, job in enumerate(problem.jobs):
+        if job.llm is not None:  # TTFT (else ITL) by the LLM model; its cold start is the model load
+            s, c = _llm_split(problem, result, i)
+            steady.append(s["reported"])
+            cold.append(None if c is None else c["reported"])
+            continue
         x = int(result.replicas[i])
         admit = float(result.admission[i]) if len(result.admission) else 1.0
         rates = np.asarray(job.rate_rps, dtype=float) * admit
@@ -77,6 +82,31 @@ def latency_split(problem: Any, result: Any) -> tuple[list[float], list[float | 
         else:
             cold.append(None)
     return steady, cold
+
+
+def _llm_split(problem: Any, result: Any, i: int) -> tuple[dict[str, float], dict[str, float] | None]:
+    """An LLM job's worst-step TTFT/ITL once every planned replica serves, and while new replicas load
+    their model (the first ``⌈model_load_s/step_s⌉`` steps on the replicas running now; None when it
+    does not grow)."""
+    import numpy as np
+    from faro.optimizer.model.llm_utility import cached_curves
+
+    job = problem.jobs[i]
+    curve = cached_curves([job.llm.profile], [job.token_mix], [job.llm.slo.percentile])
+    admit = float(result.admission[i]) if len(result.admission) else 1.0
+    rates = np.asarray(job.rate_rps, dtype=float)[None, :] * admit
+    load_steps = math.ceil(job.llm.profile.model_load_s / problem.model.step_s)
+    itl_only = job.llm.slo.ttft_ms is None
+
+    def worst(count: int, upto: int | None = None) -> dict[str, float]:
+        ttft, itl = curve.latency_ms(rates[:, :upto], np.full((1, 1), count), u_max=problem.model.rho_max)
+        t, s = float(ttft.max()), float(itl.max())
+        return {"ttft_ms": t, "itl_ms": s, "reported": s if itl_only else t}
+
+    x = int(result.replicas[i])
+    steady = worst(x)
+    grows = x > job.current_replicas and load_steps > 0
+    return steady, worst(job.current_replicas, load_steps) if grows else None
 
 
 def plan_report(problem: Any, result: Any) -> dict[str, Any]:
@@ -115,6 +145,8 @@ def plan_report(problem: Any, result: Any) -> dict[str, Any]:
             "admission": float(result.admission[i]) if len(result.admission) else 1.0,
             "resources": {key: quantity_json(key, value * replicas) for key, value in job.resources.items()},
         })
+        if job.llm is not None:
+            jobs[-1]["llm"] = _llm_report(problem, result, i)
     return {
         "objective": problem.objective,
         "objective_value": _finite(result.objective_value),
@@ -129,6 +161,42 @@ def plan_report(problem: Any, result: Any) -> dict[str, Any]:
         "jobs": jobs,
         "quotas": quotas,
     }
+
+
+def _llm_report(problem: Any, result: Any, i: int) -> dict[str, Any]:
+    """An LLM job's TTFT/ITL percentiles and SLOs, and what one replica sustains (``jobs[i].llm``)."""
+    from faro.optimizer.model.llm_utility import cached_curves
+
+    job = problem.jobs[i]
+    spec, mix = job.llm, job.token_mix
+    curve = cached_curves([spec.profile], [mix], [spec.slo.percentile])
+    steady, cold = _llm_split(problem, result, i) if result.ok else ({"ttft_ms": math.inf, "itl_ms": math.inf}, None)
+    return {
+        "ttft_ms": _finite(steady["ttft_ms"]),
+        "itl_ms": _finite(steady["itl_ms"]),
+        "cold_start_ttft_ms": None if cold is None else _finite(cold["ttft_ms"]),
+        "cold_start_itl_ms": None if cold is None else _finite(cold["itl_ms"]),
+        "slo_ttft_ms": spec.slo.ttft_ms,
+        "slo_itl_ms": spec.slo.itl_ms,
+        "replica_capacity_rps": float(curve.capacity_rps[0]),
+        "capacity_bound_by": curve.binding[0],
+        "gpus_per_replica": spec.profile.gpus,
+        "model_load_s": spec.profile.model_load_s,
+        "mean_prompt_tokens": mix.mean_prompt_tokens,
+        "mean_output_tokens": mix.mean_output_tokens,
+    }
+
+
+def _llm_cells(j: dict[str, Any]) -> tuple[str, str, str]:
+    """Latency, while-scaling-up and SLO cells of an LLM job: TTFT and ITL against what it declares."""
+    llm = j["llm"]
+    lat = f"ttft {_ms(llm['ttft_ms'])} itl {_ms(llm['itl_ms'])}"
+    cold = "-" if llm["cold_start_ttft_ms"] is None else \
+        f"ttft {_ms(llm['cold_start_ttft_ms'])} itl {_ms(llm['cold_start_itl_ms'])}"
+    parts = [f"ttft<={llm['slo_ttft_ms']:g}ms"] if llm["slo_ttft_ms"] is not None else []
+    if llm["slo_itl_ms"] is not None:
+        parts.append(f"itl<={llm['slo_itl_ms']:g}ms")
+    return lat, cold, f"p{j['percentile']:g} " + " ".join(parts)
 
 
 def _ms(value: float | None) -> str:
@@ -152,18 +220,21 @@ def format_table(report: dict[str, Any]) -> str:
             f"{j['current_replicas']} -> {j['replicas']}"
         cold = "-" if j["cold_start_latency_ms"] is None and j["steady_latency_ms"] is not None else \
             _ms(j["cold_start_latency_ms"])
+        lat, slo = _ms(j["steady_latency_ms"]), f"p{j['percentile']:g}<={j['slo_ms']:g}ms"
+        if "llm" in j:
+            lat, cold, slo = _llm_cells(j)
         res = ", ".join(f"{k}={v['quantity']}" for k, v in j["resources"].items())
         util = f"{j['utility']:.3f}" + (f" (admit {j['admission']:.0%})" if j["admission"] < 1 else "")
-        rows.append((
-            f"{j['namespace']}/{j['name']}", move, _ms(j["steady_latency_ms"]), cold,
-            f"p{j['percentile']:g}<={j['slo_ms']:g}ms", util, res,
-        ))
+        rows.append((f"{j['namespace']}/{j['name']}", move, lat, cold, slo, util, res))
     lines += _columns(rows)
     window_s = math.ceil(report["cold_start_s"] / report["step_s"]) * report["step_s"]
     lines.append(f"(latency at the SLO percentile: the worst forecast step once every planned replica serves; "
                  f"while scaling up: the first {window_s:g} s, when new replicas are still starting "
                  f"({report['cold_start_s']:g} s) and the ones running now serve the load; utility: mean over the "
                  "steps)")
+    if any("llm" in j for j in report["jobs"]):
+        lines.append("(LLM jobs: TTFT and ITL at the SLO percentile by the continuous-batching model; while scaling "
+                     "up: until new replicas have loaded their model, model_load_s)")
     if report["quotas"]:
         lines.append("")
         qrows = [("quota", "resource", "faro uses", "free for faro", "ok")]

@@ -264,7 +264,6 @@ def _build(profiles: list[EngineProfile], sums: list[TokenSummary], pct: NDArray
 
     chunks = np.ceil(pv / budget)  # prefill steps per prompt atom
     ek = (pw * chunks).sum(1, keepdims=True)
-    ek2 = (pw * chunks**2).sum(1, keepdims=True)
     ekp = (pw * chunks * pv).sum(1, keepdims=True)
     ekp2 = (pw * chunks * pv**2).sum(1, keepdims=True)
     m = eom + ek  # slot-steps per request
@@ -296,6 +295,13 @@ def _build(profiles: list[EngineProfile], sums: list[TokenSummary], pct: NDArray
     ts1, ts2 = mu2 / mu1, mu3 / mu1  # length-biased step moments
     ev = ts1 * (0.5 + rho)
     ev2 = ts2 * (1.0 / 3.0 + rho + rho**2) + gam**2 * lam * ep2 * ts1
+    # The chain steps all the time; a real engine idles when nobody is in it (M/G/∞ occupancy), and
+    # then an arrival waits for no decode step. Only the decode-step share of V (c₀/2, c₀²/3 in a chain
+    # without prefill) is scaled by the busy probability; waiting behind prompts is not.
+    in_system = lam * (c0 + gam * ep + ev + eom * step)
+    idle = np.exp(-in_system)
+    ev = ev - idle * c0 / 2.0
+    ev2 = ev2 - idle * c0**2 / 3.0
     theta1 = np.where(ev > 0, ev2 / (2.0 * np.maximum(ev, 1e-300)), 1.0)
     f1 = np.where(ev > 0, np.minimum(1.0, ev / theta1), 0.0)
 

@@ -32,7 +32,9 @@ from faro.optimizer.model.utility import relaxed_utility
 from numpy.typing import ArrayLike, NDArray
 
 
-def cached_curves(profiles: Sequence[EngineProfile], mixes: Sequence[TokenMix], percentiles: Sequence[float]) -> LLMCurves:
+def cached_curves(
+    profiles: Sequence[EngineProfile], mixes: Sequence[TokenMix], percentiles: Sequence[float]
+) -> LLMCurves:
     """``LLMCurves.build`` with each row remembered on its (immutable) token mix, so the several
     solves of one planning step (quantile levels, shrink, admission rates) build each curve once."""
     rows: list[LLMCurves | None] = []
@@ -142,7 +144,9 @@ def llm_horizon_utility(
     return LLMHorizon(utility=util.mean(axis=1), ttft_ms=ttft.max(axis=1), itl_ms=itl.max(axis=1), saturated=saturated)
 
 
-def llm_saturation_count(llm: LLMJobs, rates_rps: NDArray, current: ArrayLike, *, config: ModelConfig) -> NDArray[np.float64]:
+def llm_saturation_count(
+    llm: LLMJobs, rates_rps: NDArray, current: ArrayLike, *, config: ModelConfig
+) -> NDArray[np.float64]:
     """Per LLM job, an estimate of the fewest replicas at which every step meets both SLOs (``inf``
     where an SLO cannot be met at any count); the tables evaluate up to one past it."""
     curves = llm.curves

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from faro.optimizer.model.latency import erlang_c
-from faro.optimizer.model.objective import is_penalty
 from faro.optimizer.model.llm_utility import LLMJobs, llm_horizon_utility, llm_saturation_count
+from faro.optimizer.model.objective import is_penalty
 from faro.optimizer.model.problem import Constraints, ModelConfig, Problem
 from faro.optimizer.model.utility import ADMISSION_GRID, ADMISSION_MIN_GAIN, drop_penalty
 from numpy.typing import NDArray
@@ -141,7 +141,9 @@ def build_tables(
     return _plain_tables(arr, cfg, lo, hi, penalty)
 
 
-def _plain_tables(arr: JobArrays, cfg: ModelConfig, lo: NDArray[np.int64], hi: NDArray[np.int64], penalty: bool) -> Tables:
+def _plain_tables(
+    arr: JobArrays, cfg: ModelConfig, lo: NDArray[np.int64], hi: NDArray[np.int64], penalty: bool
+) -> Tables:
     """Tables of jobs served by the M/D/c model (every job of a problem without LLM jobs)."""
     n, horizon = arr.rates_rps.shape
     if n == 0:
@@ -182,7 +184,9 @@ def _plain_tables(arr: JobArrays, cfg: ModelConfig, lo: NDArray[np.int64], hi: N
     return Tables(lo=lo, hi=hi, utility=util, latency_ms=worst, admission=np.where(valid, admission, 1.0))
 
 
-def _mixed_tables(problem: Problem, arr: JobArrays, lo: NDArray[np.int64], hi: NDArray[np.int64], penalty: bool) -> Tables:
+def _mixed_tables(
+    problem: Problem, arr: JobArrays, lo: NDArray[np.int64], hi: NDArray[np.int64], penalty: bool
+) -> Tables:
     """Tables of a problem with LLM jobs: the others by ``_plain_tables``, the LLM ones by their model,
     merged into one set of rows in problem order."""
     cfg = problem.model

@@ -1,0 +1,96 @@
+"""The continuous-batching latency model: capacity limits, monotonicity, idle values, shapes, extrapolation."""
+
+import numpy as np
+import pytest
+from faro.optimizer.model.llm_latency import U_GRID, U_MAX, LLMCurves, capacity_rps, llm_latency_ms
+from faro.optimizer.model.llm_profile import EngineProfile, TokenMix
+
+
+def profile(**kw):
+    base = dict(step_base_ms=15.0, decode_ms_per_seq=0.25, prefill_ms_per_token=0.1, kv_cache_tokens=400_000,
+                max_num_seqs=128, max_num_batched_tokens=4096)
+    base.update(kw)
+    return EngineProfile(**base)
+
+
+def chat_mix(n=400, seed=3):
+    rng = np.random.default_rng(seed)
+    return TokenMix(np.minimum(rng.lognormal(6.8, 0.7, n), 8000), np.maximum(1, rng.lognormal(4.7, 0.9, n)))
+
+
+def test_capacity_is_bound_by_the_tightest_limit_and_kv_binds_before_max_num_seqs():
+    mix = TokenMix.fixed(1000, 200)
+    roomy = LLMCurves.build([profile(max_num_seqs=64)], [mix])
+    assert roomy.binding == ("max_num_seqs",)
+    # a running request holds ~1,100 KV tokens: a 10k-token cache runs out at ~9 of them, not 64
+    tight = LLMCurves.build([profile(max_num_seqs=64, kv_cache_tokens=10_000)], [mix])
+    assert tight.binding == ("kv_cache_tokens",)
+    assert tight.capacity_rps[0] < 0.5 * roomy.capacity_rps[0]
+    # long prompts, one output token: the per-step token budget binds
+    budget = LLMCurves.build([profile(max_num_batched_tokens=2048)], [TokenMix.fixed(3000, 2)])
+    assert budget.binding == ("max_num_batched_tokens",)
+
+
+def test_capacity_matches_the_fluid_limit_for_a_fixed_mix():
+    # decode-only requests, slots bind: Λ = S/m arrivals per step, step = a + β + Λ·w
+    prof = profile(prefill_ms_per_token=0.0, max_num_seqs=32)
+    mix = TokenMix.fixed(10, 101)
+    m = 100 + 1
+    arrivals = 32 / m
+    work = 0.25 * 100
+    expected = arrivals / (15.0 + 0.25 + arrivals * work) * 1000
+    assert capacity_rps(prof, mix) == pytest.approx(expected, rel=1e-9)
+
+
+def test_idle_latencies_are_one_prefill_step_and_one_decode_step():
+    prof = profile()
+    ttft, itl = llm_latency_ms(prof, TokenMix.fixed(2000, 50), 0.0)
+    assert ttft == pytest.approx(15.0 + 0.25 + 0.1 * 2000)
+    assert itl == pytest.approx(15.0 + 0.25)
+
+
+def test_latency_rises_with_load_and_falls_with_replicas():
+    prof, mix = profile(), chat_mix()
+    cap = capacity_rps(prof, mix)
+    rates = np.linspace(0, 1.2 * cap, 40)
+    ttft, itl = llm_latency_ms(prof, mix, rates, 1)
+    assert np.all(np.diff(ttft) >= -1e-9) and np.all(np.diff(itl) >= -1e-9)
+    assert ttft[-1] > 3 * ttft[0]
+    reps = np.arange(1, 9)
+    ttft_c, itl_c = llm_latency_ms(prof, mix, 3 * cap, reps)
+    assert np.all(np.diff(ttft_c) <= 1e-9) and np.all(np.diff(itl_c) <= 1e-9)
+
+
+def test_curves_are_vectorised_over_jobs_steps_and_counts():
+    curves = LLMCurves.build([profile(), profile(max_num_seqs=32)], [chat_mix(), TokenMix.fixed(500, 20)], [99.0, 90.0])
+    rates = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])[:, :, None]  # (J, H, 1)
+    counts = np.array([[1, 2], [1, 3]])[:, None, :]  # (J, 1, X)
+    ttft, itl = curves.latency_ms(rates, counts)
+    assert ttft.shape == itl.shape == (2, 3, 2)
+    one, _ = llm_latency_ms(profile(max_num_seqs=32), TokenMix.fixed(500, 20), 5.0, 3, percentile=90.0)
+    assert ttft[1, 1, 1] == pytest.approx(float(one))
+
+
+def test_no_replicas_under_load_is_infinite_and_no_load_is_the_idle_value():
+    ttft, itl = llm_latency_ms(profile(), chat_mix(), [0.0, 1.0], 0)
+    assert np.isfinite(ttft[0]) and ttft[1] == np.inf and itl[1] == np.inf
+
+
+def test_beyond_u_max_latency_grows_in_proportion_to_load():
+    prof, mix = profile(), chat_mix()
+    cap = capacity_rps(prof, mix)
+    at, _ = llm_latency_ms(prof, mix, U_MAX * cap)
+    over, _ = llm_latency_ms(prof, mix, 2 * U_MAX * cap)
+    assert over == pytest.approx(2 * at, rel=1e-9)
+
+
+def test_single_token_outputs_have_no_itl():
+    _, itl = llm_latency_ms(profile(), TokenMix.fixed(800, 1), [0.5, 2.0])
+    assert np.all(itl == 0)
+
+
+def test_a_higher_percentile_is_never_below_a_lower_one():
+    prof, mix = profile(), chat_mix()
+    c = LLMCurves.build([prof, prof], [mix, mix], [90.0, 99.0])
+    assert np.all(c.ttft_ms[1] >= c.ttft_ms[0] - 1e-9) and np.all(c.itl_ms[1] >= c.itl_ms[0] - 1e-9)
+    assert c.ttft_ms.shape == (2, U_GRID.size)
