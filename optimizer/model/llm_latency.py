@@ -73,6 +73,10 @@ from faro.optimizer.model.llm_profile import EngineProfile, TokenMix
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import gammaincc
 
+DEFAULT_TOKEN_MIX = TokenMix.fixed(1024, 128)
+"""The mix an LLM job is planned for before any is observed or declared: 1,024 prompt and 128 output
+tokens per request (close to the medians of the Azure LLM conversation trace, 2023)."""
+
 U_GRID = np.array(
     [0.0, 0.01, 0.03, 0.06, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.67, 0.73, 0.78, 0.82, 0.86, 0.89,
      0.91, 0.93, 0.95, 0.96, 0.97, 0.98, 0.99]

@@ -157,10 +157,15 @@ class TokenMix:
 
 @dataclass(frozen=True)
 class LLMSpec:
-    """The declared side of an LLM job: its SLOs and the engine profile of one replica."""
+    """The declared side of an LLM job: its SLOs and the engine profile of one replica.
+
+    ``token_mix`` (optional) is a declared request mix to plan for until one is observed (workload
+    definitions, problem files); the live path observes it instead.
+    """
 
     slo: LLMSLO
     profile: EngineProfile
+    token_mix: TokenMix | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from faro.optimizer.model.problem import Job, Problem
 from faro.optimizer.policy.base import ClusterView, JobView, Plan, Target
+from faro.optimizer.policy.faro_llm import equivalent_latency_ms
 from numpy.typing import NDArray
 
 Key = tuple[str, str]
@@ -164,6 +165,8 @@ def observed_latency_ms(jv: JobView, *, metric: str = "mean") -> float | None:
     """The latency a reactive rule compares with the SLO: the window mean (as the artifact) or the
     SLO percentile; falls back to whichever was measured."""
     obs = jv.observation
+    if jv.spec.llm is not None:  # TTFT/ITL against their SLOs, in the primary SLO's units
+        return equivalent_latency_ms(jv)
     if metric == "mean":
         return obs.mean_latency_ms if obs.mean_latency_ms is not None else obs.latency_ms
     return obs.latency_ms if obs.latency_ms is not None else obs.mean_latency_ms

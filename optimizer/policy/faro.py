@@ -36,6 +36,7 @@ from faro.optimizer.policy.common import (
     hpa_deadband,
     make_plan,
 )
+from faro.optimizer.policy.faro_llm import llm_job, planning_horizon
 from faro.optimizer.policy.forecasting import LoadForecaster, oracle_forecast
 from faro.optimizer.policy.hybrid import HybridPolicy, HybridState
 from numpy.typing import NDArray
@@ -56,6 +57,9 @@ def build_problem(view: ClusterView, rates_rpm: NDArray[np.float64], *, objectiv
     jobs = []
     for jv, rates in zip(view.jobs, rows, strict=True):
         spec = jv.spec
+        if spec.llm is not None:  # continuous-batching model, GPUs, observed token mix (faro_llm.py)
+            jobs.append(llm_job(jv, rates))
+            continue
         jobs.append(
             Job(
                 name=spec.name,
@@ -204,7 +208,7 @@ class FaroPolicy(HybridPolicy):
 
     def forecast_tables(self, view: ClusterView, state: HybridState) -> tuple[dict[float, NDArray], HybridState, str]:
         tables, fstate, source = self._forecaster.forecast(
-            view, state.forecast, horizon=self.horizon, quantiles=self.quantile_levels()
+            view, state.forecast, horizon=planning_horizon(view, self.horizon), quantiles=self.quantile_levels()
         )
         return tables, replace(state, forecast=fstate), source
 
@@ -306,6 +310,6 @@ class OraclePolicy(FaroPolicy):
         super().__init__(objective, name="oracle", **options)
 
     def forecast_tables(self, view: ClusterView, state: HybridState) -> tuple[dict[float, NDArray], HybridState, str]:
-        table, complete = oracle_forecast(view, self.horizon)
+        table, complete = oracle_forecast(view, planning_horizon(view, self.horizon))
         source = "oracle" if complete else "oracle (future missing for some jobs: last minute used)"
         return {q: table for q in self.quantile_levels()}, state, source

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from faro.optimizer.errors import InvalidInputError
-from faro.optimizer.kube.annotations import AnnotationProblem, FaroAnnotations, parse_annotations
+from faro.optimizer.kube.annotations import AnnotationProblem, FaroAnnotations, llm_profile, parse_annotations
 from faro.optimizer.kube.state import DeploymentInfo, HpaInfo, KubeSnapshot
 from faro.optimizer.metrics.base import DeploymentRef
+from faro.optimizer.model.llm_latency import DEFAULT_TOKEN_MIX
+from faro.optimizer.model.llm_profile import LLMSpec
 from faro.optimizer.model.problem import SLO, Quota
 from faro.optimizer.policy.base import ClusterView, JobObservation, JobSpec, JobView
 
@@ -122,7 +124,21 @@ def build_cycle(snapshot: KubeSnapshot, observations: Mapping[tuple[str, str], O
             held.append(Held(info, f"no metrics: {errors.get(info.key, 'not observed yet')}", settings))
             continue
         metrics = observed.metrics
-        processing_ms = settings.processing_time_ms or getattr(metrics, "processing_time_ms", None)
+        llm = None
+        if settings.llm_slo is not None:
+            # LLM Deployment: the engine profile (pinned annotations over the calibrated one) replaces
+            # the processing time; GPUs per replica from the pod template
+            profile, why = llm_profile(settings, gpus=float(info.requests.get("nvidia.com/gpu", 0.0)),
+                                       calibrated=getattr(metrics, "llm_profile", None))
+            if profile is None:
+                held.append(Held(info, why, settings))
+                continue
+            llm = LLMSpec(slo=settings.llm_slo, profile=profile)
+            observed_mix = getattr(getattr(metrics, "llm", None), "token_mix", None)
+            mean_prompt = (observed_mix or DEFAULT_TOKEN_MIX).mean_prompt_tokens
+            processing_ms = float(profile.step_ms(0, mean_prompt))  # descriptive: unloaded prefill time
+        else:
+            processing_ms = settings.processing_time_ms or getattr(metrics, "processing_time_ms", None)
         if not processing_ms or not math.isfinite(processing_ms) or processing_ms <= 0:
             held.append(Held(info, "no processing time: set faro.dev/processing-time-ms or export a service-time "
                                    "metric", settings))
@@ -132,7 +148,8 @@ def build_cycle(snapshot: KubeSnapshot, observations: Mapping[tuple[str, str], O
             spec = JobSpec(name=info.name, namespace=info.namespace,
                            slo=SLO(settings.slo_latency_ms, settings.slo_percentile),
                            processing_time_ms=float(processing_ms), resources=dict(info.requests),
-                           limits=dict(info.limits), weight=settings.weight, min_replicas=low, max_replicas=high)
+                           limits=dict(info.limits), weight=settings.weight, min_replicas=low, max_replicas=high,
+                           llm=llm)
             if high < low:
                 source = "annotation" if settings.max_replicas is not None else "HPA"
                 raise InvalidInputError("max replicas", f"{high} (from the {source}) is below min replicas {low}")
@@ -151,6 +168,7 @@ def build_cycle(snapshot: KubeSnapshot, observations: Mapping[tuple[str, str], O
             cpu_utilization=getattr(metrics, "cpu_utilization", None),
             queue_length=getattr(metrics, "queue_length", None),
             mean_latency_ms=getattr(metrics, "mean_latency_ms", None),
+            llm=getattr(metrics, "llm", None),  # LLMObservation from an LLM metrics preset
         )
         jobs.append(JobView(spec=spec, observation=observation, current_replicas=asked.get(info.key, info.replicas),
                             ready_replicas=info.ready_replicas))

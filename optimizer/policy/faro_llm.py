@@ -1,0 +1,81 @@
+"""The LLM side of Faro's planning: LLM jobs for the solver, the horizon a model load needs, the
+reactive check on TTFT/ITL.
+
+Called by ``faro.py`` (``build_problem`` turns a job with ``JobSpec.llm`` into an LLM ``Job`` here,
+``FaroPolicy``/``OraclePolicy`` ask ``planning_horizon`` how far to forecast) and by ``common.py``
+(``observed_latency_ms`` asks ``equivalent_latency_ms`` for an LLM job's reactive check). Everything
+else — forecasting requests per minute, quantile raising, shrinking, the solvers under GPU quotas and
+the cluster cap — is Faro's own code path, shared with the other jobs. Pure.
+
+An LLM job is planned for the request mix observed last (``JobObservation.llm.token_mix``), else the
+one its spec declares (``LLMSpec.token_mix``), else ``DEFAULT_TOKEN_MIX`` (1,024 prompt and 128
+output tokens). A new replica serves only after ``profile.model_load_s`` (the model's cold start), so
+the horizon is extended to cover the load plus ``SERVING_STEPS`` steps in which the replica serves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from faro.optimizer.model.llm_latency import DEFAULT_TOKEN_MIX
+from faro.optimizer.model.llm_profile import TokenMix
+from faro.optimizer.model.problem import Job
+from faro.optimizer.policy.base import ClusterView, JobView
+
+SERVING_STEPS = 4
+"""Horizon steps an LLM replica must serve after its model load for the plan to weigh it."""
+
+
+def token_mix_of(jv: JobView) -> TokenMix:
+    """The mix to plan an LLM job for: observed, else declared, else ``DEFAULT_TOKEN_MIX``."""
+    observed = jv.observation.llm.token_mix if jv.observation.llm is not None else None
+    if observed is not None:
+        return observed
+    declared = jv.spec.llm.token_mix if jv.spec.llm is not None else None
+    return declared if declared is not None else DEFAULT_TOKEN_MIX
+
+
+def llm_job(jv: JobView, rates_rps: Sequence[float]) -> Job:
+    """The solver's ``Job`` for an LLM job of the view (``rates_rps``: its forecast per step)."""
+    spec = jv.spec
+    assert spec.llm is not None
+    return Job.for_llm(
+        spec.name,
+        llm=spec.llm,
+        token_mix=token_mix_of(jv),
+        rate_rps=tuple(rates_rps) or (0.0,),
+        namespace=spec.namespace,
+        resources=spec.resources,
+        limits=spec.limits,
+        weight=spec.weight,
+        min_replicas=spec.min_replicas,
+        max_replicas=spec.max_replicas,
+        current_replicas=max(0, int(jv.current_replicas)),
+    )
+
+
+def planning_horizon(view: ClusterView, horizon: int, *, step_s: float = 60.0) -> int:
+    """``horizon`` steps, or more when an LLM job's model load would leave fewer than ``SERVING_STEPS``
+    steps in which a new replica serves."""
+    loads = [jv.spec.llm.profile.model_load_s for jv in view.jobs if jv.spec.llm is not None]
+    if not loads:
+        return horizon
+    return max(horizon, math.ceil(max(loads) / step_s) + SERVING_STEPS)
+
+
+def equivalent_latency_ms(jv: JobView) -> float | None:
+    """An LLM job's observed TTFT/ITL as one latency in its primary SLO's units, for the reactive
+    check and the latency-ratio baselines: ``max(TTFT/TTFT_SLO, ITL/ITL_SLO) · spec.slo.latency_ms``
+    over the declared and observed SLOs (so it exceeds ``spec.slo.latency_ms`` exactly when some
+    declared SLO is violated). None when neither was observed."""
+    spec, obs = jv.spec.llm, jv.observation.llm
+    if spec is None or obs is None:
+        return None
+    ratios = []
+    for observed, slo in ((obs.ttft_ms, spec.slo.ttft_ms), (obs.itl_ms, spec.slo.itl_ms)):
+        if observed is not None and slo is not None:
+            ratios.append(observed / slo if math.isfinite(observed) else math.inf)
+    if not ratios:
+        return None
+    return max(ratios) * jv.spec.slo.latency_ms

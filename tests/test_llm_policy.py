@@ -1,0 +1,110 @@
+"""Faro and the Oracle plan LLM jobs: GPUs under quotas for the forecast load and the observed token mix,
+a horizon that covers the model load, and a reactive step on observed TTFT/ITL."""
+
+import numpy as np
+import pytest
+from faro.optimizer.model.llm_latency import DEFAULT_TOKEN_MIX, capacity_rps
+from faro.optimizer.model.llm_profile import LLMSLO, EngineProfile, LLMObservation, LLMSpec, TokenMix
+from faro.optimizer.model.problem import SLO, Quota
+from faro.optimizer.policy.base import ClusterView, JobObservation, JobSpec, JobView
+from faro.optimizer.policy.faro import build_problem
+from faro.optimizer.policy.faro_llm import equivalent_latency_ms, planning_horizon, token_mix_of
+from faro.optimizer.policy.registry import make_policy
+
+PROFILE = EngineProfile(step_base_ms=15.0, decode_ms_per_seq=0.25, prefill_ms_per_token=0.1,
+                        kv_cache_tokens=200_000, max_num_seqs=128, max_num_batched_tokens=4096, model_load_s=150.0)
+MIX = TokenMix(np.array([300.0, 800, 1200, 2500, 600, 4000]), np.array([50.0, 120, 200, 80, 300, 150]))
+
+
+def llm_view(rates_rps, *, current=1, gpus=8, llm_obs=None, now_s=300.0, future=False):
+    jobs = []
+    for i, rate in enumerate(rates_rps):
+        spec = JobSpec(name=f"llm{i}", namespace="gpu", slo=SLO(1500.0), processing_time_ms=100.0,
+                       resources={"nvidia.com/gpu": 1.0}, max_replicas=16,
+                       llm=LLMSpec(LLMSLO(ttft_ms=1500.0, itl_ms=450.0), PROFILE))
+        history = (rate * 60.0,) * 30
+        obs = JobObservation(rate_history_rpm=history, llm=llm_obs or LLMObservation(token_mix=MIX),
+                             future_rate_rpm=history[:20] if future else None)
+        jobs.append(JobView(spec=spec, observation=obs, current_replicas=current, ready_replicas=current))
+    cpu = JobSpec(name="resnet", namespace="cpu", slo=SLO(720.0), processing_time_ms=180.0)
+    jobs.append(JobView(spec=cpu, observation=JobObservation(rate_history_rpm=(960.0,) * 30), current_replicas=4,
+                        ready_replicas=4))
+    quotas = (Quota(name="gpu", namespace="gpu", hard={"requests.nvidia.com/gpu": gpus}),
+              Quota(name="cap", hard={"cpu": 8}))
+    return ClusterView(now_s=now_s, jobs=tuple(jobs), quotas=quotas)
+
+
+def plan_of(policy, view):
+    decision = policy.decide(view, policy.initial_state())
+    return decision.plan.desired(), decision
+
+
+def test_faro_gives_an_llm_job_the_gpus_its_load_needs_within_the_quota():
+    cap = capacity_rps(PROFILE, MIX)
+    policy = make_policy("faro-sum", reactive=False)
+    light, _ = plan_of(policy, llm_view([0.25 * cap]))
+    heavy, decision = plan_of(policy, llm_view([3.0 * cap]))
+    assert light[("gpu", "llm0")] == 1 and 4 <= heavy[("gpu", "llm0")] <= 8
+    assert decision.plan.kind == "solve" and heavy[("cpu", "resnet")] >= 1
+    squeezed, _ = plan_of(make_policy("faro-fairsum", reactive=False), llm_view([3.0 * cap, 3.0 * cap], gpus=5))
+    assert squeezed[("gpu", "llm0")] + squeezed[("gpu", "llm1")] <= 5
+    assert abs(squeezed[("gpu", "llm0")] - squeezed[("gpu", "llm1")]) <= 1
+
+
+def test_the_oracle_plans_llm_jobs_from_the_true_future():
+    cap = capacity_rps(PROFILE, MIX)
+    desired, decision = plan_of(make_policy("oracle", reactive=False), llm_view([3.0 * cap], future=True))
+    assert "oracle" in decision.plan.solver_status and desired[("gpu", "llm0")] >= 4
+
+
+def test_an_llm_job_is_planned_for_the_observed_then_the_declared_then_the_default_mix():
+    view = llm_view([2.0])
+    assert token_mix_of(view.jobs[0]) is MIX
+    jv = view.jobs[0]
+    bare = JobView(spec=jv.spec, observation=jv.observation.__class__(), current_replicas=1, ready_replicas=1)
+    assert token_mix_of(bare) is DEFAULT_TOKEN_MIX
+    declared = TokenMix.fixed(64, 8)
+    spec = jv.spec.__class__(**{**jv.spec.__dict__, "llm": LLMSpec(jv.spec.llm.slo, PROFILE, token_mix=declared)})
+    assert token_mix_of(JobView(spec=spec, observation=bare.observation, current_replicas=1,
+                                ready_replicas=1)) is declared
+    problem = build_problem(view, np.array([[120.0] * 7, [960.0] * 7]), objective="sum", model=make_policy(
+        "faro-sum").model)
+    llm, cpu = problem.jobs
+    assert llm.llm is jv.spec.llm and llm.token_mix is MIX and llm.rate_rps == (2.0,) * 7
+    assert cpu.llm is None and cpu.processing_time_ms == 180.0
+
+
+def test_the_horizon_reaches_past_the_model_load():
+    assert planning_horizon(llm_view([1.0]), 7) == 7  # 150 s load: 3 steps, 4 left to serve
+    slow = EngineProfile(step_base_ms=30, decode_ms_per_seq=0.5, prefill_ms_per_token=0.2, kv_cache_tokens=100_000,
+                         model_load_s=600.0)
+    view = llm_view([1.0])
+    jv = view.jobs[0]
+    spec = jv.spec.__class__(**{**jv.spec.__dict__, "llm": LLMSpec(jv.spec.llm.slo, slow)})
+    slow_view = ClusterView(now_s=0.0, jobs=(JobView(spec, jv.observation, 1, 1),))
+    assert planning_horizon(slow_view, 7) == 14
+
+
+@pytest.mark.parametrize(("ttft", "itl", "over"), [
+    pytest.param(900.0, 300.0, False, id="both-met"),
+    pytest.param(2400.0, 300.0, True, id="ttft-violated"),
+    pytest.param(900.0, 900.0, True, id="itl-violated"),
+    pytest.param(None, None, None, id="nothing-observed"),
+])
+def test_the_reactive_check_compares_observed_ttft_and_itl_with_their_slos(ttft, itl, over):
+    view = llm_view([1.0], llm_obs=LLMObservation(ttft_ms=ttft, itl_ms=itl, token_mix=MIX))
+    latency = equivalent_latency_ms(view.jobs[0])
+    if over is None:
+        assert latency is None
+    else:
+        assert (latency > view.jobs[0].spec.slo.latency_ms) is over
+
+
+def test_three_checks_over_the_ttft_slo_add_one_replica_between_long_steps():
+    policy = make_policy("faro-sum", interval_s=300.0, first_long_s=300.0, initial_split=False)
+    state = policy.initial_state()
+    obs = LLMObservation(ttft_ms=4000.0, itl_ms=100.0, token_mix=MIX)
+    for t in (10.0, 20.0, 30.0):
+        decision = policy.decide(llm_view([0.5], current=2, llm_obs=obs, now_s=t), state)
+        state = decision.state
+    assert decision.plan.kind == "reactive" and decision.plan.desired()[("gpu", "llm0")] == 3
