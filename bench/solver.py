@@ -10,7 +10,8 @@ Instances: rates 1–1,600 req/min per job (7 one-minute forecast steps around a
 180 ms processing time, SLO 720 ms at p99, ≈ 3.2 CPUs of budget per job; three resources (cpu,
 memory, nvidia.com/gpu on a tenth of the jobs) under one ResourceQuota per namespace (⌈N/25⌉
 namespaces, 2–8) plus a cluster cap. COBYLA (the artifact's method) runs only up to
-``--cobyla-max`` jobs and cvxpy up to ``--cvxpy-max``.
+``--cobyla-max`` jobs and cvxpy up to ``--cvxpy-max``. ``--shape llm``: LLM jobs (``llm_instance``),
+e.g. ``python bench/solver.py --shape llm --sizes 10,100,1000 --solvers auto,greedy --merge``.
 """
 
 from __future__ import annotations
@@ -72,7 +73,41 @@ def cluster_instance(n: int, seed: int, objective: str) -> Problem:
     return Problem(jobs=jobs, quotas=(Quota(name="cluster", hard={"cpu": 3.2 * n}),), objective=objective)
 
 
-SHAPES = {"paper": paper_instance, "cluster": cluster_instance}
+def llm_instance(n: int, seed: int, objective: str) -> Problem:
+    """LLM jobs (continuous-batching model): per job its own engine profile (8B-class to 70B-class on
+    1–4 GPUs), its own 256-request token mix and TTFT/ITL SLOs; 7 forecast steps of 0.2–20 req/s; GPUs
+    under 8 namespace quotas (0.45 GPU per job each) and a cluster cap of 3 GPUs per job."""
+    from faro.optimizer.model.llm_profile import LLMSLO, EngineProfile, LLMSpec, TokenMix
+
+    rng = np.random.default_rng(seed)
+    spaces = 8
+    jobs = []
+    for i in range(n):
+        profile = EngineProfile(
+            step_base_ms=float(rng.uniform(8, 35)), decode_ms_per_seq=float(rng.uniform(0.1, 0.6)),
+            prefill_ms_per_token=float(rng.uniform(0.03, 0.25)), kv_cache_tokens=int(rng.integers(60_000, 400_000)),
+            max_num_seqs=int(rng.choice([64, 128, 256])), max_num_batched_tokens=int(rng.choice([2048, 4096, 8192])),
+            gpus=float(rng.choice([1, 1, 1, 2, 4])), model_load_s=float(rng.uniform(60, 240)),
+        )
+        mix = TokenMix(np.clip(rng.lognormal(np.log(rng.uniform(200, 2000)), 0.7, 256), 1, 16_000),
+                       np.clip(rng.lognormal(np.log(rng.uniform(10, 300)), 0.8, 256), 1, 4000))
+        slo = LLMSLO(ttft_ms=float(rng.uniform(1000, 5000)), itl_ms=float(rng.uniform(150, 800)))
+        level = rng.uniform(0.2, 20.0)
+        jobs.append(Job.for_llm(
+            f"llm{i}", llm=LLMSpec(slo, profile), token_mix=mix, namespace=f"ns{i % spaces}",
+            rate_rps=tuple(float(r) for r in np.clip(level * rng.normal(1.0, 0.08, 7), 0.01, None)),
+            min_replicas=1, max_replicas=32, current_replicas=int(rng.integers(1, 4)),
+        ))
+    quotas = [Quota(name=f"ns{s}", namespace=f"ns{s}", hard={"requests.nvidia.com/gpu": 0.45 * n})
+              for s in range(spaces)]
+    quotas.append(Quota(name="cluster", hard={"nvidia.com/gpu": 3.0 * n}))
+    return Problem(jobs=tuple(jobs), quotas=tuple(quotas), objective=objective)
+
+
+SHAPES = {"paper": paper_instance, "cluster": cluster_instance, "llm": llm_instance}
+COLD = {"llm"}
+"""Shapes whose solves are timed cold: LLM curves are remembered on each token mix, so every timed solve
+gets a freshly built problem (new mixes), as a live cycle with newly observed mixes does."""
 
 
 def measure(problem: Problem, solver: str, *, traced: bool, time_limit_s: float = 120.0) -> dict:
@@ -102,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cvxpy-max", type=int, default=1000)
     parser.add_argument("--output", default=str(RESULTS))
     parser.add_argument("--shape", choices=sorted(SHAPES), default="paper",
-                        help="paper: cpu+memory+GPU under namespace quotas and a cluster cap; cluster: one CPU cap")
+                        help="paper: cpu+memory+GPU under namespace quotas and a cluster cap; cluster: one CPU cap; "
+                             "llm: LLM jobs (TTFT/ITL SLOs, GPU quotas), timed cold (and warm)")
     parser.add_argument("--merge", action="store_true", help="keep rows of --output this run does not redo")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -118,10 +154,15 @@ def main(argv: list[str] | None = None) -> int:
                 runs = []
                 for seed, problem in enumerate(tqdm(problems, desc=f"{objective} n={n} {solver}", file=sys.stderr,
                                                     leave=False)):
+                    if args.shape in COLD:
+                        problem = SHAPES[args.shape](n, seed, objective)
                     run = measure(problem, solver, traced=False, time_limit_s=args.time_limit_s)
+                    if args.shape in COLD:  # and again with the curves remembered (an unchanged mix)
+                        run["warm_solve_ms"] = measure(problem, solver, traced=False)["solve_ms"]
                     run["seed"] = seed
                     runs.append(run)
-                peak = measure(problems[0], solver, traced=True, time_limit_s=args.time_limit_s)["peak_bytes"]
+                first = SHAPES[args.shape](n, 0, objective) if args.shape in COLD else problems[0]
+                peak = measure(first, solver, traced=True, time_limit_s=args.time_limit_s)["peak_bytes"]
                 times = [r["solve_ms"] for r in runs]
                 gaps = [r["gap"] for r in runs if r["gap"] is not None]
                 rows.append({
@@ -132,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                     "quota_respected": all(r["quota_respected"] for r in runs),
                     "peak_mib": peak / 2**20, "runs": runs,
                 })
+                if args.shape in COLD:
+                    rows[-1]["warm_median_ms"] = statistics.median(r["warm_solve_ms"] for r in runs)
     out = Path(args.output)
     command = "python bench/solver.py " + " ".join(argv or sys.argv[1:])
     commands = [command]

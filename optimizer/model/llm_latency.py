@@ -14,53 +14,54 @@ Notes
 -----
 Per replica: arrival rate ``λ`` (Poisson), prompt/output lengths ``(P, O)`` from the token mix, the
 engine profile's step model ``a + β·decodes + γ·prefill_tokens + δ·context_tokens`` and its limits
-``S = max_num_seqs``, ``B = max_num_batched_tokens``, ``K = kv_cache_tokens``. A request occupies a
-running slot for ``k(P) = ⌈P/B⌉`` prefill steps and ``O − 1`` decode steps (its last prefill step emits
-the first token); ``m = E[O − 1 + k]``.
+``S = max_num_seqs``, ``B = max_num_batched_tokens``, ``K = kv_cache_tokens``. A request is prefilled in
+``k(P) = ⌈P/B⌉`` steps (its last prefill step emits the first token) and then decodes ``O − 1`` tokens,
+one per step. ``w = β·E[O−1] + γ·E[P] + δ·KVS`` is the engine work per request beyond the step base
+(``KVS`` the KV-token-steps a request holds).
 
-*Capacity.* Per step a replica admits ``Λ = λ·T`` requests on average (``T`` the mean step). Running
-requests ``N = Λ·m`` must fit ``S``; the KV tokens they hold, ``Λ·KVS`` with
-``KVS = E[(O−1)(P + O/2) + k·P + (O−1+k)·block/2]`` (KV-token-steps per request), must fit ``K``; the
-tokens scheduled per step, ``Λ·(E[P] + E[O−1])``, must fit ``B``. So ``Λ ≤ Λ_max = min(S/m, K/KVS,
-B/(E[P]+E[O−1]))`` and, since ``T = (a + β)/(1 − λw)`` with ``w = β·E[O−1] + γ·E[P] + δ·KVS`` the
-engine work per request, the largest sustainable rate is ``λ_max = Λ_max/(a + β + Λ_max·w)``.
-Loads are expressed as ``u = λ/λ_max``; at ``u ≥ u_max`` the model is evaluated at ``u_max`` and the
-latencies scaled by ``u/u_max`` (as the M/D/c model does above ``ρ_max``), so utilities keep a slope.
-
-*Steps.* A request that decodes sees the others as an M/G/∞ population: ``T = (a + β + δ·kv)/(1 − λw)``
-(its own token, the mean number of other decoders ``λ·E[O−1]·T`` and the prompts that arrived during
-the previous step, ``λ·E[P]·T`` tokens). With chunked prefill every step takes all prompts that
-arrived during the previous one (a gated service), so the step durations form the chain
-``T' = c₀ + γ·A(T)`` with ``A(T)`` compound Poisson of prompts at rate ``λT`` and ``c₀ = (1 − ρ)·T``,
+*Steps.* A decoding request sees the others as an M/G/∞ population: its mean step is
+``T = (a + β + δ·kv)/(1 − λw)`` (its own token, the other decoders ``λ·E[O−1]·T`` and the prompts that
+arrived during the previous step, ``λ·E[P]·T`` tokens). With chunked prefill every step takes the
+prompts that arrived during the previous one (a gated service), so step durations form the chain
+``T' = c₀ + γ·A(T)``, ``A(T)`` compound Poisson of prompts at rate ``λT``, ``c₀ = (1 − ρ)·T``,
 ``ρ = λγE[P]``. Its stationary moments are closed-form:
-``μ₂ = (c₀² + 2c₀γνμ₁ + γ²λE[P²]μ₁)/(1 − ρ²)`` and a similar ``μ₃`` (``ν = λE[P]``, ``μ₁ = T``).
+``μ₂ = (c₀² + 2c₀γνμ₁ + γ²λE[P²]μ₁)/(1 − ρ²)``, ``ν = λE[P]``, ``μ₁ = T``, and similarly ``μ₃``.
+
+*Capacity.* A request runs (holds a slot and KV blocks) for its prefill step — which lasts
+``T₀ = c₀ + γE[P] + ρ·μ₂/μ₁``, the prompts batched with it included — and ``O − 1`` decode steps, so
+``N(λ) = λ·(E[k]·T₀ + E[O−1]·T)`` requests run and ``KV(λ) = λ·(T₀·E[kP] + T·E[(O−1)(P + O/2)]) +
+N·block/2`` tokens are in use; ``λ·T·(E[P] + E[O−1])`` tokens are scheduled per step. The capacity
+``λ_max`` is the largest rate at which ``N ≤ S``, ``KV ≤ K`` and the tokens per step ``≤ B`` (bisection;
+``LLMCurves.binding`` says which binds). Loads are ``u = λ/λ_max``; at ``u ≥ u_max`` latencies are
+evaluated at ``u_max`` and scaled by ``u/u_max`` (as the M/D/c model does above ``ρ_max``).
 
 *TTFT.* An arrival waits for the current step (length-biased ``T*``, uniform position ``U``), then its
-prompt is prefilled in the next step together with everything that arrived meanwhile:
-``TTFT = γP + k(P)·c₀ + V + W`` with ``V = U·T* + γ·A(T*)``. ``V`` is modelled as an atom at 0 and an
-exponential tail, ``f₁·Exp(θ₁)`` with ``θ₁ = E[V²]/(2E[V])`` and ``f₁ = E[V]/θ₁`` (both moments from
-``μ₁…μ₃``): most arrivals find a short decode step, a few find a long prefill step, and that
-mixture sets the tail. ``W`` is the wait for a running slot or KV space: the running count is
-over-dispersed (a long prefill step delays every request at once), modelled as a gamma variable with
-mean ``N`` and variance ``N/(1 − λw)`` (the processor-sharing index); KV in use likewise with the
-per-request KV spread. ``W = f₂·Exp(θ₂)`` with ``f₂`` the probability that slots or KV are exhausted and
-``θ₂ = m·T·ID/(capacity − N)`` (an M/M/c-like drain slowed by the dispersion). The percentile of
-``γP + k·c₀ + V + W`` is found by bisection over the prompt-length atoms (``V + W`` is a
-hypoexponential mixture in closed form).
+prompt is prefilled in the next step(s) with everything that arrived meanwhile:
+``TTFT = γP + k(P)·c₀ + V + W``, ``V = U·T* + γ·A(T*)``. ``V`` is an atom at 0 plus an exponential tail,
+``f₁·Exp(θ₁)`` with ``θ₁ = E[V²]/(2E[V])``, ``f₁ = E[V]/θ₁`` (moments from ``μ₁…μ₃``; the decode-step part
+is scaled by the probability that the engine is busy, ``1 − e^{−N}``): most arrivals find a short decode
+step, a few a long prefill step, and that mixture sets the tail. ``W`` is the wait for a running slot or
+for KV space: the running count is over-dispersed (a long prefill step delays every running request at
+once) and modelled as a gamma variable with mean ``N`` and variance ``N·(1 − λw)^{−3/2}``; KV in use as a
+gamma variable with that dispersion plus the per-request KV spread. ``W = f₂·Exp(θ₂)``: ``f₂`` is the
+probability that the slots are full or that the KV left is below the arriving prompt, ``θ₂`` an M/M/c-like
+drain ``N/λ/(capacity − N)`` times the dispersion index (``^{1/2}`` for slots, ``^1`` for KV: under KV
+pressure vLLM preempts and recomputes, which drains slower). The percentile of ``γP + k·c₀ + V + W`` is
+found by bisection over the prompt atoms (``V + W`` is a hypoexponential mixture in closed form).
 
-*ITL.* Every running request gets one token per step, so the ITL distribution is the step-duration
-distribution ``c₀ + γ·min(X, B − D)`` with ``X`` the prompt tokens a step carries: 0 with probability
-``e^{−Λ'}``, else a sum of ``k̄ = Λ'/(1 − e^{−Λ'})`` prompts on average (shaped like the prompt
-distribution, spread by ``√k̄/√(1 − ρ²)`` for the chain's correlation), plus full-budget steps for
-chunks that spill over. ``Λ'`` includes the echo of a request's own prefill: the steps right after a
-long prefill step carry the prompts that arrived during it, and those are a request's first ITLs.
+*ITL.* Every running request gets one token per step, so ITLs are step durations
+``c₀ + γ·min(X, B − D)``, ``X`` the prompt tokens a step carries. The number of prompts per step is
+negative binomial: mixed Poisson over the previous step's length, mean ``λ·T'`` and extra variance
+``λ²·Var(T)``; ``k`` prompts carry ``k·E[P] + √k·(P − E[P])`` tokens over the prompt atoms, and chunks
+beyond the budget spill into full steps. ``T'`` includes the echo of a request's own prefill: its ``j``-th
+ITL follows a step of mean ``T + ρ^{j−1}(T₀ − T)``, and short outputs make those a large share of ITLs.
 
-*Limits* (what the model does not capture): preemption and recompute when KV runs out (the model
-treats KV like a slot limit, so it is optimistic once preemptions are frequent); prefix caching;
-speculative decoding; load imbalance between replicas; the exact over-dispersion of the running
-count near saturation (the gamma approximation places the saturation cliff only approximately);
-long-prompt budget queues beyond what the step chain captures. See ``docs/llm.md`` for the agreement
-with the token-level simulator.
+*Fitted parts and limits.* The dispersion exponent ``3/2`` and the wait exponents ``1/2`` (slots) and
+``1`` (KV) were fitted against the token-level simulator (``optimizer/sim/llm``) on the grid of
+``bench/llm_model.py``; everything else follows from the profile and the mix. Not modelled: preemption's
+recompute work beyond its effect on the KV wait, prefix caching, speculative decoding, load imbalance
+between replicas, scheduling policies other than FCFS. The saturation cliff (slots or KV full) is placed
+only approximately, so errors are larger near ``λ_max``; ``docs/llm.md`` gives the measured agreement.
 """
 
 from __future__ import annotations
@@ -71,36 +72,38 @@ from dataclasses import dataclass
 import numpy as np
 from faro.optimizer.model.llm_profile import EngineProfile, TokenMix
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import gammaincc
+from scipy.special import gammaincc, gammaln
 
 DEFAULT_TOKEN_MIX = TokenMix.fixed(1024, 128)
 """The mix an LLM job is planned for before any is observed or declared: 1,024 prompt and 128 output
 tokens per request (close to the medians of the Azure LLM conversation trace, 2023)."""
 
-U_GRID = np.array(
-    [0.0, 0.01, 0.03, 0.06, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.67, 0.73, 0.78, 0.82, 0.86, 0.89,
-     0.91, 0.93, 0.95, 0.96, 0.97, 0.98, 0.99]
-)
+U_GRID = np.array([0.0, 0.02, 0.06, 0.12, 0.2, 0.3, 0.4, 0.5, 0.6, 0.68, 0.75, 0.81, 0.86, 0.9, 0.93, 0.95, 0.97, 0.99])
 """Per-replica loads ``u = λ/λ_max`` the curves are evaluated at (dense where latency climbs)."""
 
 U_MAX = 0.95
 """Default load above which latencies are extrapolated linearly in ``u`` (the steady state is not
 trusted there; the M/D/c model's ``ρ_max``). ``ModelConfig.rho_max`` overrides it in the solvers."""
 
-ATOM_LEVELS = np.array(
-    [0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.9, 0.95, 0.975, 0.99, 0.995, 0.999]
-)
+ATOM_LEVELS = np.array([0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 0.95, 0.98, 0.99, 0.998])
 """Quantile levels that summarise a token mix (dense in the tail, which sets p99 latencies)."""
 
-_BISECT_STEPS = 34
+_NEWTON_STEPS = 12
+
+DISPERSION_POWER = 1.5
+WAIT_POWER = 0.5
+KV_WAIT_POWER = 1.0
+"""Index of dispersion of the running count, ``(1 − λw)^−1.5``: the processing-sharing index
+``1/(1 − λw)`` raised to a power fitted against the token-level simulator (long prefill steps delay
+every running request at once, which a Poisson or PS count does not see)."""
 
 
 @dataclass(frozen=True)
 class TokenSummary:
     """What the latency model needs of a token mix: weighted atoms and joint moments.
 
-    ``prompt``/``prompt_weight`` and ``output``/``output_weight`` are quantile atoms (the samples
-    themselves when there are few); the moments are exact over the paired samples.
+    ``prompt``/``prompt_weight`` and ``output``/``output_weight`` are quantile atoms at ``ATOM_LEVELS``
+    (each weighted by the probability mass it stands for); the moments are exact over the paired samples.
     """
 
     prompt: NDArray[np.float64]
@@ -116,37 +119,39 @@ class TokenSummary:
     decode_output: float  # E[(O − 1)·O]
     decode_kv2: float  # E[(O − 1)·(P + O/2)²]
 
-    @classmethod
-    def of(cls, mix: TokenMix) -> TokenSummary:
-        p, o = mix.prompt_tokens, mix.output_tokens
-        dec = o - 1.0
-        pv, pw = _atoms(p)
-        ov, ow = _atoms(o)
-        return cls(
-            prompt=pv, prompt_weight=pw, output=ov, output_weight=ow,
-            mean_prompt=float(p.mean()), prompt_m2=float((p**2).mean()), prompt_m3=float((p**3).mean()),
-            mean_decodes=float(dec.mean()), decodes_m2=float((dec**2).mean()),
-            decode_prompt=float((dec * p).mean()), decode_output=float((dec * o).mean()),
-            decode_kv2=float((dec * (p + o / 2.0) ** 2).mean()),
-        )
-
-
-def _atoms(samples: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """``ATOM_LEVELS``-quantile atoms with the probability mass each stands for."""
-    x = np.sort(samples)
-    if x.size <= ATOM_LEVELS.size:
-        return x, np.full(x.size, 1.0 / x.size)
-    edges = np.concatenate([[0.0], (ATOM_LEVELS[1:] + ATOM_LEVELS[:-1]) / 2.0, [1.0]])
-    return np.quantile(x, ATOM_LEVELS), np.diff(edges)
-
 
 def token_summary(mix: TokenMix) -> TokenSummary:
     """The mix's summary, computed once per ``TokenMix`` object (they are immutable)."""
-    cached = mix.__dict__.get("_faro_summary")
-    if cached is None:
-        cached = TokenSummary.of(mix)
-        mix.__dict__["_faro_summary"] = cached  # a frozen value's derived data, not state
-    return cached
+    return token_summaries([mix])[0]
+
+
+def token_summaries(mixes: Sequence[TokenMix]) -> list[TokenSummary]:
+    """Summaries of many mixes, the missing ones computed in one vectorised pass (segment sorts and
+    sums over all samples at once) and remembered on each mix (derived data of a frozen value)."""
+    missing = [i for i, mix in enumerate(mixes) if "_faro_summary" not in mix.__dict__]
+    if missing:
+        todo = [mixes[i] for i in missing]
+        sizes = np.array([m.prompt_tokens.size for m in todo])
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        p = np.concatenate([m.prompt_tokens for m in todo])
+        o = np.concatenate([m.output_tokens for m in todo])
+        dec = o - 1.0
+        pos = ATOM_LEVELS[None, :] * (sizes - 1)[:, None]  # numpy's "linear" quantile positions
+        below = np.floor(pos).astype(np.int64)
+        frac = pos - below
+        above = np.minimum(below + 1, (sizes - 1)[:, None])
+        atoms = []
+        for name in ("prompt_tokens", "output_tokens"):
+            srt = np.concatenate([np.sort(getattr(m, name)) for m in todo])  # n log n per mix: cheap
+            atoms.append(srt[starts[:, None] + below] * (1.0 - frac) + srt[starts[:, None] + above] * frac)
+        p2, dp, kv = p * p, dec * p, p + o / 2.0
+        cols = (p, p2, p2 * p, dec, dec * dec, dp, dec * o, dec * kv * kv)
+        means = (np.stack([np.add.reduceat(c, starts) for c in cols]) / sizes).T.tolist()
+        edges = np.concatenate([[0.0], (ATOM_LEVELS[1:] + ATOM_LEVELS[:-1]) / 2.0, [1.0]])
+        weight = np.diff(edges)
+        for k, i in enumerate(missing):
+            mixes[i].__dict__["_faro_summary"] = TokenSummary(atoms[0][k], weight, atoms[1][k], weight, *means[k])
+    return [mix.__dict__["_faro_summary"] for mix in mixes]
 
 
 @dataclass(frozen=True)
@@ -178,7 +183,7 @@ class LLMCurves:
         if not profiles:
             empty = np.zeros((0, U_GRID.size))
             return cls(np.zeros(0), empty, empty, np.zeros(0, dtype=bool), ())
-        return _build(list(profiles), [token_summary(m) for m in mixes], pct)
+        return _build(list(profiles), token_summaries(list(mixes)), pct)
 
     def take(self, rows: ArrayLike) -> LLMCurves:
         idx = np.asarray(rows, dtype=np.int64)
@@ -210,6 +215,39 @@ class LLMCurves:
         return ttft, itl
 
 
+    def max_load(self, ttft_ms: ArrayLike, itl_ms: ArrayLike, *, u_max: float = U_MAX) -> NDArray[np.float64]:
+        """Per row, the largest load ``u`` at which TTFT ≤ ``ttft_ms`` and ITL ≤ ``itl_ms`` (NaN: no
+        limit) on the interpolated curves; 0 when even an idle replica misses, ``inf`` with no limit."""
+        out = np.full(self.capacity_rps.shape, np.inf)
+        for table, limit in ((self.ttft_ms, ttft_ms), (self.itl_ms, itl_ms)):
+            lim = np.broadcast_to(np.asarray(limit, dtype=float), out.shape)
+            if table is self.itl_ms:
+                lim = np.where(self.has_itl, lim, np.nan)
+            out = np.minimum(out, _max_load(table, lim, u_max))
+        return out
+
+
+def _max_load(table: NDArray[np.float64], limit: NDArray[np.float64], u_max: float) -> NDArray[np.float64]:
+    """Largest ``u`` with ``_interp_rows(table, u) ≤ limit`` per row (rows non-decreasing in ``u``)."""
+    u_max = float(min(u_max, U_GRID[-1]))
+    inner = u_max > U_GRID
+    knots = np.concatenate([U_GRID[inner], [u_max]])
+    at_max = _interp_rows(table, np.full((table.shape[0], 1), u_max), u_max)
+    vals = np.concatenate([table[:, inner], at_max], axis=1)
+    ok = vals <= np.nan_to_num(limit, nan=np.inf)[:, None]
+    k = ok.sum(axis=1)  # a prefix, the rows being non-decreasing
+    last = vals[:, -1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        beyond = np.where(last > 0, u_max * limit / last, np.inf)  # latency ∝ u above u_max
+        km = np.clip(k, 1, knots.size - 1)
+        rows = np.arange(table.shape[0])
+        v0, v1 = vals[rows, km - 1], vals[rows, km]
+        frac = np.where(v1 > v0, (limit - v0) / (v1 - v0), 0.0)
+        inside = knots[km - 1] + frac * (knots[km] - knots[km - 1])
+    out = np.where(k == 0, 0.0, np.where(k == knots.size, beyond, inside))
+    return np.where(np.isnan(limit), np.inf, out)
+
+
 def _interp_rows(table: NDArray[np.float64], u: NDArray[np.float64], u_max: float) -> NDArray[np.float64]:
     """Row-wise linear interpolation of ``table`` (J, G) on ``U_GRID`` at ``u`` (J, ...), extrapolated
     proportionally above ``u_max``; ``inf`` stays ``inf``."""
@@ -227,14 +265,6 @@ def _interp_rows(table: NDArray[np.float64], u: NDArray[np.float64], u_max: floa
 
 def _col(values: Sequence[float]) -> NDArray[np.float64]:
     return np.asarray(values, dtype=float)[:, None]
-
-
-def _pad(arrays: list[NDArray[np.float64]], fill: float) -> NDArray[np.float64]:
-    width = max(a.size for a in arrays)
-    out = np.full((len(arrays), width), fill)
-    for i, a in enumerate(arrays):
-        out[i, : a.size] = a
-    return out
 
 
 def _gamma_sf(x: NDArray, mean: NDArray, var: NDArray) -> NDArray[np.float64]:
@@ -256,10 +286,10 @@ def _build(profiles: list[EngineProfile], sums: list[TokenSummary], pct: NDArray
     block = _col([p.block_size_tokens for p in profiles])
     tail = (1.0 - pct / 100.0)[:, None]
 
-    pv = _pad([s.prompt for s in sums], 0.0)  # (J, M); padded atoms have weight 0
-    pw = _pad([s.prompt_weight for s in sums], 0.0)
-    ov = _pad([s.output for s in sums], 1.0)
-    ow = _pad([s.output_weight for s in sums], 0.0)
+    pv = np.stack([s.prompt for s in sums])  # (J, M) atoms, ascending
+    pw = np.stack([s.prompt_weight for s in sums])
+    ov = np.stack([s.output for s in sums])
+    ow = np.stack([s.output_weight for s in sums])
     ep = _col([s.mean_prompt for s in sums])
     ep2 = _col([s.prompt_m2 for s in sums])
     ep3 = _col([s.prompt_m3 for s in sums])
@@ -277,23 +307,46 @@ def _build(profiles: list[EngineProfile], sums: list[TokenSummary], pct: NDArray
     kv_var = np.maximum((_col([s.decode_kv2 for s in sums]) + ekp2) / m - kv_mean**2, 0.0)
     work = beta * eom + gam * ep + delta * kvs  # engine ms per request beyond the step base
 
-    lam_s, lam_k, lam_b = seqs / m, kv_cap / kvs, budget / (ep + eom)
-    limits = np.concatenate([lam_s, lam_k, lam_b], axis=1)
-    arrivals_max = limits.min(axis=1, keepdims=True)
+    self_ms = a + beta + delta * kv_mean
+    dkv = _col([s.decode_prompt for s in sums]) + _col([s.decode_output for s in sums]) / 2.0
+
+    def steady(lam: NDArray) -> dict[str, NDArray]:
+        """The steady state at per-replica rate ``lam`` (req/ms): mean step, step-chain moments,
+        running requests and KV tokens in use (a request runs for its prefill step(s), which carry
+        the prompts batched with it, and then its decode steps)."""
+        step = self_ms / (1.0 - lam * work)  # mean step a decoding request sees
+        rho = lam * gam * ep
+        c0 = step * (1.0 - rho)
+        nu = lam * ep
+        mu1 = step
+        mu2 = (c0**2 + 2 * c0 * gam * nu * mu1 + gam**2 * lam * ep2 * mu1) / (1.0 - rho**2)
+        first = c0 + gam * ep + rho * mu2 / mu1  # the step that prefills a request (with its batch)
+        running = lam * (ek * first + eom * step)
+        kv_used = lam * (first * ekp + step * dkv) + running * block / 2.0
+        tokens = lam * step * (ep + eom)  # tokens scheduled per step
+        return dict(step=step, rho=rho, c0=c0, nu=nu, mu1=mu1, mu2=mu2, first=first, running=running,
+                    kv_used=kv_used, tokens=tokens)
+
+    # capacity: the largest rate whose steady state fits max_num_seqs, the KV cache and the budget
+    ceiling = 1.0 / work
+    fits = []
+    for key, limit in (("running", seqs), ("kv_used", kv_cap), ("tokens", budget)):
+        lo, hi = np.zeros_like(ceiling), ceiling * (1.0 - 1e-9)
+        for _ in range(60):
+            mid = (lo + hi) / 2.0
+            ok = steady(mid)[key] <= limit
+            lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
+        fits.append(lo)
+    limits = np.concatenate(fits, axis=1)
+    lam_max = limits.min(axis=1, keepdims=True)  # req/ms per replica
     names = ("max_num_seqs", "kv_cache_tokens", "max_num_batched_tokens")
     binding = tuple(names[i] for i in np.argmin(limits, axis=1))
-    self_ms = a + beta + delta * kv_mean
-    lam_max = arrivals_max / (self_ms + arrivals_max * work)  # req/ms per replica
 
     lam = lam_max * U_GRID[None, :]  # (J, G)
-    step = self_ms / (1.0 - lam * work)  # mean step a decoding request sees
+    st = steady(lam)
+    step, rho, c0, nu, mu1, mu2 = (st[k] for k in ("step", "rho", "c0", "nu", "mu1", "mu2"))
     per_step = lam * step
     decodes = per_step * eom
-    rho = lam * gam * ep
-    c0 = step * (1.0 - rho)
-    nu = lam * ep
-    mu1 = step
-    mu2 = (c0**2 + 2 * c0 * gam * nu * mu1 + gam**2 * lam * ep2 * mu1) / (1.0 - rho**2)
     mu3 = (c0**3 + 3 * c0**2 * gam * nu * mu1 + 3 * c0 * gam**2 * (lam * ep2 * mu1 + nu**2 * mu2)
            + gam**3 * (lam * ep3 * mu1 + 3 * lam * ep2 * nu * mu2)) / (1.0 - rho**3)
     ts1, ts2 = mu2 / mu1, mu3 / mu1  # length-biased step moments
@@ -310,18 +363,19 @@ def _build(profiles: list[EngineProfile], sums: list[TokenSummary], pct: NDArray
     f1 = np.where(ev > 0, np.minimum(1.0, ev / theta1), 0.0)
 
     # waiting for a slot or KV space: over-dispersed occupancy
-    running = per_step * m
-    dispersion = 1.0 / (1.0 - lam * work)
-    residence = m * step
+    running, kv_used = st["running"], st["kv_used"]
+    dispersion = (1.0 - lam * work) ** -DISPERSION_POWER
+    residence = np.where(lam > 0, running / np.maximum(lam, 1e-300), ek * st["first"] + eom * step)
     p_slots = _gamma_sf(seqs, running, dispersion * running)
-    kv_used = running * kv_mean
-    kv_var_total = dispersion * running * kv_mean**2 + running * kv_var
-    p_kv = _gamma_sf(kv_cap, kv_used, kv_var_total)
+    kv_run = np.where(running > 0, kv_used / np.maximum(running, 1e-300), kv_mean)
+    kv_var_total = dispersion * running * kv_run**2 + running * kv_var
+    # an arrival is admitted only while its prompt's blocks are free: KV in use above K − P blocks it
+    p_kv = _gamma_sf(kv_cap - ep, kv_used, kv_var_total)
     with np.errstate(divide="ignore", invalid="ignore"):
-        theta_s = residence * dispersion / np.maximum(seqs - running, 1e-9 * seqs)
-        kv_slots = kv_cap / kv_mean
-        kv_disp = np.where(kv_used > 0, kv_var_total / (kv_used * kv_mean), 1.0)
-        theta_k = residence * kv_disp / np.maximum(kv_slots - running, 1e-9 * kv_slots)
+        theta_s = residence * dispersion**WAIT_POWER / np.maximum(seqs - running, 1e-9 * seqs)
+        kv_slots = kv_cap / kv_run
+        kv_disp = np.where(kv_used > 0, kv_var_total / (kv_used * kv_run), 1.0)
+        theta_k = residence * kv_disp**KV_WAIT_POWER / np.maximum(kv_slots - running, 1e-9 * kv_slots)
     f2 = 1.0 - (1.0 - p_slots) * (1.0 - p_kv)
     theta2 = np.where(f2 > 1e-12, (p_slots * theta_s + p_kv * theta_k) / np.maximum(f2, 1e-300), theta1)
     f2 = np.where(f2 > 1e-12, f2, 0.0)
@@ -334,24 +388,19 @@ def _build(profiles: list[EngineProfile], sums: list[TokenSummary], pct: NDArray
     # ITL: step durations, including the echo of a request's own prefill step
     dec_cap = seqs * eom / m
     budget_left = np.maximum(budget - np.minimum(decodes, dec_cap), 1.0)
-    first_step = c0 + gam * ep + rho * ts1
+    first_step = st["first"]
     r = rho[:, :, None]
     dec_atoms = (ov - 1.0)[:, None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
-        echo = (ow[:, None, :] * r * (1.0 - r**dec_atoms) / np.maximum(1.0 - r, 1e-12)).sum(-1)
+        echo = (ow[:, None, :] * (1.0 - r**dec_atoms) / np.maximum(1.0 - r, 1e-12)).sum(-1)
         echo = np.where(eom > 0, echo / np.maximum(eom, 1e-12), 0.0)
     lam_itl = lam * (step + np.maximum(first_step - step, 0.0) * echo)
-    pi0 = np.exp(-lam_itl)
-    kbar = np.where(lam_itl > 1e-12, lam_itl / np.maximum(1.0 - pi0, 1e-300), 1.0)
-    spread = np.sqrt(kbar) / np.sqrt(np.maximum(1.0 - rho**2, 1e-3))
-    x = np.maximum(0.0, kbar[:, :, None] * ep[:, :, None] + spread[:, :, None] * (pv - ep)[:, None, :])
-    bl = budget_left[:, :, None]
-    spill = ((np.maximum(x - bl, 0.0) / bl) * pw[:, None, :]).sum(-1) * (1.0 - pi0)
-    values = np.concatenate([np.zeros_like(lam)[:, :, None], x, bl], axis=-1)
-    weights = np.concatenate([pi0[:, :, None], (1.0 - pi0)[:, :, None] * pw[:, None, :], spill[:, :, None]], axis=-1)
+    # prompts per step: mixed Poisson over the previous step's length (negative binomial with the
+    # chain's variance), their sum shaped like the prompt atoms; steps beyond the budget spill over
+    var_step = np.maximum(mu2 - mu1**2, 0.0)
+    itl_x = _prefill_quantile(pv, pw, ep, lam_itl, lam**2 * var_step, budget_left, 1.0 - tail)
     c0_itl = np.minimum(c0, a + beta * (1.0 + seqs) + delta * kv_cap)
-    steps_ms = c0_itl[:, :, None] + gam[:, :, None] * np.minimum(values, bl)
-    itl = _weighted_quantile(steps_ms, weights, 1.0 - tail[:, :, None])
+    itl = c0_itl + gam * itl_x
 
     ttft = np.maximum.accumulate(ttft, axis=1)
     itl = np.maximum.accumulate(itl, axis=1)
@@ -359,34 +408,124 @@ def _build(profiles: list[EngineProfile], sums: list[TokenSummary], pct: NDArray
     return LLMCurves(lam_max[:, 0] * 1000.0, ttft, itl, has_itl, binding)
 
 
+_MAX_PROMPTS = 5
+"""Prompts per step counted one by one in the ITL model; more are one group (with their mean count)."""
+
+
+def _prefill_quantile(
+    pv: NDArray, pw: NDArray, ep: NDArray, mean_k: NDArray, extra_var_k: NDArray, budget_left: NDArray, level: NDArray
+) -> NDArray[np.float64]:
+    """Quantile at ``level`` of the prompt tokens one step carries, capped at ``budget_left`` (J, G).
+
+    The number of prompts is negative binomial (mean ``mean_k``, variance ``mean_k + extra_var_k``); the sum
+    of k prompts takes the values ``k·E[P] + √k·(P − E[P])`` over the prompt atoms ``pv`` (exact for k = 1
+    and for a fixed prompt length). Chunks beyond the budget spill into the next steps as full steps.
+    """
+    j, g = mean_k.shape
+    ks = np.arange(1, _MAX_PROMPTS + 2, dtype=float)  # the last one stands for "more"
+    # negative binomial pmf for k = 0 … K and the tail (Poisson when there is no extra variance)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        over = extra_var_k > 1e-12 * np.maximum(mean_k, 1e-300)
+        r = np.where(over, mean_k**2 / np.maximum(extra_var_k, 1e-300), np.inf)
+    kk = np.arange(_MAX_PROMPTS + 1, dtype=float)[None, None, :]
+    mu = mean_k[:, :, None]
+    finite = np.isfinite(r)[:, :, None]
+    rr = np.where(finite, r[:, :, None], 1.0)
+    log_nb = (gammaln(kk + rr) - gammaln(rr) - gammaln(kk + 1) + rr * np.log(rr / (rr + mu))
+              + kk * np.log(np.where(mu > 0, mu / (rr + mu), 1.0)))
+    log_po = kk * np.log(np.where(mu > 0, mu, 1.0)) - mu - gammaln(kk + 1)
+    pk = np.exp(np.where(finite, log_nb, log_po))
+    pk = np.where(mu > 0, pk, (kk == 0).astype(float))
+    more = np.maximum(1.0 - pk.sum(-1), 0.0)
+    # "more than K" prompts: one row of atoms at a count per job above every grid point's typical count
+    k_more = np.maximum(_MAX_PROMPTS + 1.0, (mean_k + np.sqrt(mean_k + extra_var_k)).max(axis=1))  # (J,)
+    counts = np.concatenate([np.broadcast_to(ks[:-1], (j, _MAX_PROMPTS)), k_more[:, None]], axis=1)  # (J, K+1)
+    values = np.maximum(0.0, counts[:, :, None] * ep[:, :, None] + np.sqrt(counts)[:, :, None] * (pv - ep)[:, None, :])
+    values = values.reshape(j, -1)  # (J, A): atoms of every count, sorted once per job
+    order = np.argsort(values, axis=1)
+    m = pv.shape[1]
+    sorted_vals = np.take_along_axis(values, order, axis=1)
+    pw_sorted = np.take_along_axis(pw, order % m, axis=1)
+    pk_rows = np.concatenate([pk[:, :, 1:], more[:, :, None]], axis=-1)  # (J, G, K+1)
+    weights = np.take_along_axis(pk_rows, np.broadcast_to((order // m)[:, None, :], (j, g, order.shape[1])), -1)
+    weights = weights * pw_sorted[:, None, :]  # (J, G, A), in value order
+    bl = budget_left[:, :, None]
+    spill = (weights * np.maximum(sorted_vals[:, None, :] - bl, 0.0)).sum(-1) / budget_left  # extra full steps
+    # P(X ≤ x) over the sorted atoms; the spilled full steps lie at the cap
+    total = pk[:, :, 0] + weights.sum(-1) + spill
+    target = level * total  # (J, G)
+    cdf = pk[:, :, :1] + np.cumsum(weights, axis=-1)
+    idx = np.minimum((cdf < target[:, :, None] - 1e-12).sum(-1), sorted_vals.shape[1])
+    padded = np.concatenate([sorted_vals, np.full((j, 1), np.inf)], axis=1)  # beyond the atoms: full steps
+    q = padded[np.arange(j)[:, None], idx]
+    q = np.where(pk[:, :, 0] >= target - 1e-12, 0.0, q)
+    return np.minimum(q, budget_left)
+
+
 def _ttft_quantile(
     own: NDArray, weight: NDArray, f1: NDArray, theta1: NDArray, f2: NDArray, theta2: NDArray, tail: NDArray
 ) -> NDArray[np.float64]:
-    """Solve ``Σ_j w_j·P(own_j + V + W > t) = tail`` for t, with ``V = f₁·Exp(θ₁)``, ``W = f₂·Exp(θ₂)``."""
-    f1, th1, f2, th2 = (v[:, :, None] for v in (f1, theta1, f2, theta2))
-    w = weight[:, None, :]
-    tail3 = tail[:, :, None]
-    diff = th1 - th2
-    close = np.abs(diff) <= 1e-6 * th1
-    safe = np.where(close, 1.0, diff)
+    """Solve ``Σ_j w_j·P(own_j + V + W > t) = tail`` for t, with ``V = f₁·Exp(θ₁)``, ``W = f₂·Exp(θ₂)``.
 
-    def survival(t: NDArray) -> NDArray:
-        x = t[:, :, None] - own
-        xp = np.maximum(x, 0.0)
-        e1, e2 = np.exp(-xp / th1), np.exp(-xp / th2)
-        both = np.where(close, (1.0 + xp / th1) * e1, (th1 * e1 - th2 * e2) / safe)
-        s = f1 * (1.0 - f2) * e1 + f2 * (1.0 - f1) * e2 + f1 * f2 * both
-        return (w * np.where(x < 0, 1.0, s)).sum(-1)
+    ``own`` (J, G, M) ascending along the atoms, ``weight`` (J, M), the rest (J, G), ``tail`` (J, 1).
+    ``V + W`` has the survival ``A·e^{−x/θ₁} + C·e^{−x/θ₂}`` for x ≥ 0, so between two atoms the survival
+    is a sum of two exponentials with coefficients from discounted prefix sums over the atoms passed:
+    the segment holding the root is found from the values at the atoms, and the root within it by a
+    few bracketed Newton steps — no search over t with every atom at every step.
+    """
+    j, g, m = own.shape
+    th1 = np.maximum(theta1, 1e-9)
+    th2 = np.maximum(theta2, 1e-9)
+    th2 = np.where(np.abs(th1 - th2) < 1e-3 * th1, th1 * (1.0 + 1e-3), th2)  # distinct: closed form below
+    d = th1 - th2
+    coef1 = f1 * (1.0 - f2) + f1 * f2 * th1 / d
+    coef2 = f2 * (1.0 - f1) - f1 * f2 * th2 / d
+    w = np.broadcast_to(weight[:, None, :], own.shape)
+    disc1 = np.empty(own.shape)
+    disc2 = np.empty(own.shape)
+    run1 = np.zeros((j, g))
+    run2 = np.zeros((j, g))
+    for k in range(m):  # Σ_{i ≤ k} w_i·e^{−(own_k − own_i)/θ}, never overflowing
+        if k:
+            gap = own[:, :, k] - own[:, :, k - 1]
+            run1 = run1 * np.exp(-gap / th1)
+            run2 = run2 * np.exp(-gap / th2)
+        run1 = run1 + w[:, :, k]
+        run2 = run2 + w[:, :, k]
+        disc1[:, :, k] = run1
+        disc2[:, :, k] = run2
+    rest = w.sum(-1, keepdims=True) - np.cumsum(w, axis=-1)  # mass of the atoms not yet passed
+    at = rest + coef1[:, :, None] * disc1 + coef2[:, :, None] * disc2  # survival just after each atom
+    target = np.broadcast_to(tail, (j, g))
+    k = (at > target[:, :, None]).sum(-1)  # the first atom after which the survival is ≤ tail
+    kc = np.minimum(k, m - 1)
 
-    lo = own.min(-1)
-    span = (theta1 + theta2) * (np.log(1.0 / tail) + 2.0) * 2.0
-    hi = own.max(-1) + span
-    for _ in range(_BISECT_STEPS):
-        mid = (lo + hi) / 2.0
-        above = survival(mid) > tail3[..., 0]
-        lo = np.where(above, mid, lo)
-        hi = np.where(above, hi, mid)
-    return hi
+    def pick(arr: NDArray, idx: NDArray) -> NDArray:
+        return np.take_along_axis(arr, idx[:, :, None], -1)[:, :, 0]
+
+    left = pick(at, kc) + pick(w, kc) * (1.0 - coef1 - coef2)  # just before atom k
+    on_atom = (k < m) & (left >= target)
+    seg = np.maximum(np.where(k < m, k - 1, m - 1), 0)  # the root lies after atom ``seg``
+    base = pick(own, seg)
+    r = pick(rest, seg)
+    c1 = coef1 * pick(disc1, seg)
+    c2 = coef2 * pick(disc2, seg)
+    seg_len = np.where(k < m, pick(own, kc) - base, np.inf)
+    want = target - r
+    top = np.maximum(th1, th2)
+    x = np.maximum(top * np.log(np.maximum(c1 + c2, 1e-300) / np.maximum(want, 1e-300)), 0.0)
+    lo = np.zeros((j, g))
+    hi = np.minimum(seg_len, x * 4.0 + top * 50.0)
+    for _ in range(_NEWTON_STEPS):
+        e1, e2 = np.exp(-x / th1), np.exp(-x / th2)
+        f = c1 * e1 + c2 * e2 - want
+        lo = np.where(f > 0, x, lo)
+        hi = np.where(f > 0, hi, x)
+        slope = -(c1 * e1 / th1 + c2 * e2 / th2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            newton = x - f / slope
+        x = np.where((slope < 0) & (newton > lo) & (newton < hi), newton, (lo + hi) / 2.0)
+    return np.where(on_atom, pick(own, kc), base + x)
 
 
 def _weighted_quantile(values: NDArray, weights: NDArray, level: NDArray) -> NDArray[np.float64]:

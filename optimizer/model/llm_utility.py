@@ -153,16 +153,8 @@ def llm_saturation_count(
     n = len(llm)
     if n == 0:
         return np.zeros(0)
-    # the largest per-replica load meeting both SLOs, by bisection on the interpolated curves
-    lo, hi = np.zeros(n), np.full(n, 4.0)
     cap = curves.capacity_rps
-    for _ in range(48):
-        mid = (lo + hi) / 2.0
-        ttft, itl = curves.latency_ms((mid * cap)[:, None], np.ones((n, 1)), u_max=config.rho_max)
-        ok = llm_step_utility(ttft[:, 0], itl[:, 0], llm.slo_ttft_ms, llm.slo_itl_ms) >= 1.0
-        lo = np.where(ok, mid, lo)
-        hi = np.where(ok, hi, mid)
-    u_ok = lo
+    u_ok = curves.max_load(llm.slo_ttft_ms, llm.slo_itl_ms, u_max=config.rho_max)  # per-replica load meeting both
     rates = np.asarray(rates_rps, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         need = np.where(rates > 0, rates / (u_ok * cap)[:, None], 0.0)  # (n, H) real counts
