@@ -34,9 +34,8 @@ Format::
                     kv_cache_tokens: 200000, max_num_seqs: 128, max_num_batched_tokens: 4096,
                     model_load_s: 120}              # also context_ms_per_token, block_size_tokens, gpus
           token_mix: {prompt_tokens: [1020, 310, 4100], output_tokens: [129, 40, 600]}
-          # or one number each (every request alike), or {trace: conv.csv}: a CSV with columns
-          # ContextTokens,GeneratedTokens (the Azure LLM trace) or prompt_tokens,output_tokens,
-          # relative to this file
+          # or one number each (every request alike), or {trace: conv}: a bundled Azure LLM 2023 trace
+          # (code, conv) or a CSV next to this file in its format (TIMESTAMP,ContextTokens,GeneratedTokens)
 """
 
 from __future__ import annotations
@@ -64,7 +63,6 @@ _PROFILE_KEYS = {
     "max_num_batched_tokens", "kv_cache_tokens", "block_size_tokens", "gpus", "model_load_s",
 }
 _PROFILE_INTEGERS = {"max_num_seqs", "max_num_batched_tokens", "kv_cache_tokens", "block_size_tokens"}
-_TRACE_COLUMNS = (("ContextTokens", "GeneratedTokens"), ("prompt_tokens", "output_tokens"))
 _TOP_KEYS = {"objective", "cluster", "quotas", "jobs", "model"}
 
 
@@ -297,31 +295,16 @@ def _token_mix(raw: Any, where: str, base: Path) -> TokenMix:
 
 
 def _trace_mix(value: Any, where: str, base: Path) -> TokenMix:
-    import csv
+    """The requests of a trace: a bundled one by name (``code``, ``conv``) or a CSV next to the file."""
+    from faro.optimizer.sim.llm.workload import TRACE_FILES, load_llm_trace
 
     if not isinstance(value, str) or not value:
-        raise InvalidInputError(where, "must be a file name")
-    path = base / value
+        raise InvalidInputError(where, f"must be a bundled trace ({', '.join(TRACE_FILES)}) or a file name")
     try:
-        with path.open(newline="") as fh:
-            reader = csv.DictReader(fh)
-            fields = reader.fieldnames or []
-            cols = next((c for c in _TRACE_COLUMNS if set(c) <= set(fields)), None)
-            if cols is None:
-                names = " or ".join(",".join(c) for c in _TRACE_COLUMNS)
-                raise InvalidInputError(f"{where} {path}", f"needs the columns {names}")
-            prompt, output = [], []
-            for line, row in enumerate(reader, start=2):
-                try:
-                    prompt.append(float(row[cols[0]]))
-                    output.append(max(1.0, float(row[cols[1]])))
-                except (TypeError, ValueError):
-                    raise InvalidInputError(f"{where} {path} line {line}", "token counts must be numbers") from None
-    except OSError as exc:
-        raise InvalidInputError(f"{where} {path}", f"cannot read: {exc.strerror or exc}") from None
-    if not prompt:
-        raise InvalidInputError(f"{where} {path}", "has no requests")
-    return TokenMix(np.array(prompt), np.array(output))
+        trace = load_llm_trace(value if value in TRACE_FILES else str(base / value))
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{where} {exc.where}", exc.reason) from None
+    return TokenMix(trace.prompt_tokens.astype(float), np.maximum(trace.output_tokens, 1).astype(float))
 
 
 def _quota(raw: Any, where: str) -> Quota:

@@ -34,11 +34,14 @@ def test_an_llm_job_takes_its_gpus_from_the_pod_resources_and_its_mix_from_the_f
 def test_a_token_mix_can_be_one_pair_or_a_trace_next_to_the_file(tmp_path):
     fixed = problem_from_dict(doc(token_mix={"prompt_tokens": 512, "output_tokens": 64})).jobs[0].token_mix
     assert fixed.mean_prompt_tokens == 512 and fixed.mean_output_tokens == 64
-    (tmp_path / "conv.csv").write_text("TIMESTAMP,ContextTokens,GeneratedTokens\nt,1020,129\nt,400,0\n")
+    (tmp_path / "conv.csv").write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                                       "2023-11-16 18:17:03.1,1020,129\n2023-11-16 18:17:04.2,400,0\n")
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(doc(token_mix={"trace": "conv.csv"})))
     mix = load_problem(path).jobs[0].token_mix
     assert mix.prompt_tokens.tolist() == [1020, 400] and mix.output_tokens.tolist() == [129, 1]  # ≥ 1 token
+    bundled = problem_from_dict(doc(token_mix={"trace": "code"})).jobs[0].token_mix
+    assert bundled.prompt_tokens.size > 1000
 
 
 @pytest.mark.parametrize(

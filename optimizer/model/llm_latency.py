@@ -360,7 +360,8 @@ def _build(profiles: list[EngineProfile], sums: list[TokenSummary], pct: NDArray
     ev = ev - idle * c0 / 2.0
     ev2 = ev2 - idle * c0**2 / 3.0
     theta1 = np.where(ev > 0, ev2 / (2.0 * np.maximum(ev, 1e-300)), 1.0)
-    f1 = np.where(ev > 0, np.minimum(1.0, ev / theta1), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = np.where(ev > 0, np.minimum(1.0, ev / theta1), 0.0)
 
     # waiting for a slot or KV space: over-dispersed occupancy
     running, kv_used = st["running"], st["kv_used"]
@@ -522,7 +523,7 @@ def _ttft_quantile(
         lo = np.where(f > 0, x, lo)
         hi = np.where(f > 0, hi, x)
         slope = -(c1 * e1 / th1 + c2 * e2 / th2)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             newton = x - f / slope
         x = np.where((slope < 0) & (newton > lo) & (newton < hi), newton, (lo + hi) / 2.0)
     return np.where(on_atom, pick(own, kc), base + x)
