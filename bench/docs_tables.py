@@ -427,6 +427,36 @@ def adapter() -> str:
     )
 
 
+def llm_model_agreement() -> str:
+    doc = _load("llm_model.json")
+    names = {"u<0.9": "below 90% load", "u=0.9": "at 90%", "u>=0.95": "95% and beyond"}
+    rows = []
+    for band, e in doc["summary"].items():
+        rows.append([names.get(band, band), str(e["points"])] + [
+            f"{100 * e[f'{m}_median_abs_error']:.0f}% / {100 * e[f'{m}_max_abs_error']:.0f}% / "
+            f"{100 * e[f'{m}_within_20pct']:.0f}%" for m in ("ttft", "tpot", "itl")])
+    header = ["load (u = λ/λ_max)", "points", "TTFT p99 |error| median / max / within 20%", "TPOT p99", "ITL p99"]
+    return _table(header, rows, right=1) + _source(
+        "llm_model.json", doc["command"].strip(), f"{doc['requests']:,} requests per point, load average "
+        f"{_load_avg(doc.get('load_avg'))}; every point in the JSON")
+
+
+def solver_llm() -> str:
+    doc = _load("solver.json")
+    rows = [r for r in doc["rows"] if r.get("shape") == "llm"]
+    rows.sort(key=lambda r: (OBJECTIVES.index(r["objective"]), r["n"], SOLVERS.index(r["solver"])))
+    out = []
+    for r in rows:
+        gap = "–" if r["max_gap"] is None else ("0 (proven)" if r["max_gap"] == 0 else _pct(r["max_gap"], 4))
+        warm = r.get("warm_median_ms")
+        out.append([r["objective"], f"{r['n']:,}", r["solver"], _n(r["median_ms"]), _n(r["max_ms"]),
+                    "–" if warm is None else _n(warm), gap, "yes" if r["quota_respected"] else "**no**"])
+    header = ["objective", "LLM jobs", "solver", "median ms (cold)", "max ms", "median ms (warm)",
+              "max certified gap", "quotas kept"]
+    commands = "`, `".join(c for c in doc.get("commands", [doc.get("command", "")]) if "llm" in c)
+    return _table(header, out, right=3) + f"\n\n_From `bench/results/solver.json` (`{commands}`)._"
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "solver-paper": solver_paper,
     "solver-cluster": solver_cluster,
@@ -442,6 +472,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "llm-need": llm_need,
     "llm-policies": llm_policies,
     "llm-speed": llm_speed,
+    "llm-model-agreement": llm_model_agreement,
+    "solver-llm": solver_llm,
 }
 
 

@@ -1,14 +1,14 @@
-"""LLM latency model vs the token-level simulator: TTFT/ITL p99 on a grid of loads, batch limits and mixes.
+"""LLM latency model vs the token-level simulator: TTFT, ITL and TPOT p99 on a grid of loads, limits and mixes.
 
 Run: ``python bench/llm_model.py`` (``--requests 6000 --seeds 1,2``; ``--quick`` for a small grid).
-Prints a table (simulated vs modelled p99 TTFT and ITL, relative error) and writes
+Prints a table (simulated vs modelled p99 TTFT, ITL and TPOT, relative error) and writes
 ``bench/results/llm_model.json`` with every point and a summary per load band (median and worst absolute
 error below 90% load, at 90%, and beyond).
 
 Each point serves Poisson arrivals at ``u·λ_max`` (``λ_max`` the model's per-replica capacity, so ``u`` is
 the model's utilisation) with prompt/output lengths drawn from a mix, on one replica of
-``faro.optimizer.sim.llm.engine`` (vLLM V1's scheduler), and compares the p99 of TTFT (requests arriving
-after the first 10% of the run) and of inter-token gaps with ``llm_latency_ms``. Mixes: lognormal fits of
+``faro.optimizer.sim.llm.engine`` (vLLM V1's scheduler), and compares the p99 of TTFT and of TPOT (requests
+arriving after the first 10% of the run) and of inter-token gaps with ``llm_predict``. Mixes: lognormal fits of
 the Azure LLM inference trace 2023 (conversation: prompt median 1,020 / p99 4,142, output median 129 / p99
 601; code: prompt median 1,469 / p99 7,436, output median 13 / p99 252; drawn with a fixed seed, so no trace
 file is needed) and one fixed mix.
@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
 
 import numpy as np
-from faro.optimizer.model.llm_latency import capacity_rps, llm_latency_ms
+from faro.optimizer.model.llm_latency import capacity_rps, llm_predict
 from faro.optimizer.model.llm_profile import EngineProfile, TokenMix
 from faro.optimizer.sim.llm.engine import simulate_replica
 from tqdm import tqdm
@@ -70,9 +71,11 @@ def run_point(profile: EngineProfile, mix: TokenMix, rate_rps: float, *, request
     run = simulate_replica(profile, arrivals, mix.prompt_tokens[pick], mix.output_tokens[pick])
     warm = arrivals > 0.1 * arrivals[-1]
     ttft = run.ttft_ms[warm & np.isfinite(run.ttft_ms)]
+    tpot = run.tpot_ms[warm & np.isfinite(run.tpot_ms)]
     return {
         "ttft_p99_ms": float(np.percentile(ttft, 99)),
         "itl_p99_ms": float(run.itl_percentile_ms(99.0)) if run.itl_count.sum() else 0.0,
+        "tpot_p99_ms": float(np.percentile(tpot, 99)) if tpot.size else 0.0,
         "preemptions": int(run.preemptions.sum()),
     }
 
@@ -88,7 +91,7 @@ def summarise(rows: list[dict]) -> dict:
         if not part:
             continue
         entry = {"points": len(part)}
-        for metric in ("ttft", "itl"):
+        for metric in ("ttft", "itl", "tpot"):
             errs = [abs(r[f"{metric}_error"]) for r in part if r[f"{metric}_error"] is not None]
             entry[f"{metric}_median_abs_error"] = statistics.median(errs)
             entry[f"{metric}_max_abs_error"] = max(errs)
@@ -114,35 +117,40 @@ def main(argv: list[str] | None = None) -> int:
         profile, mix = profiles[pname], mix_of[mname]
         cap = capacity_rps(profile, mix)
         sims = [run_point(profile, mix, u * cap, requests=args.requests, seed=s) for s in seeds]
-        sim_ttft = float(np.mean([s["ttft_p99_ms"] for s in sims]))
-        sim_itl = float(np.mean([s["itl_p99_ms"] for s in sims]))
-        ttft, itl = llm_latency_ms(profile, mix, u * cap, 1)
-        rows.append({
-            "profile": pname, "mix": mname, "load": u, "rate_rps": u * cap, "capacity_rps": cap,
-            "sim_ttft_p99_ms": sim_ttft, "model_ttft_p99_ms": float(ttft),
-            "ttft_error": float(ttft) / sim_ttft - 1.0,
-            "sim_itl_p99_ms": sim_itl, "model_itl_p99_ms": float(itl),
-            "itl_error": (float(itl) / sim_itl - 1.0) if sim_itl > 0 else None,
-            "preemptions": int(np.mean([s["preemptions"] for s in sims])),
-        })
-    header = f"{'profile':18} {'mix':14} {'u':>5} {'req/s':>6}  {'TTFT sim':>9} {'model':>8} {'err':>6}  " \
-             f"{'ITL sim':>8} {'model':>7} {'err':>6}  preempt"
-    print(header)
+        row = {"profile": pname, "mix": mname, "load": u, "rate_rps": u * cap, "capacity_rps": cap,
+               "preemptions": int(np.mean([s["preemptions"] for s in sims]))}
+        pred = llm_predict(profile, mix, u * cap, 1)
+        for metric in ("ttft", "itl", "tpot"):
+            sim = float(np.mean([s[f"{metric}_p99_ms"] for s in sims]))
+            model = float(getattr(pred, f"{metric}_ms"))
+            row.update({f"sim_{metric}_p99_ms": sim, f"model_{metric}_p99_ms": model,
+                        f"{metric}_error": (model / sim - 1.0) if sim > 0 else None})
+        rows.append(row)
+    print(f"{'profile':18} {'mix':14} {'u':>5} {'req/s':>6}  {'TTFT sim':>9} {'model':>8} {'err':>6}  "
+          f"{'ITL sim':>8} {'model':>7} {'err':>6}  {'TPOT sim':>8} {'model':>7} {'err':>6}  preempt")
+
+    def err(x: float | None) -> str:
+        return "   n/a" if x is None else f"{x:+6.0%}"
+
     for r in rows:
-        itl_err = "   n/a" if r["itl_error"] is None else f"{r['itl_error']:+6.0%}"
         print(f"{r['profile']:18} {r['mix']:14} {r['load']:5.2f} {r['rate_rps']:6.2f}  {r['sim_ttft_p99_ms']:9.0f} "
-              f"{r['model_ttft_p99_ms']:8.0f} {r['ttft_error']:+6.0%}  {r['sim_itl_p99_ms']:8.1f} "
-              f"{r['model_itl_p99_ms']:7.1f} {itl_err}  {r['preemptions']}")
+              f"{r['model_ttft_p99_ms']:8.0f} {err(r['ttft_error'])}  {r['sim_itl_p99_ms']:8.1f} "
+              f"{r['model_itl_p99_ms']:7.1f} {err(r['itl_error'])}  {r['sim_tpot_p99_ms']:8.1f} "
+              f"{r['model_tpot_p99_ms']:7.1f} {err(r['tpot_error'])}  {r['preemptions']}")
     summary = summarise(rows)
     for name, entry in summary.items():
-        print(f"{name}: {entry['points']} points; TTFT |err| median {entry['ttft_median_abs_error']:.0%} max "
-              f"{entry['ttft_max_abs_error']:.0%} ({entry['ttft_within_20pct']:.0%} within 20%); ITL |err| median "
-              f"{entry['itl_median_abs_error']:.0%} max {entry['itl_max_abs_error']:.0%} "
-              f"({entry['itl_within_20pct']:.0%} within 20%)")
+        print(f"{name}: {entry['points']} points; " + "; ".join(
+            f"{m.upper()} |err| median {entry[f'{m}_median_abs_error']:.0%} max {entry[f'{m}_max_abs_error']:.0%} "
+            f"({entry[f'{m}_within_20pct']:.0%} within 20%)" for m in ("ttft", "itl", "tpot")))
     doc = {"command": "python bench/llm_model.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "requests": args.requests, "seeds": seeds, "rows": rows, "summary": summary}
+           "requests": args.requests, "seeds": seeds, "load_avg": list(os.getloadavg()), "rows": rows,
+           "summary": summary}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(doc, indent=1) + "\n")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import docs_tables  # the docs' benchmark tables are generated from bench/results
+
+    docs_tables.update()
     return 0
 
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from faro.optimizer.model.llm_latency import U_GRID, U_MAX, LLMCurves, capacity_rps, llm_latency_ms
+from faro.optimizer.model.llm_latency import U_GRID, U_MAX, LLMCurves, capacity_rps, llm_latency_ms, llm_predict
 from faro.optimizer.model.llm_profile import EngineProfile, TokenMix
 
 
@@ -94,3 +94,14 @@ def test_a_higher_percentile_is_never_below_a_lower_one():
     c = LLMCurves.build([prof, prof], [mix, mix], [90.0, 99.0])
     assert np.all(c.ttft_ms[1] >= c.ttft_ms[0] - 1e-9) and np.all(c.itl_ms[1] >= c.itl_ms[0] - 1e-9)
     assert c.ttft_ms.shape == (2, U_GRID.size)
+
+
+def test_tpot_is_a_mean_gap_never_above_the_per_gap_itl_and_rising_with_load():
+    prof, mix = profile(), chat_mix()
+    cap = capacity_rps(prof, mix)
+    pred = llm_predict(prof, mix, np.linspace(0.0, 0.95 * cap, 12))
+    assert np.all(pred.tpot_ms <= pred.itl_ms + 1e-9)
+    assert np.all(np.diff(pred.tpot_ms) >= -1e-9)
+    assert pred.tpot_ms[0] >= prof.step_base_ms + prof.decode_ms_per_seq - 1e-9
+    mid = llm_predict(prof, mix, 0.5 * cap)
+    assert mid.itl_ms > 2 * mid.tpot_ms  # one long step among a request's many gaps barely moves their mean

@@ -77,11 +77,12 @@ def test_an_llm_job_does_not_take_a_plain_latency_slo():
 def test_the_llm_example_plans_as_a_table_and_json(capsys):
     assert main(["plan", str(EXAMPLE)]) == 0
     out = capsys.readouterr().out
-    assert "team-chat/chat-8b" in out and "ttft<=1500ms itl<=450ms" in out and "team-docs/resnet34" in out
+    assert "team-chat/chat-8b" in out and "ttft<=1500ms itl<=450ms" in out and "tpot" in out
+    assert "team-docs/resnet34" in out
     assert " NO" not in out
     assert main(["plan", str(EXAMPLE), "--output", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
     chat = report["jobs"][0]["llm"]
-    assert {"ttft_ms", "itl_ms", "slo_ttft_ms", "slo_itl_ms", "replica_capacity_rps"} <= chat.keys()
+    assert {"ttft_ms", "tpot_ms", "itl_ms", "slo_ttft_ms", "slo_itl_ms", "replica_capacity_rps"} <= chat.keys()
     assert chat["replica_capacity_rps"] > 0 and all(q["respected"] for q in report["quotas"])
     assert "llm" not in report["jobs"][3]

@@ -85,7 +85,7 @@ def latency_split(problem: Any, result: Any) -> tuple[list[float], list[float | 
 
 
 def _llm_split(problem: Any, result: Any, i: int) -> tuple[dict[str, float], dict[str, float] | None]:
-    """An LLM job's worst-step TTFT/ITL once every planned replica serves, and while new replicas load
+    """An LLM job's worst-step TTFT/TPOT/ITL once every planned replica serves, and while new replicas load
     their model (the first ``⌈model_load_s/step_s⌉`` steps on the replicas running now; None when it
     does not grow)."""
     import numpy as np
@@ -99,9 +99,9 @@ def _llm_split(problem: Any, result: Any, i: int) -> tuple[dict[str, float], dic
     itl_only = job.llm.slo.ttft_ms is None
 
     def worst(count: int, upto: int | None = None) -> dict[str, float]:
-        ttft, itl = curve.latency_ms(rates[:, :upto], np.full((1, 1), count), u_max=problem.model.rho_max)
-        t, s = float(ttft.max()), float(itl.max())
-        return {"ttft_ms": t, "itl_ms": s, "reported": s if itl_only else t}
+        p = curve.predict(rates[:, :upto], np.full((1, 1), count), u_max=problem.model.rho_max)
+        t, s = float(p.ttft_ms.max()), float(p.tpot_ms.max())
+        return {"ttft_ms": t, "tpot_ms": s, "itl_ms": float(p.itl_ms.max()), "reported": s if itl_only else t}
 
     x = int(result.replicas[i])
     steady = worst(x)
@@ -170,12 +170,14 @@ def _llm_report(problem: Any, result: Any, i: int) -> dict[str, Any]:
     job = problem.jobs[i]
     spec, mix = job.llm, job.token_mix
     curve = cached_curves([spec.profile], [mix], [spec.slo.percentile])
-    steady, cold = _llm_split(problem, result, i) if result.ok else ({"ttft_ms": math.inf, "itl_ms": math.inf}, None)
+    inf = {"ttft_ms": math.inf, "tpot_ms": math.inf, "itl_ms": math.inf}
+    steady, cold = _llm_split(problem, result, i) if result.ok else (inf, None)
     return {
         "ttft_ms": _finite(steady["ttft_ms"]),
-        "itl_ms": _finite(steady["itl_ms"]),
+        "tpot_ms": _finite(steady["tpot_ms"]),
+        "itl_ms": _finite(steady["itl_ms"]),  # a single gap's percentile (vLLM's ITL histogram), for reference
         "cold_start_ttft_ms": None if cold is None else _finite(cold["ttft_ms"]),
-        "cold_start_itl_ms": None if cold is None else _finite(cold["itl_ms"]),
+        "cold_start_tpot_ms": None if cold is None else _finite(cold["tpot_ms"]),
         "slo_ttft_ms": spec.slo.ttft_ms,
         "slo_itl_ms": spec.slo.itl_ms,
         "replica_capacity_rps": float(curve.capacity_rps[0]),
@@ -188,11 +190,11 @@ def _llm_report(problem: Any, result: Any, i: int) -> dict[str, Any]:
 
 
 def _llm_cells(j: dict[str, Any]) -> tuple[str, str, str]:
-    """Latency, while-scaling-up and SLO cells of an LLM job: TTFT and ITL against what it declares."""
+    """Latency, while-scaling-up and SLO cells of an LLM job: TTFT and TPOT against what it declares."""
     llm = j["llm"]
-    lat = f"ttft {_ms(llm['ttft_ms'])} itl {_ms(llm['itl_ms'])}"
+    lat = f"ttft {_ms(llm['ttft_ms'])} tpot {_ms(llm['tpot_ms'])}"
     cold = "-" if llm["cold_start_ttft_ms"] is None else \
-        f"ttft {_ms(llm['cold_start_ttft_ms'])} itl {_ms(llm['cold_start_itl_ms'])}"
+        f"ttft {_ms(llm['cold_start_ttft_ms'])} tpot {_ms(llm['cold_start_tpot_ms'])}"
     parts = [f"ttft<={llm['slo_ttft_ms']:g}ms"] if llm["slo_ttft_ms"] is not None else []
     if llm["slo_itl_ms"] is not None:
         parts.append(f"itl<={llm['slo_itl_ms']:g}ms")
@@ -233,8 +235,9 @@ def format_table(report: dict[str, Any]) -> str:
                  f"({report['cold_start_s']:g} s) and the ones running now serve the load; utility: mean over the "
                  "steps)")
     if any("llm" in j for j in report["jobs"]):
-        lines.append("(LLM jobs: TTFT and ITL at the SLO percentile by the continuous-batching model; while scaling "
-                     "up: until new replicas have loaded their model, model_load_s)")
+        lines.append("(LLM jobs: TTFT and TPOT, a request's mean inter-token gap, held against the ITL SLO, at the "
+                     "SLO percentile by the continuous-batching model; while scaling up: until new replicas have "
+                     "loaded their model, model_load_s)")
     if report["quotas"]:
         lines.append("")
         qrows = [("quota", "resource", "faro uses", "free for faro", "ok")]

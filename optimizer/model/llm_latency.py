@@ -72,7 +72,7 @@ from dataclasses import dataclass
 import numpy as np
 from faro.optimizer.model.llm_profile import EngineProfile, TokenMix
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import gammaincc, gammaln
+from scipy.special import erfc, gammaincc, gammaln
 
 DEFAULT_TOKEN_MIX = TokenMix.fixed(1024, 128)
 """The mix an LLM job is planned for before any is observed or declared: 1,024 prompt and 128 output
@@ -155,11 +155,22 @@ def token_summaries(mixes: Sequence[TokenMix]) -> list[TokenSummary]:
 
 
 @dataclass(frozen=True)
-class LLMCurves:
-    """TTFT and ITL percentiles per job over per-replica load ``u = λ/λ_max`` (rows: jobs).
+class LLMLatency:
+    """Predicted percentiles (ms): time to first token, inter-token gap (every gap counts, as vLLM's
+    ``vllm:inter_token_latency_seconds`` histogram), time per output token (a request's mean gap, every
+    request with ≥ 2 tokens counts once, as ``vllm:request_time_per_output_token_seconds``)."""
 
-    ``capacity_rps[i]`` is job i's ``λ_max`` per replica (req/s); ``ttft_ms``/``itl_ms`` are (J, G) on
-    ``U_GRID``, non-decreasing along the grid; ``binding`` names what limits capacity per job
+    ttft_ms: NDArray[np.float64]
+    itl_ms: NDArray[np.float64]
+    tpot_ms: NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class LLMCurves:
+    """TTFT, ITL and TPOT percentiles per job over per-replica load ``u = λ/λ_max`` (rows: jobs).
+
+    ``capacity_rps[i]`` is job i's ``λ_max`` per replica (req/s); ``ttft_ms``/``itl_ms``/``tpot_ms`` are
+    (J, G) on ``U_GRID``, non-decreasing along the grid; ``binding`` names what limits capacity per job
     (``max_num_seqs``, ``kv_cache_tokens`` or ``max_num_batched_tokens``).
     """
 
@@ -168,6 +179,7 @@ class LLMCurves:
     itl_ms: NDArray[np.float64]
     has_itl: NDArray[np.bool_]  # False where no request emits a second token
     binding: tuple[str, ...]
+    tpot_ms: NDArray[np.float64]
 
     @classmethod
     def build(
@@ -182,20 +194,25 @@ class LLMCurves:
         pct = np.broadcast_to(np.asarray(percentiles, dtype=float), (len(profiles),))
         if not profiles:
             empty = np.zeros((0, U_GRID.size))
-            return cls(np.zeros(0), empty, empty, np.zeros(0, dtype=bool), ())
+            return cls(np.zeros(0), empty, empty, np.zeros(0, dtype=bool), (), empty)
         return _build(list(profiles), token_summaries(list(mixes)), pct)
 
     def take(self, rows: ArrayLike) -> LLMCurves:
         idx = np.asarray(rows, dtype=np.int64)
         return LLMCurves(
             self.capacity_rps[idx], self.ttft_ms[idx], self.itl_ms[idx], self.has_itl[idx],
-            tuple(self.binding[i] for i in idx),
+            tuple(self.binding[i] for i in idx), self.tpot_ms[idx],
         )
 
     def latency_ms(
         self, rate_rps: ArrayLike, replicas: ArrayLike, *, u_max: float = U_MAX
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """TTFT and ITL percentiles (ms) at total ``rate_rps`` over ``replicas`` replicas.
+        """TTFT and per-gap ITL percentiles (ms) at total ``rate_rps`` over ``replicas`` replicas."""
+        p = self.predict(rate_rps, replicas, u_max=u_max)
+        return p.ttft_ms, p.itl_ms
+
+    def predict(self, rate_rps: ArrayLike, replicas: ArrayLike, *, u_max: float = U_MAX) -> LLMLatency:
+        """TTFT, per-gap ITL and per-request TPOT percentiles (ms) at total ``rate_rps`` over ``replicas``.
 
         ``rate_rps`` and ``replicas`` broadcast against each other with jobs on the first axis, e.g.
         rates (J, H, 1) and replicas (J, 1, X) give (J, H, X). Zero load gives the idle latencies;
@@ -210,18 +227,19 @@ class LLMCurves:
             u = np.where(lam > 0, lam / (np.maximum(c, 0.0) * cap), 0.0)
         u = np.where((lam > 0) & (c <= 0), np.inf, u)
         ttft = _interp_rows(self.ttft_ms, u, u_max)
-        itl = _interp_rows(self.itl_ms, u, u_max)
-        itl = np.where(self.has_itl.reshape(cap.shape), itl, 0.0)
-        return ttft, itl
+        has = self.has_itl.reshape(cap.shape)
+        itl = np.where(has, _interp_rows(self.itl_ms, u, u_max), 0.0)
+        tpot = np.where(has, _interp_rows(self.tpot_ms, u, u_max), 0.0)
+        return LLMLatency(ttft_ms=ttft, itl_ms=itl, tpot_ms=tpot)
 
 
-    def max_load(self, ttft_ms: ArrayLike, itl_ms: ArrayLike, *, u_max: float = U_MAX) -> NDArray[np.float64]:
-        """Per row, the largest load ``u`` at which TTFT ≤ ``ttft_ms`` and ITL ≤ ``itl_ms`` (NaN: no
+    def max_load(self, ttft_ms: ArrayLike, tpot_ms: ArrayLike, *, u_max: float = U_MAX) -> NDArray[np.float64]:
+        """Per row, the largest load ``u`` at which TTFT ≤ ``ttft_ms`` and TPOT ≤ ``tpot_ms`` (NaN: no
         limit) on the interpolated curves; 0 when even an idle replica misses, ``inf`` with no limit."""
         out = np.full(self.capacity_rps.shape, np.inf)
-        for table, limit in ((self.ttft_ms, ttft_ms), (self.itl_ms, itl_ms)):
+        for table, limit in ((self.ttft_ms, ttft_ms), (self.tpot_ms, tpot_ms)):
             lim = np.broadcast_to(np.asarray(limit, dtype=float), out.shape)
-            if table is self.itl_ms:
+            if table is self.tpot_ms:
                 lim = np.where(self.has_itl, lim, np.nan)
             out = np.minimum(out, _max_load(table, lim, u_max))
         return out
@@ -403,10 +421,28 @@ def _build(profiles: list[EngineProfile], sums: list[TokenSummary], pct: NDArray
     c0_itl = np.minimum(c0, a + beta * (1.0 + seqs) + delta * kv_cap)
     itl = c0_itl + gam * itl_x
 
+    # TPOT: a request's mean gap over its n = O − 1 gaps, over the requests with n ≥ 1
+    n = np.maximum(ov - 1.0, 1.0)[:, None, :]  # (J, 1, M)
+    wn = np.where(ov > 1.0, ow, 0.0)
+    wn = (wn / np.maximum(wn.sum(1, keepdims=True), 1e-300))[:, None, :]
+    gain = np.maximum(first_step - step, 0.0)[:, :, None]
+    r3 = rho[:, :, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        echo_n = np.where(r3 > 1e-12, r3 * (1.0 - r3**n) / np.maximum(1.0 - r3, 1e-12) / n, 0.0)
+    mean_n = step[:, :, None] + gain * echo_n
+    step_cap = c0_itl + gam * budget_left
+    var_capped = np.minimum(var_step, np.maximum(step_cap - step, 0.0) ** 2)
+    kappa = (1.0 + rho) / np.maximum(1.0 - rho, 1e-6)
+    slow = (beta + delta * kv_run) ** 2 * dispersion * running
+    var_n = (var_capped * kappa)[:, :, None] / n + slow[:, :, None]
+    floor = a + beta
+    tpot = _gamma_mixture_quantile(mean_n - floor[:, :, None], var_n * TPOT_VAR, wn, tail) + floor
+
     ttft = np.maximum.accumulate(ttft, axis=1)
     itl = np.maximum.accumulate(itl, axis=1)
+    tpot = np.maximum.accumulate(np.minimum(tpot, itl), axis=1)
     has_itl = (eom[:, 0] > 0) & (eom2[:, 0] > 0)
-    return LLMCurves(lam_max[:, 0] * 1000.0, ttft, itl, has_itl, binding)
+    return LLMCurves(lam_max[:, 0] * 1000.0, ttft, itl, has_itl, binding, tpot)
 
 
 _MAX_PROMPTS = 5
@@ -461,6 +497,32 @@ def _prefill_quantile(
     q = padded[np.arange(j)[:, None], idx]
     q = np.where(pk[:, :, 0] >= target - 1e-12, 0.0, q)
     return np.minimum(q, budget_left)
+
+
+TPOT_VAR = 2.0
+"""Factor on the step-time variance a request's gaps see (the chain's variance misses the batch's own
+slow swings and the lumpiness of one long step among few gaps); fitted against the simulator's TPOT."""
+
+
+def _gamma_mixture_quantile(mean: NDArray, var: NDArray, weight: NDArray, tail: NDArray) -> NDArray[np.float64]:
+    """Quantile at ``1 − tail`` of a mixture of gamma variables (J, G, M) with weights (J, 1, M), by
+    bisection on the Wilson–Hilferty approximation of each component's CDF (normal in the cube root)."""
+    mean = np.maximum(mean, 1e-9)
+    var = np.maximum(var, 1e-12)
+    shape = mean**2 / var
+    scale = var / mean
+    c = 1.0 / (9.0 * shape)
+    lo = np.zeros(mean.shape[:2])
+    hi = (mean + 12.0 * np.sqrt(var)).max(-1)
+    target = np.broadcast_to(tail, lo.shape)
+    for _ in range(30):
+        mid = (lo + hi) / 2.0
+        z = ((mid[:, :, None] / (shape * scale)) ** (1.0 / 3.0) - (1.0 - c)) / np.sqrt(c)
+        surv = (weight * 0.5 * erfc(z / np.sqrt(2.0))).sum(-1)
+        above = surv > target
+        lo = np.where(above, mid, lo)
+        hi = np.where(above, hi, mid)
+    return hi
 
 
 def _ttft_quantile(
@@ -544,6 +606,22 @@ def capacity_rps(profile: EngineProfile, token_mix: TokenMix) -> float:
     return float(LLMCurves.build([profile], [token_mix]).capacity_rps[0])
 
 
+def llm_predict(
+    profile: EngineProfile,
+    token_mix: TokenMix,
+    rate_rps: ArrayLike,
+    replicas: ArrayLike = 1,
+    *,
+    percentile: float = 99.0,
+    u_max: float = U_MAX,
+) -> LLMLatency:
+    """TTFT, ITL and TPOT percentiles (ms) of one job at total ``rate_rps`` over ``replicas`` (broadcast)."""
+    curves = LLMCurves.build([profile], [token_mix], percentile)
+    lam, c = np.broadcast_arrays(np.asarray(rate_rps, dtype=float), np.asarray(replicas, dtype=float))
+    p = curves.predict(lam[None, ...], c[None, ...], u_max=u_max)
+    return LLMLatency(ttft_ms=p.ttft_ms[0], itl_ms=p.itl_ms[0], tpot_ms=p.tpot_ms[0])
+
+
 def llm_latency_ms(
     profile: EngineProfile,
     token_mix: TokenMix,
@@ -553,12 +631,10 @@ def llm_latency_ms(
     percentile: float = 99.0,
     u_max: float = U_MAX,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """TTFT and ITL percentiles (ms) of one job at total ``rate_rps`` over ``replicas`` (broadcast).
+    """TTFT and per-gap ITL percentiles (ms) of one job at total ``rate_rps`` over ``replicas`` (broadcast).
 
     The single-job entry point (calibration checks, tests, baselines): ``llm_latency_ms(profile, mix,
     [1, 2, 4], 1)`` gives the p99 TTFT and ITL of one replica at 1, 2 and 4 req/s.
     """
-    curves = LLMCurves.build([profile], [token_mix], percentile)
-    lam, c = np.broadcast_arrays(np.asarray(rate_rps, dtype=float), np.asarray(replicas, dtype=float))
-    ttft, itl = curves.latency_ms(lam[None, ...], c[None, ...], u_max=u_max)
-    return ttft[0], itl[0]
+    p = llm_predict(profile, token_mix, rate_rps, replicas, percentile=percentile, u_max=u_max)
+    return p.ttft_ms, p.itl_ms

@@ -36,7 +36,7 @@ from faro.optimizer.policy.common import (
     hpa_deadband,
     make_plan,
 )
-from faro.optimizer.policy.faro_llm import llm_job, planning_horizon
+from faro.optimizer.policy.faro_llm import llm_job, llm_keep, planning_horizon
 from faro.optimizer.policy.forecasting import LoadForecaster, oracle_forecast
 from faro.optimizer.policy.hybrid import HybridPolicy, HybridState
 from numpy.typing import NDArray
@@ -92,6 +92,7 @@ def shrink(problem: Problem, replicas: NDArray[np.int64], *, tol: float = 1e-4) 
     ok = (curves.utility >= (target - tol)[:, None]) & (grid[None, :] <= x[:, None])
     first = np.where(ok.any(axis=1), np.argmax(ok, axis=1), x)  # NaN utility: keep the plan's count
     lo = np.array([job.min_replicas for job in problem.jobs], dtype=np.int64)
+    lo = np.maximum(lo, llm_keep(problem, x))  # LLM replicas are not shed for nothing (faro_llm.py)
     return np.maximum(lo, first).astype(np.int64)
 
 

@@ -11,6 +11,13 @@ An LLM job is planned for the request mix observed last (``JobObservation.llm.to
 one its spec declares (``LLMSpec.token_mix``), else ``DEFAULT_TOKEN_MIX`` (1,024 prompt and 128
 output tokens). A new replica serves only after ``profile.model_load_s`` (the model's cold start), so
 the horizon is extended to cover the load plus ``SERVING_STEPS`` steps in which the replica serves.
+
+Because a replica given up costs a model load to get back, LLM jobs are planned conservatively on the
+way down: the forecast never goes below the busiest of the last ``⌈HOLD_LOADS · model_load_s/60⌉``
+minutes (a dip shorter than that is ridden out, as an HPA's scale-down stabilization window does), and
+the shrink step never drops an LLM replica that is running now unless the solver wanted it elsewhere.
+Requests already waiting (``JobObservation.llm.num_waiting``) are added to the first step's load, so a
+backlog left by an overload is planned for instead of ignored by the steady-state model.
 """
 
 from __future__ import annotations
@@ -18,13 +25,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 from faro.optimizer.model.llm_latency import DEFAULT_TOKEN_MIX
 from faro.optimizer.model.llm_profile import TokenMix
-from faro.optimizer.model.problem import Job
+from faro.optimizer.model.problem import Job, Problem
 from faro.optimizer.policy.base import ClusterView, JobView
+from numpy.typing import NDArray
 
 SERVING_STEPS = 4
 """Horizon steps an LLM replica must serve after its model load for the plan to weigh it."""
+
+HOLD_LOADS = 2.0
+"""An LLM job's forecast is floored at its busiest minute over this many model-load times."""
 
 
 def token_mix_of(jv: JobView) -> TokenMix:
@@ -36,15 +48,24 @@ def token_mix_of(jv: JobView) -> TokenMix:
     return declared if declared is not None else DEFAULT_TOKEN_MIX
 
 
-def llm_job(jv: JobView, rates_rps: Sequence[float]) -> Job:
-    """The solver's ``Job`` for an LLM job of the view (``rates_rps``: its forecast per step)."""
+def llm_job(jv: JobView, rates_rps: Sequence[float], *, step_s: float = 60.0) -> Job:
+    """The solver's ``Job`` for an LLM job of the view (``rates_rps``: its forecast per step), with the
+    forecast floored at the recent busiest minute and the waiting backlog added to the first step."""
     spec = jv.spec
     assert spec.llm is not None
+    rates = np.asarray(list(rates_rps) or [0.0], dtype=float)
+    hold_min = math.ceil(HOLD_LOADS * spec.llm.profile.model_load_s / 60.0)
+    recent = np.asarray(jv.observation.rate_history_rpm[-hold_min:], dtype=float) if hold_min else np.zeros(0)
+    if recent.size and np.isfinite(recent).any():
+        rates = np.maximum(rates, float(np.nanmax(recent)) / 60.0)
+    waiting = jv.observation.llm.num_waiting if jv.observation.llm is not None else None
+    if waiting is not None and waiting > 0 and math.isfinite(waiting):
+        rates[0] += float(waiting) / step_s
     return Job.for_llm(
         spec.name,
         llm=spec.llm,
         token_mix=token_mix_of(jv),
-        rate_rps=tuple(rates_rps) or (0.0,),
+        rate_rps=tuple(rates.tolist()),
         namespace=spec.namespace,
         resources=spec.resources,
         limits=spec.limits,
@@ -53,6 +74,15 @@ def llm_job(jv: JobView, rates_rps: Sequence[float]) -> Job:
         max_replicas=spec.max_replicas,
         current_replicas=max(0, int(jv.current_replicas)),
     )
+
+
+def llm_keep(problem: Problem, replicas: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Per job, the count the shrink step may not go below: an LLM job keeps what it runs now (up to the
+    plan's count); other jobs 0."""
+    x = np.asarray(replicas, dtype=np.int64)
+    keep = [min(int(xi), job.current_replicas) if job.llm is not None else 0
+            for job, xi in zip(problem.jobs, x, strict=True)]
+    return np.asarray(keep, dtype=np.int64)
 
 
 def planning_horizon(view: ClusterView, horizon: int, *, step_s: float = 60.0) -> int:
@@ -65,15 +95,18 @@ def planning_horizon(view: ClusterView, horizon: int, *, step_s: float = 60.0) -
 
 
 def equivalent_latency_ms(jv: JobView) -> float | None:
-    """An LLM job's observed TTFT/ITL as one latency in its primary SLO's units, for the reactive
-    check and the latency-ratio baselines: ``max(TTFT/TTFT_SLO, ITL/ITL_SLO) · spec.slo.latency_ms``
+    """An LLM job's observed TTFT/TPOT as one latency in its primary SLO's units, for the reactive
+    check and the latency-ratio baselines: ``max(TTFT/TTFT_SLO, TPOT/ITL_SLO) · spec.slo.latency_ms``
     over the declared and observed SLOs (so it exceeds ``spec.slo.latency_ms`` exactly when some
-    declared SLO is violated). None when neither was observed."""
+    declared SLO is violated). The ITL SLO is a TPOT one (``LLMSLO``); without a TPOT observation the
+    per-gap ITL stands in (stricter: it can only make the check fire earlier). None when nothing was
+    observed."""
     spec, obs = jv.spec.llm, jv.observation.llm
     if spec is None or obs is None:
         return None
     ratios = []
-    for observed, slo in ((obs.ttft_ms, spec.slo.ttft_ms), (obs.itl_ms, spec.slo.itl_ms)):
+    per_token = obs.tpot_ms if obs.tpot_ms is not None else obs.itl_ms
+    for observed, slo in ((obs.ttft_ms, spec.slo.ttft_ms), (per_token, spec.slo.itl_ms)):
         if observed is not None and slo is not None:
             ratios.append(observed / slo if math.isfinite(observed) else math.inf)
     if not ratios:

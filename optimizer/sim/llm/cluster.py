@@ -21,7 +21,8 @@ Model
   endpoint picker; ``round-robin`` cycles over ready replicas like a Kubernetes Service. With no ready
   replica the gateway holds requests until one is ready.
 * **Control**: every tick (the gcd of the policy interval and the HPA sync period) pods are reconciled
-  to the target; every ``policy_interval_s`` (10 s, or the policy's own ``interval_s``) the policy gets a
+  to the target; every ``policy_interval_s`` (10 s; or the policy's own ``interval_s``, except for hybrid
+  policies — Faro, the Oracle — whose ``interval_s`` is their long-step grid) the policy gets a
   ``ClusterView`` whose jobs carry ``JobObservation.llm`` (TTFT and ITL at the SLO percentile over the
   last ``observation_window_s``, KV use and queue gauges at the tick, per-replica window maxima of KV use
   and waiting requests, the token mix of requests finished in the last ``token_mix_window_s``).
@@ -45,6 +46,7 @@ from faro.optimizer.errors import InvalidInputError
 from faro.optimizer.model.llm_profile import LLMObservation, LLMSpec, TokenMix
 from faro.optimizer.model.problem import SLO, Quota
 from faro.optimizer.policy.base import ClusterView, JobObservation, JobSpec, JobView
+from faro.optimizer.policy.hybrid import HybridPolicy
 from faro.optimizer.policy.llm_fairshare import equal_gpu_split
 from faro.optimizer.sim.engine import percentile_linear
 from faro.optimizer.sim.hpa import HPABehavior, HPASpec, HPAState, hpa_step
@@ -248,7 +250,10 @@ def simulate_llm(
     minute; ``clock`` (e.g. ``time.perf_counter``) only measures the policy's time."""
     cfg = config or LLMSimConfig()
     models = workload.models
-    policy_interval = int(getattr(policy, "interval_s", None) or cfg.policy_interval_s)
+    # a hybrid policy (Faro, the Oracle) keeps its own long-step grid and wants every check for its reactive
+    # step, as the CPU simulator asks it; the others act only every ``interval_s`` of their own
+    own = None if isinstance(policy, HybridPolicy) else getattr(policy, "interval_s", None)
+    policy_interval = int(own or cfg.policy_interval_s)
     if policy_interval < 1:
         raise InvalidInputError("policy.interval_s", f"must be >= 1 s, got {policy_interval}")
     tick_s = policy_interval if cfg.actuation == "direct" else math.gcd(policy_interval, int(cfg.hpa_sync_period_s))
