@@ -35,8 +35,8 @@ def test_simulate_llm_writes_results_per_policy_and_model_and_plots(tmp_path, ca
 
 
 def test_simulate_llm_names_unknown_policies_and_cpu_only_options(tmp_path):
-    with pytest.raises(InvalidInputError, match="faro-sum"):
-        cmd.run(_args("--workload", "llm", "--policies", "faro-sum", "--output", str(tmp_path)))
+    with pytest.raises(InvalidInputError, match="aiad"):  # a CPU-only baseline
+        cmd.run(_args("--workload", "llm", "--policies", "aiad", "--output", str(tmp_path)))
     with pytest.raises(InvalidInputError, match="--trace"):
         cmd.run(_args("--workload", "llm", "--trace", "x.csv", "--output", str(tmp_path)))
     with pytest.raises(InvalidInputError, match="--gpus"):

@@ -44,7 +44,9 @@ _LLM_FACTORIES: dict[str, Callable[..., Any]] = {
 
 POLICY_NAMES: tuple[str, ...] = tuple(_FACTORIES)
 FARO_POLICY_NAMES: tuple[str, ...] = tuple(n for n in POLICY_NAMES if n.startswith("faro-"))
-LLM_POLICY_NAMES: tuple[str, ...] = tuple(_LLM_FACTORIES)
+LLM_POLICY_NAMES: tuple[str, ...] = (*FARO_POLICY_NAMES, "oracle", *_LLM_FACTORIES)
+"""Policies for LLM jobs: Faro's (they plan ``JobSpec.llm`` jobs with the continuous-batching model), the
+Oracle, and the LLM baselines."""
 
 
 def make_policy(name: str, **options: Any) -> Any:
