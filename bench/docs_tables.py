@@ -435,7 +435,7 @@ def llm_model_agreement() -> str:
         rows.append([names.get(band, band), str(e["points"])] + [
             f"{100 * e[f'{m}_median_abs_error']:.0f}% / {100 * e[f'{m}_max_abs_error']:.0f}% / "
             f"{100 * e[f'{m}_within_20pct']:.0f}%" for m in ("ttft", "tpot", "itl")])
-    header = ["load (u = λ/λ_max)", "points", "TTFT p99 |error| median / max / within 20%", "TPOT p99", "ITL p99"]
+    header = ["load (u = λ/λ_max)", "points", "TTFT p99: error median / max / share within 20%", "TPOT p99", "ITL p99"]
     return _table(header, rows, right=1) + _source(
         "llm_model.json", doc["command"].strip(), f"{doc['requests']:,} requests per point, load average "
         f"{_load_avg(doc.get('load_avg'))}; every point in the JSON")

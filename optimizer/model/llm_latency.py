@@ -72,13 +72,13 @@ from dataclasses import dataclass
 import numpy as np
 from faro.optimizer.model.llm_profile import EngineProfile, TokenMix
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import erfc, gammaincc, gammaln
+from scipy.special import erfc, erfcinv, gammaincc, gammaln
 
 DEFAULT_TOKEN_MIX = TokenMix.fixed(1024, 128)
 """The mix an LLM job is planned for before any is observed or declared: 1,024 prompt and 128 output
 tokens per request (close to the medians of the Azure LLM conversation trace, 2023)."""
 
-U_GRID = np.array([0.0, 0.02, 0.06, 0.12, 0.2, 0.3, 0.4, 0.5, 0.6, 0.68, 0.75, 0.81, 0.86, 0.9, 0.93, 0.95, 0.97, 0.99])
+U_GRID = np.array([0.0, 0.03, 0.08, 0.16, 0.26, 0.38, 0.5, 0.62, 0.72, 0.8, 0.86, 0.9, 0.93, 0.95, 0.98])
 """Per-replica loads ``u = λ/λ_max`` the curves are evaluated at (dense where latency climbs)."""
 
 U_MAX = 0.95
@@ -245,6 +245,12 @@ class LLMCurves:
         return out
 
 
+def interp_load(table: NDArray[np.float64], u: NDArray[np.float64], u_max: float = U_MAX) -> NDArray[np.float64]:
+    """Row-wise value of a curve table (J, G) on ``U_GRID`` at loads ``u`` (J, ...): linear on the grid up
+    to ``u_max``, proportional to ``u`` beyond (what ``LLMCurves.predict`` does per latency)."""
+    return _interp_rows(table, np.asarray(u, dtype=float), u_max)
+
+
 def _max_load(table: NDArray[np.float64], limit: NDArray[np.float64], u_max: float) -> NDArray[np.float64]:
     """Largest ``u`` with ``_interp_rows(table, u) ≤ limit`` per row (rows non-decreasing in ``u``)."""
     u_max = float(min(u_max, U_GRID[-1]))
@@ -350,7 +356,7 @@ def _build(profiles: list[EngineProfile], sums: list[TokenSummary], pct: NDArray
     fits = []
     for key, limit in (("running", seqs), ("kv_used", kv_cap), ("tokens", budget)):
         lo, hi = np.zeros_like(ceiling), ceiling * (1.0 - 1e-9)
-        for _ in range(60):
+        for _ in range(40):
             mid = (lo + hi) / 2.0
             ok = steady(mid)[key] <= limit
             lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
@@ -458,7 +464,7 @@ def _prefill_quantile(
     of k prompts takes the values ``k·E[P] + √k·(P − E[P])`` over the prompt atoms ``pv`` (exact for k = 1
     and for a fixed prompt length). Chunks beyond the budget spill into the next steps as full steps.
     """
-    j, g = mean_k.shape
+    j = mean_k.shape[0]
     ks = np.arange(1, _MAX_PROMPTS + 2, dtype=float)  # the last one stands for "more"
     # negative binomial pmf for k = 0 … K and the tail (Poisson when there is no extra variance)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -484,8 +490,8 @@ def _prefill_quantile(
     sorted_vals = np.take_along_axis(values, order, axis=1)
     pw_sorted = np.take_along_axis(pw, order % m, axis=1)
     pk_rows = np.concatenate([pk[:, :, 1:], more[:, :, None]], axis=-1)  # (J, G, K+1)
-    weights = np.take_along_axis(pk_rows, np.broadcast_to((order // m)[:, None, :], (j, g, order.shape[1])), -1)
-    weights = weights * pw_sorted[:, None, :]  # (J, G, A), in value order
+    onehot = (order // m)[:, None, :] == np.arange(pk_rows.shape[2])[None, :, None]  # (J, K+1, A): count of atom a
+    weights = np.matmul(pk_rows, onehot.astype(float)) * pw_sorted[:, None, :]  # (J, G, A), in value order
     bl = budget_left[:, :, None]
     spill = (weights * np.maximum(sorted_vals[:, None, :] - bl, 0.0)).sum(-1) / budget_left  # extra full steps
     # P(X ≤ x) over the sorted atoms; the spilled full steps lie at the cap
@@ -500,6 +506,7 @@ def _prefill_quantile(
 
 
 TPOT_VAR = 2.0
+_MIXTURE_STEPS = 12
 """Factor on the step-time variance a request's gaps see (the chain's variance misses the batch's own
 slow swings and the lumpiness of one long step among few gaps); fitted against the simulator's TPOT."""
 
@@ -509,16 +516,19 @@ def _gamma_mixture_quantile(mean: NDArray, var: NDArray, weight: NDArray, tail: 
     bisection on the Wilson–Hilferty approximation of each component's CDF (normal in the cube root)."""
     mean = np.maximum(mean, 1e-9)
     var = np.maximum(var, 1e-12)
-    shape = mean**2 / var
-    scale = var / mean
-    c = 1.0 / (9.0 * shape)
-    lo = np.zeros(mean.shape[:2])
-    hi = (mean + 12.0 * np.sqrt(var)).max(-1)
-    target = np.broadcast_to(tail, lo.shape)
-    for _ in range(30):
+    c = var / (9.0 * mean**2)  # 1/(9·shape)
+    # P(X > x) = ½·erfc(z/√2), z = ((x/mean)^{1/3} − (1 − c))/√c: only x^{1/3} changes between iterations
+    scale = 1.0 / (np.cbrt(mean) * np.sqrt(2.0 * c))
+    shift = (1.0 - c) / np.sqrt(2.0 * c)
+    target = np.broadcast_to(tail, mean.shape[:2])
+    # the mixture's quantile lies between its components' quantiles (Wilson–Hilferty inverse)
+    z = np.sqrt(2.0) * erfcinv(2.0 * target)[:, :, None]
+    comp = mean * np.maximum(1.0 - c + z * np.sqrt(c), 0.0) ** 3
+    comp = np.where(weight > 0, comp, np.nan)
+    lo, hi = np.nanmin(comp, axis=-1), np.nanmax(comp, axis=-1)
+    for _ in range(_MIXTURE_STEPS):
         mid = (lo + hi) / 2.0
-        z = ((mid[:, :, None] / (shape * scale)) ** (1.0 / 3.0) - (1.0 - c)) / np.sqrt(c)
-        surv = (weight * 0.5 * erfc(z / np.sqrt(2.0))).sum(-1)
+        surv = (weight * erfc(np.cbrt(mid)[:, :, None] * scale - shift)).sum(-1) / 2.0
         above = surv > target
         lo = np.where(above, mid, lo)
         hi = np.where(above, hi, mid)

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from faro.optimizer.model.llm_latency import LLMCurves
+from faro.optimizer.model.llm_latency import U_GRID, LLMCurves, interp_load
 from faro.optimizer.model.llm_profile import EngineProfile, TokenMix
 from faro.optimizer.model.problem import Job, ModelConfig
 from faro.optimizer.model.utility import relaxed_utility
@@ -66,13 +66,18 @@ def cached_curves(
 
 @dataclass(frozen=True)
 class LLMJobs:
-    """The LLM jobs of a job list as arrays: where they are, their curves, SLOs and cold starts."""
+    """The LLM jobs of a job list as arrays: where they are, their curves, SLOs and cold starts, and
+    their step utility on the load grid (built once per job list and model settings)."""
 
     index: NDArray[np.int64]  # positions in the job list
     curves: LLMCurves
     slo_ttft_ms: NDArray[np.float64]  # NaN where not declared
     slo_itl_ms: NDArray[np.float64]
     load_steps: NDArray[np.int64]  # horizon steps a new replica needs before it serves
+    grid_utility: NDArray[np.float64]  # (n, G) step utility on U_GRID
+    beyond: NDArray[np.float64]  # (n,) SLO/latency ratio at u_max (utility above it: min(1, beyond·u_max/u)^α)
+    u_max: float
+    alpha: float
 
     @classmethod
     def of(cls, jobs: Sequence[Job], config: ModelConfig) -> LLMJobs:
@@ -82,16 +87,67 @@ class LLMJobs:
         assert all(s is not None for s in specs) and all(m is not None for m in mixes)  # Job checks
         curves = cached_curves([s.profile for s in specs], mixes, [s.slo.percentile for s in specs])  # type: ignore[union-attr,arg-type]
         nan = math.nan
+        slo_t = np.array([s.slo.ttft_ms if s.slo.ttft_ms is not None else nan for s in specs], dtype=float)  # type: ignore[union-attr]
+        slo_i = np.array([s.slo.itl_ms if s.slo.itl_ms is not None else nan for s in specs], dtype=float)  # type: ignore[union-attr]
+        tpot = np.where(curves.has_itl[:, None], curves.tpot_ms, 0.0)
+        grid_utility = llm_step_utility(curves.ttft_ms, tpot, slo_t[:, None], slo_i[:, None], config.alpha)
+        u_max = float(config.rho_max)
+        at = np.full((len(idx), 1), u_max)
+        ttft_max = interp_load(curves.ttft_ms, at, u_max)[:, 0]
+        tpot_max = np.where(curves.has_itl, interp_load(curves.tpot_ms, at, u_max)[:, 0], 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.minimum(np.where(np.isnan(slo_t), np.inf, slo_t / ttft_max),
+                               np.where(np.isnan(slo_i) | (tpot_max <= 0), np.inf, slo_i / tpot_max))
+        # continuous at u_max: the utility the grid gives there, carried on in proportion to the load
+        u_at = interp_load(grid_utility, at, 2.0)[:, 0] if len(idx) else np.zeros(0)
+        beyond = np.where(u_at < 1.0, u_at ** (1.0 / config.alpha), np.maximum(ratio, 1.0))
         return cls(
             index=np.array(idx, dtype=np.int64),
             curves=curves,
-            slo_ttft_ms=np.array([s.slo.ttft_ms if s.slo.ttft_ms is not None else nan for s in specs], dtype=float),  # type: ignore[union-attr]
-            slo_itl_ms=np.array([s.slo.itl_ms if s.slo.itl_ms is not None else nan for s in specs], dtype=float),  # type: ignore[union-attr]
+            slo_ttft_ms=slo_t,
+            slo_itl_ms=slo_i,
             load_steps=np.array([math.ceil(s.profile.model_load_s / config.step_s) for s in specs], dtype=np.int64),  # type: ignore[union-attr]
+            grid_utility=grid_utility,
+            beyond=beyond,
+            u_max=u_max,
+            alpha=float(config.alpha),
         )
 
     def __len__(self) -> int:
         return int(self.index.size)
+
+    def load(self, rate_rps: NDArray, replicas: NDArray) -> NDArray[np.float64]:
+        """Per-replica load ``u = rate/(replicas·λ_max)`` with jobs on the first axis (``inf``: load on no
+        replica; 0: no load)."""
+        rate = np.asarray(rate_rps, dtype=float)
+        c = np.asarray(replicas, dtype=float)
+        cap = self.curves.capacity_rps.reshape((-1,) + (1,) * (max(rate.ndim, c.ndim) - 1))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = np.where(rate > 0, rate / (np.maximum(c, 0.0) * cap), 0.0)
+        return np.where((rate > 0) & (c <= 0), np.inf, u)
+
+    def max_load(self) -> NDArray[np.float64]:
+        """Per job, the largest per-replica load at which ``utility_at`` is 1 (both SLOs met): the last
+        grid point before the first one below 1, or ``beyond·u_max`` when all up to ``u_max`` are 1."""
+        inner = self.u_max + 1e-12 >= U_GRID
+        grid = U_GRID[inner]
+        met = self.grid_utility[:, inner] >= 1.0
+        k = np.argmin(met, axis=1)  # first grid point below 1 (0 if none met … handled below)
+        all_met = met.all(axis=1)
+        last_ok = np.where(k > 0, grid[np.maximum(k - 1, 0)], 0.0)
+        none = ~met[:, 0]
+        out = np.where(all_met, np.where(self.beyond >= 1.0, self.beyond * self.u_max, grid[-1]), last_ok)
+        return np.where(none, 0.0, out)
+
+    def utility_at(self, u: NDArray) -> NDArray[np.float64]:
+        """Step utility at per-replica loads ``u`` (jobs on the first axis): the grid's utility
+        interpolated up to ``u_max``, ``min(1, beyond·u_max/u)^α`` above it, 0 at ``inf``."""
+        u = np.asarray(u, dtype=float)
+        shape = (-1,) + (1,) * (u.ndim - 1)
+        below = interp_load(self.grid_utility, np.minimum(u, self.u_max), 2.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            above = np.minimum(1.0, self.beyond.reshape(shape) * self.u_max / u) ** self.alpha
+        return np.where(u > self.u_max, np.where(np.isinf(u), 0.0, above), below)
 
 
 def llm_step_utility(
@@ -124,10 +180,11 @@ def llm_horizon_utility(
     config: ModelConfig,
     admission: ArrayLike = 1.0,
 ) -> LLMHorizon:
-    """Mean relaxed utility over the horizon and the worst step's TTFT/ITL, for LLM jobs × candidates.
+    """Mean relaxed utility over the horizon and the worst step's TTFT/TPOT, for LLM jobs × candidates.
 
     Shapes: ``rates_rps`` (n, H) for the n LLM jobs; ``replicas`` (n, X) or (X,); ``current`` (n,);
-    ``admission`` broadcastable to (n, X). Returns (n, X) arrays.
+    ``admission`` broadcastable to (n, X). Returns (n, X) arrays. ``config`` must be the one ``llm`` was
+    built with (its ``rho_max`` and ``alpha`` are in the grid utility).
     """
     rates = np.asarray(rates_rps, dtype=float)
     n, horizon = rates.shape
@@ -137,15 +194,14 @@ def llm_horizon_utility(
     cold = steps < llm.load_steps[:, None, None]
     eff = np.where(cold, np.minimum(x[:, None, :], cur), x[:, None, :])  # (n, H, X)
     adm = np.broadcast_to(np.asarray(admission, dtype=float), x.shape)[:, None, :]
-    pred = llm.curves.predict(rates[:, :, None] * adm, eff, u_max=config.rho_max)
-    ttft, tpot = pred.ttft_ms, pred.tpot_ms
-    slo_t = llm.slo_ttft_ms[:, None, None]
-    slo_i = llm.slo_itl_ms[:, None, None]
-    util = llm_step_utility(ttft, tpot, slo_t, slo_i, config.alpha)
+    u = llm.load(rates[:, :, None] * adm, eff)
+    util = llm.utility_at(u)
     frozen = cold & (x[:, None, :] >= cur)
     saturated = np.all((util >= 1.0) | frozen, axis=1)
-    return LLMHorizon(utility=util.mean(axis=1), ttft_ms=ttft.max(axis=1), tpot_ms=tpot.max(axis=1),
-                      saturated=saturated)
+    worst = u.max(axis=1)  # latencies rise with the load: the worst step is the most loaded one
+    ttft = interp_load(llm.curves.ttft_ms, worst, llm.u_max)
+    tpot = np.where(llm.curves.has_itl[:, None], interp_load(llm.curves.tpot_ms, worst, llm.u_max), 0.0)
+    return LLMHorizon(utility=util.mean(axis=1), ttft_ms=ttft, tpot_ms=tpot, saturated=saturated)
 
 
 def llm_saturation_count(
@@ -158,7 +214,7 @@ def llm_saturation_count(
     if n == 0:
         return np.zeros(0)
     cap = curves.capacity_rps
-    u_ok = curves.max_load(llm.slo_ttft_ms, llm.slo_itl_ms, u_max=config.rho_max)  # load meeting both
+    u_ok = llm.max_load()  # the per-replica load meeting both SLOs
     rates = np.asarray(rates_rps, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         need = np.where(rates > 0, rates / (u_ok * cap)[:, None], 0.0)  # (n, H) real counts
