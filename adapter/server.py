@@ -136,11 +136,11 @@ class ExternalMetricsAPI:
         return web.Response(text="ok")
 
     async def readyz(self, request: web.Request) -> web.Response:
-        fresh = self._provider.freshness()
-        if not fresh.has_plan:
-            return web.Response(status=503, text=f"not ready: {fresh.reason}\n")
-        note = "" if fresh.fresh else f" (serving nothing: {fresh.reason})"
-        return web.Response(text=f"ok: plan generation {fresh.generation}{note}\n")
+        """Ready once a plan was received; unauthenticated, so the body says nothing else (why a plan is not
+        served is in the log and in ``faro_adapter_plan_fresh``/``faro_adapter_plan_age_seconds``)."""
+        if not self._provider.freshness().has_plan:
+            return web.Response(status=503, text="not ready\n")
+        return web.Response(text="ok\n")
 
     async def apis(self, request: web.Request) -> web.Response:
         return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": [_API_GROUP]})

@@ -30,7 +30,10 @@ VARIANTS = {
     },
     "tls-existing-secret": {"tls": {"mode": "existingSecret", "existingSecret": {
         "name": "my-tls", "caBundle": PEM, "optimizerName": "my-plan-tls", "adapterClientName": "my-client-tls"}}},
-    "monitoring-and-network-policy": {"serviceMonitor": {"enabled": True}, "networkPolicy": {"enabled": True}},
+    "monitoring-and-network-policy": {"serviceMonitor": {"enabled": True}, "networkPolicy": {
+        "apiServerFrom": [{"ipBlock": {"cidr": "10.0.0.10/32"}}],
+        "planApiFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}]}},
+    "no-network-policy": {"networkPolicy": {"enabled": False}},
     "one-namespace": {"optimizer": {"watchNamespace": "ml-serving"}},
     "ray-serve-actuator": {
         "optimizer": {
@@ -450,10 +453,74 @@ def test_watching_one_namespace_turns_the_optimizer_cluster_role_into_a_role_the
 
 
 def test_network_policy_admits_plans_only_from_the_adapter(rendered):
-    objects = rendered["monitoring-and-network-policy"]
+    objects = rendered["defaults"]
     policy = objects[("NetworkPolicy", NS, "faro-optimizer")]
     (grpc_rule,) = [r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == "grpc"]
     adapter_labels = _one(objects, "Deployment", "faro-adapter")["spec"]["selector"]["matchLabels"]
     assert grpc_rule["from"] == [{"podSelector": {"matchLabels": adapter_labels}}]
-    monitors = {n for (k, _, n) in objects if k == "ServiceMonitor"}
+    monitors = {n for (k, _, n) in rendered["monitoring-and-network-policy"] if k == "ServiceMonitor"}
     assert monitors == {"faro-optimizer", "faro-adapter"}
+
+
+# ---------------------------------------------------------------------------------------------- NetworkPolicy
+
+
+def _admits(policy: dict, port_name: str, *, namespace: str, pod_labels: dict | None = None,
+            ip: str = "192.0.2.1") -> bool:
+    """Whether ``policy`` lets a source (a pod with ``pod_labels`` in ``namespace``, at ``ip``) reach the named
+    container port, by the NetworkPolicy rules of the Kubernetes API (peers OR-ed, rules OR-ed)."""
+    import ipaddress
+
+    ns_labels = {"kubernetes.io/metadata.name": namespace}
+
+    def matches(selector: dict, labels: dict) -> bool:
+        return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+    def peer_ok(peer: dict) -> bool:
+        if "ipBlock" in peer:
+            return ipaddress.ip_address(ip) in ipaddress.ip_network(peer["ipBlock"]["cidr"])
+        in_ns = matches(peer["namespaceSelector"], ns_labels) if "namespaceSelector" in peer else \
+            namespace == policy["metadata"]["namespace"]
+        pods_ok = "podSelector" not in peer or (pod_labels is not None and matches(peer["podSelector"], pod_labels))
+        return in_ns and pods_ok
+
+    for rule in policy["spec"].get("ingress", []):
+        if not any(p["port"] == port_name for p in rule.get("ports", [])):
+            continue
+        if "from" not in rule or any(peer_ok(peer) for peer in rule["from"]):
+            return True
+    return False
+
+
+def test_network_policies_are_on_by_default_and_admit_each_port_only_from_its_callers(rendered):
+    objects = rendered["defaults"]
+    optimizer = objects[("NetworkPolicy", NS, "faro-optimizer")]
+    adapter = objects[("NetworkPolicy", NS, "faro-adapter")]
+    adapter_pod = _one(objects, "Deployment", "faro-adapter")["spec"]["template"]["metadata"]["labels"]
+    assert _admits(optimizer, "grpc", namespace=NS, pod_labels=adapter_pod)
+    assert not _admits(optimizer, "grpc", namespace=NS, pod_labels={"app": "other"})
+    assert not _admits(optimizer, "grpc", namespace="team-a", pod_labels=adapter_pod)  # same labels, other namespace
+    assert _admits(optimizer, "metrics", namespace="monitoring", pod_labels={"app": "prometheus"})
+    assert _admits(adapter, "https", namespace="anywhere")  # no apiServerFrom given: kube-apiserver's IPs unknown
+    assert not _admits(adapter, "keda", namespace="keda")  # mode apiService serves no KEDA port
+    assert ("NetworkPolicy", NS, "faro-adapter") not in rendered["no-network-policy"]
+
+
+def test_network_policy_peers_are_configurable(rendered):
+    objects = rendered["monitoring-and-network-policy"]
+    optimizer = objects[("NetworkPolicy", NS, "faro-optimizer")]
+    adapter = objects[("NetworkPolicy", NS, "faro-adapter")]
+    assert _admits(adapter, "https", namespace="kube-system", ip="10.0.0.10")
+    assert not _admits(adapter, "https", namespace="kube-system", ip="10.0.0.11")
+    assert _admits(optimizer, "grpc", namespace="ops", pod_labels={"app": "faro-status"})
+    assert not _admits(optimizer, "grpc", namespace="team-a", pod_labels={"app": "faro-status"})
+
+
+def test_in_keda_mode_the_keda_port_admits_only_kedas_namespace_and_no_https_port_is_open(rendered):
+    objects = rendered["mode-keda"]
+    adapter = objects[("NetworkPolicy", NS, "faro-adapter")]
+    assert _admits(adapter, "keda", namespace="keda", pod_labels={"app": "keda-operator"})
+    assert not _admits(adapter, "keda", namespace="team-a", pod_labels={"app": "keda-operator"})
+    assert not _admits(adapter, "https", namespace="kube-system")
+    ports = {p["name"] for p in _container(_one(objects, "Deployment", "faro-adapter"))["ports"]}
+    assert ports == {"keda", "metrics"}
