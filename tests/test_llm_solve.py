@@ -54,7 +54,7 @@ def test_llm_utility_rises_with_replicas_and_the_row_stops_where_both_slos_are_m
     assert row[-1] == pytest.approx(1.0) and row[-2] < 1.0  # saturation: the first count meeting both SLOs
     assert tables.hi[0] < 16
     last = tables.width[0] - 1
-    assert tables.ttft_ms[0, last] <= 1500 and tables.tpot_ms[0, last] <= 450
+    assert tables.ttft_ms[0, last] <= 1500 and tables.itl_ms[0, last] <= 450
 
 
 def test_a_new_replica_helps_only_after_its_model_has_loaded():

@@ -46,11 +46,9 @@ class LLMSLO:
     """Time-to-first-token and/or inter-token latency objectives at one percentile.
 
     ``ttft_ms``: the ``percentile``-th TTFT (queueing + prefill) must stay at or below it.
-    ``itl_ms``: the ``percentile``-th time per output token (TPOT: a request's mean gap between
-    consecutive output tokens; every request with two or more tokens counts once) must stay at or below
-    it — the per-request attainment MLPerf and DistServe use, and what the token-level simulator scores
-    and the planner plans for. (A single gap's percentile, vLLM's ITL histogram, is much stricter: one
-    step carrying a long prompt stalls every running request once.)
+    ``itl_ms``: the ``percentile``-th gap between consecutive output tokens must stay at or below it (the
+    gaps vLLM's ``vllm:inter_token_latency_seconds`` histogram counts; the planner plans for it). Per
+    request, the simulator counts a request as meeting it when its TPOT — its mean gap — does.
     At least one is set; a job's utility is the min of the relaxed utilities of the declared ones.
     """
 
@@ -183,9 +181,9 @@ class LLMObservation:
     ready replica, the largest KV use (0–1) and waiting count over the window (what llm-d's WVA reads
     with ``max_over_time(...[1m])``); empty = not measured. ``windows``: per-window step and prefill measurements the
     engine profile is calibrated from (``optimizer/model/profile_fit.py``; None = not measured).
-    ``itl_ms`` is a single gap's percentile (``vllm:inter_token_latency_seconds``); ``tpot_ms`` the
-    percentile of requests' time per output token (``vllm:request_time_per_output_token_seconds``),
-    which the ITL SLO is held against (``LLMSLO``).
+    ``itl_ms`` is the gaps' percentile (``vllm:inter_token_latency_seconds``), the one the ITL SLO is on;
+    ``tpot_ms`` the percentile of requests' time per output token
+    (``vllm:request_time_per_output_token_seconds``), for information.
     """
 
     ttft_ms: float | None = None

@@ -89,15 +89,15 @@ class LLMJobs:
         nan = math.nan
         slo_t = np.array([s.slo.ttft_ms if s.slo.ttft_ms is not None else nan for s in specs], dtype=float)  # type: ignore[union-attr]
         slo_i = np.array([s.slo.itl_ms if s.slo.itl_ms is not None else nan for s in specs], dtype=float)  # type: ignore[union-attr]
-        tpot = np.where(curves.has_itl[:, None], curves.tpot_ms, 0.0)
-        grid_utility = llm_step_utility(curves.ttft_ms, tpot, slo_t[:, None], slo_i[:, None], config.alpha)
+        itl = np.where(curves.has_itl[:, None], curves.itl_ms, 0.0)
+        grid_utility = llm_step_utility(curves.ttft_ms, itl, slo_t[:, None], slo_i[:, None], config.alpha)
         u_max = float(config.rho_max)
         at = np.full((len(idx), 1), u_max)
         ttft_max = interp_load(curves.ttft_ms, at, u_max)[:, 0]
-        tpot_max = np.where(curves.has_itl, interp_load(curves.tpot_ms, at, u_max)[:, 0], 0.0)
+        itl_max = np.where(curves.has_itl, interp_load(curves.itl_ms, at, u_max)[:, 0], 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.minimum(np.where(np.isnan(slo_t), np.inf, slo_t / ttft_max),
-                               np.where(np.isnan(slo_i) | (tpot_max <= 0), np.inf, slo_i / tpot_max))
+                               np.where(np.isnan(slo_i) | (itl_max <= 0), np.inf, slo_i / itl_max))
         # continuous at u_max: the utility the grid gives there, carried on in proportion to the load
         u_at = interp_load(grid_utility, at, 2.0)[:, 0] if len(idx) else np.zeros(0)
         beyond = np.where(u_at < 1.0, u_at ** (1.0 / config.alpha), np.maximum(ratio, 1.0))
@@ -151,22 +151,21 @@ class LLMJobs:
 
 
 def llm_step_utility(
-    ttft_ms: NDArray, tpot_ms: NDArray, slo_ttft_ms: NDArray, slo_itl_ms: NDArray, alpha: float = 1.0
+    ttft_ms: NDArray, itl_ms: NDArray, slo_ttft_ms: NDArray, slo_itl_ms: NDArray, alpha: float = 1.0
 ) -> NDArray[np.float64]:
-    """Per-step utility: the min of the relaxed utilities of the declared SLOs (NaN SLO = not declared);
-    the ITL SLO is held against the TPOT percentile (see the module Notes)."""
+    """Per-step utility: the min of the relaxed utilities of the declared SLOs (NaN SLO = not declared)."""
     u_ttft = np.where(np.isnan(slo_ttft_ms), 1.0, relaxed_utility(ttft_ms, np.nan_to_num(slo_ttft_ms, nan=1.0), alpha))
-    u_itl = np.where(np.isnan(slo_itl_ms), 1.0, relaxed_utility(tpot_ms, np.nan_to_num(slo_itl_ms, nan=1.0), alpha))
+    u_itl = np.where(np.isnan(slo_itl_ms), 1.0, relaxed_utility(itl_ms, np.nan_to_num(slo_itl_ms, nan=1.0), alpha))
     return np.minimum(u_ttft, u_itl)
 
 
 @dataclass(frozen=True)
 class LLMHorizon:
-    """Per job and candidate count: mean utility and the worst step's TTFT/TPOT percentiles."""
+    """Per job and candidate count: mean utility and the worst step's TTFT/ITL percentiles."""
 
     utility: NDArray[np.float64]
     ttft_ms: NDArray[np.float64]
-    tpot_ms: NDArray[np.float64]
+    itl_ms: NDArray[np.float64]
     saturated: NDArray[np.bool_]  # every step meets every declared SLO, or is a cold-start step frozen
     # at the current count (x ≥ current): more replicas cannot raise the utility
 
@@ -180,7 +179,7 @@ def llm_horizon_utility(
     config: ModelConfig,
     admission: ArrayLike = 1.0,
 ) -> LLMHorizon:
-    """Mean relaxed utility over the horizon and the worst step's TTFT/TPOT, for LLM jobs × candidates.
+    """Mean relaxed utility over the horizon and the worst step's TTFT/ITL, for LLM jobs × candidates.
 
     Shapes: ``rates_rps`` (n, H) for the n LLM jobs; ``replicas`` (n, X) or (X,); ``current`` (n,);
     ``admission`` broadcastable to (n, X). Returns (n, X) arrays. ``config`` must be the one ``llm`` was
@@ -200,8 +199,8 @@ def llm_horizon_utility(
     saturated = np.all((util >= 1.0) | frozen, axis=1)
     worst = u.max(axis=1)  # latencies rise with the load: the worst step is the most loaded one
     ttft = interp_load(llm.curves.ttft_ms, worst, llm.u_max)
-    tpot = np.where(llm.curves.has_itl[:, None], interp_load(llm.curves.tpot_ms, worst, llm.u_max), 0.0)
-    return LLMHorizon(utility=util.mean(axis=1), ttft_ms=ttft, tpot_ms=tpot, saturated=saturated)
+    itl = np.where(llm.curves.has_itl[:, None], interp_load(llm.curves.itl_ms, worst, llm.u_max), 0.0)
+    return LLMHorizon(utility=util.mean(axis=1), ttft_ms=ttft, itl_ms=itl, saturated=saturated)
 
 
 def llm_saturation_count(
@@ -228,5 +227,5 @@ def llm_saturation_count(
 
 
 def reported_latency_ms(llm: LLMJobs, horizon: LLMHorizon) -> NDArray[np.float64]:
-    """Worst-step TTFT for jobs with a TTFT SLO, worst-step TPOT for ITL-only jobs."""
-    return np.where(np.isnan(llm.slo_ttft_ms)[:, None], horizon.tpot_ms, horizon.ttft_ms)
+    """Worst-step TTFT for jobs with a TTFT SLO, worst-step ITL for ITL-only jobs."""
+    return np.where(np.isnan(llm.slo_ttft_ms)[:, None], horizon.itl_ms, horizon.ttft_ms)

@@ -110,7 +110,7 @@ def utility_curves(
 
     ``replicas`` is (N, X) or (X,). With ``penalty`` the best admission rate on ``ADMISSION_GRID`` is
     chosen per job and count, and the utility includes the drop penalty. LLM jobs (``Job.llm``) are
-    evaluated by the continuous-batching model (``llm_utility.py``); ``ttft_ms``/``tpot_ms`` are then
+    evaluated by the continuous-batching model (``llm_utility.py``); ``ttft_ms``/``itl_ms`` are then
     set (NaN for the other jobs).
     """
     if any(j.llm is not None for j in jobs):
@@ -146,7 +146,7 @@ def _mixed_curves(jobs: list[Job], replicas: NDArray, *, config: ModelConfig, pe
     lat = np.empty(x.shape)
     admission = np.ones(x.shape)
     ttft = np.full(x.shape, np.nan)
-    tpot = np.full(x.shape, np.nan)
+    itl = np.full(x.shape, np.nan)
     if plain.size:
         part = utility_curves([jobs[i] for i in plain], x[plain], config=config, penalty=penalty)
         util[plain], lat[plain], admission[plain] = part.utility, part.latency_ms, part.admission
@@ -155,7 +155,7 @@ def _mixed_curves(jobs: list[Job], replicas: NDArray, *, config: ModelConfig, pe
     xl = x[llm.index]
     best = llm_horizon_utility(llm, rates, xl, cur, config=config)
     u_best, lat_best = best.utility, reported_latency_ms(llm, best)
-    t_best, i_best = best.ttft_ms, best.tpot_ms
+    t_best, i_best = best.ttft_ms, best.itl_ms
     adm = np.ones(xl.shape)
     if penalty:
         for d in ADMISSION_GRID[1:]:
@@ -165,11 +165,11 @@ def _mixed_curves(jobs: list[Job], replicas: NDArray, *, config: ModelConfig, pe
             u_best = np.where(better, u_d, u_best)
             lat_best = np.where(better, reported_latency_ms(llm, h), lat_best)
             t_best = np.where(better, h.ttft_ms, t_best)
-            i_best = np.where(better, h.tpot_ms, i_best)
+            i_best = np.where(better, h.itl_ms, i_best)
             adm = np.where(better, d, adm)
     util[llm.index], lat[llm.index], admission[llm.index] = u_best, lat_best, adm
-    ttft[llm.index], tpot[llm.index] = t_best, i_best
-    return UtilityCurves(replicas=x, utility=util, latency_ms=lat, admission=admission, ttft_ms=ttft, tpot_ms=tpot)
+    ttft[llm.index], itl[llm.index] = t_best, i_best
+    return UtilityCurves(replicas=x, utility=util, latency_ms=lat, admission=admission, ttft_ms=ttft, itl_ms=itl)
 
 
 def _rates_matrix(jobs: tuple[Job, ...] | list[Job]) -> NDArray[np.float64]:
@@ -185,15 +185,15 @@ def _rates_matrix(jobs: tuple[Job, ...] | list[Job]) -> NDArray[np.float64]:
 
 class UtilityCurves:
     """Per-job tables over candidate replica counts: utility, worst-step latency, admission rate
-    (and, when the list has LLM jobs, their worst-step TTFT/TPOT percentiles; NaN for other jobs)."""
+    (and, when the list has LLM jobs, their worst-step TTFT/ITL percentiles; NaN for other jobs)."""
 
-    __slots__ = ("admission", "latency_ms", "replicas", "tpot_ms", "ttft_ms", "utility")
+    __slots__ = ("admission", "itl_ms", "latency_ms", "replicas", "ttft_ms", "utility")
 
     def __init__(self, *, replicas: NDArray, utility: NDArray, latency_ms: NDArray, admission: NDArray,
-                 ttft_ms: NDArray | None = None, tpot_ms: NDArray | None = None):
+                 ttft_ms: NDArray | None = None, itl_ms: NDArray | None = None):
         self.replicas = replicas
         self.utility = utility
         self.latency_ms = latency_ms
         self.admission = admission
         self.ttft_ms = ttft_ms
-        self.tpot_ms = tpot_ms
+        self.itl_ms = itl_ms

@@ -95,18 +95,15 @@ def planning_horizon(view: ClusterView, horizon: int, *, step_s: float = 60.0) -
 
 
 def equivalent_latency_ms(jv: JobView) -> float | None:
-    """An LLM job's observed TTFT/TPOT as one latency in its primary SLO's units, for the reactive
-    check and the latency-ratio baselines: ``max(TTFT/TTFT_SLO, TPOT/ITL_SLO) · spec.slo.latency_ms``
+    """An LLM job's observed TTFT/ITL as one latency in its primary SLO's units, for the reactive
+    check and the latency-ratio baselines: ``max(TTFT/TTFT_SLO, ITL/ITL_SLO) · spec.slo.latency_ms``
     over the declared and observed SLOs (so it exceeds ``spec.slo.latency_ms`` exactly when some
-    declared SLO is violated). The ITL SLO is a TPOT one (``LLMSLO``); without a TPOT observation the
-    per-gap ITL stands in (stricter: it can only make the check fire earlier). None when nothing was
-    observed."""
+    declared SLO is violated). None when nothing was observed."""
     spec, obs = jv.spec.llm, jv.observation.llm
     if spec is None or obs is None:
         return None
     ratios = []
-    per_token = obs.tpot_ms if obs.tpot_ms is not None else obs.itl_ms
-    for observed, slo in ((obs.ttft_ms, spec.slo.ttft_ms), (per_token, spec.slo.itl_ms)):
+    for observed, slo in ((obs.ttft_ms, spec.slo.ttft_ms), (obs.itl_ms, spec.slo.itl_ms)):
         if observed is not None and slo is not None:
             ratios.append(observed / slo if math.isfinite(observed) else math.inf)
     if not ratios:

@@ -141,7 +141,7 @@ def _pack(
     util, lat, adm = t.at(replicas)
     rows = np.arange(k.size)
     ttft = None if t.ttft_ms is None else t.ttft_ms[rows, k]
-    tpot = None if t.tpot_ms is None else t.tpot_ms[rows, k]
+    itl = None if t.itl_ms is None else t.itl_ms[rows, k]
     value = objective_value(prep.problem.objective, util, prep.arrays.weight)
     if proven and bound is None:
         bound = value
@@ -165,7 +165,7 @@ def _pack(
         message=message,
         admission=adm,
         ttft_ms=ttft,
-        tpot_ms=tpot,
+        itl_ms=itl,
     )
 
 

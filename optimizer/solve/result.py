@@ -32,8 +32,8 @@ class SolveResult:
     bound: float | None = None
     message: str = ""
     admission: NDArray[np.float64] = field(default_factory=lambda: np.ones(0))
-    ttft_ms: NDArray[np.float64] | None = None  # LLM jobs' TTFT/TPOT percentiles (NaN for other jobs);
-    tpot_ms: NDArray[np.float64] | None = None  # None when the problem has no LLM job
+    ttft_ms: NDArray[np.float64] | None = None  # LLM jobs' TTFT/ITL percentiles (NaN for other jobs);
+    itl_ms: NDArray[np.float64] | None = None  # None when the problem has no LLM job
 
     @property
     def gap(self) -> float | None:

@@ -77,9 +77,9 @@ class Tables:
     """Utility, worst-step latency and admission per job and candidate count.
 
     ``utility[i, k]`` is job i's utility at ``lo[i] + k`` replicas for ``k < width[i]``; beyond its
-    width a row holds ``-inf`` (utility) so no solver can pick it. ``ttft_ms``/``tpot_ms`` are set when
-    the problem has LLM jobs (their worst-step TTFT/TPOT percentiles; NaN in the other jobs' rows), and
-    ``latency_ms`` then holds an LLM job's TTFT (its TPOT when it declares only an ITL SLO).
+    width a row holds ``-inf`` (utility) so no solver can pick it. ``ttft_ms``/``itl_ms`` are set when
+    the problem has LLM jobs (their worst-step TTFT/ITL percentiles; NaN in the other jobs' rows), and
+    ``latency_ms`` then holds an LLM job's TTFT (its ITL when it declares only an ITL SLO).
     """
 
     lo: NDArray[np.int64]
@@ -88,7 +88,7 @@ class Tables:
     latency_ms: NDArray[np.float64]
     admission: NDArray[np.float64]
     ttft_ms: NDArray[np.float64] | None = None
-    tpot_ms: NDArray[np.float64] | None = None
+    itl_ms: NDArray[np.float64] | None = None
 
     @property
     def width(self) -> NDArray[np.int64]:
@@ -202,13 +202,13 @@ def _mixed_tables(
     width = max(p[2].shape[1] for p in parts)
     out_hi = hi.copy()
     util = np.full((n, width), -np.inf)
-    lat, ttft, tpot = np.full((n, width), np.inf), np.full((n, width), np.nan), np.full((n, width), np.nan)
+    lat, ttft, itl = np.full((n, width), np.inf), np.full((n, width), np.nan), np.full((n, width), np.nan)
     adm = np.ones((n, width))
     for rows, h, u, la, ad, tt, it in parts:
         w = u.shape[1]
         out_hi[rows] = h
-        util[rows, :w], lat[rows, :w], adm[rows, :w], ttft[rows, :w], tpot[rows, :w] = u, la, ad, tt, it
-    return Tables(lo=lo, hi=out_hi, utility=util, latency_ms=lat, admission=adm, ttft_ms=ttft, tpot_ms=tpot)
+        util[rows, :w], lat[rows, :w], adm[rows, :w], ttft[rows, :w], itl[rows, :w] = u, la, ad, tt, it
+    return Tables(lo=lo, hi=out_hi, utility=util, latency_ms=lat, admission=adm, ttft_ms=ttft, itl_ms=itl)
 
 
 def _llm_rows(
@@ -227,8 +227,8 @@ def _llm_rows(
     hi = lo + first
     width = int(first.max()) + 1
     counts = counts[:, :width]
-    util, ttft, tpot = best.utility[:, :width], best.ttft_ms[:, :width], best.tpot_ms[:, :width]
-    lat = np.where(np.isnan(llm.slo_ttft_ms)[:, None], tpot, ttft)
+    util, ttft, itl = best.utility[:, :width], best.ttft_ms[:, :width], best.itl_ms[:, :width]
+    lat = np.where(np.isnan(llm.slo_ttft_ms)[:, None], itl, ttft)
     admission = np.ones_like(util)
     if penalty:
         for d in ADMISSION_GRID[1:]:  # in grid order: the first strictly better rate wins, as in the model
@@ -237,13 +237,13 @@ def _llm_rows(
             better = u_d > util + ADMISSION_MIN_GAIN
             util = np.where(better, u_d, util)
             ttft = np.where(better, h.ttft_ms, ttft)
-            tpot = np.where(better, h.tpot_ms, tpot)
+            itl = np.where(better, h.itl_ms, itl)
             admission = np.where(better, d, admission)
-        lat = np.where(np.isnan(llm.slo_ttft_ms)[:, None], tpot, ttft)
+        lat = np.where(np.isnan(llm.slo_ttft_ms)[:, None], itl, ttft)
     valid = np.arange(width)[None, :] <= (hi - lo)[:, None]
     util = np.where(valid, util, -np.inf)
     lat = np.where(valid, lat, np.inf)
-    return hi, util, lat, np.where(valid, admission, 1.0), np.where(valid, ttft, np.nan), np.where(valid, tpot, np.nan)
+    return hi, util, lat, np.where(valid, admission, 1.0), np.where(valid, ttft, np.nan), np.where(valid, itl, np.nan)
 
 
 def _tile(arr: JobArrays, reps: int) -> JobArrays:
