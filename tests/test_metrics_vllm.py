@@ -173,3 +173,17 @@ def test_the_calibration_windows_come_from_the_same_series(recorded) -> None:
     assert result.llm_profile is not None and result.llm_fit is not None and result.llm_fit.ok
     assert result.llm_profile.kv_cache_tokens == 8192
     assert result.llm_profile.step_base_ms == pytest.approx(result.llm_fit.step_base_ms)
+
+
+def test_faro_optimizer_takes_the_vllm_preset_as_its_default() -> None:
+    import argparse
+
+    from faro.optimizer.commands import optimizer as command
+    from faro.optimizer.service.config import ServiceConfig
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = parser.parse_args(["--metrics-preset", "vllm", "--prometheus-url", "http://127.0.0.1:9090"])
+    assert ServiceConfig(metrics_preset=args.metrics_preset).metrics_preset == "vllm"
+    with pytest.raises(Exception, match="must be one of"):
+        ServiceConfig(metrics_preset="tgi")

@@ -24,6 +24,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -165,6 +166,13 @@ class VLLMServer:
 
     def kill(self) -> None:
         """SIGKILL the server and its engine processes (a crashed pod)."""
+        if self.process is None:  # reused (FARO_VLLM_PORTS): its own process group, found by its port
+            for proc in Path("/proc").glob("[0-9]*"):
+                with contextlib.suppress(OSError):
+                    args = (proc / "cmdline").read_bytes().split(b"\0")
+                    if b"vllm.entrypoints.openai.api_server" in b" ".join(args) and str(self.port).encode() in args:
+                        os.killpg(os.getpgid(int(proc.name)), signal.SIGKILL)
+            return
         self._signal(signal.SIGKILL)
         if self.process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -195,7 +203,16 @@ class VLLMServer:
 
 @contextlib.contextmanager
 def vllm_servers(*configs: dict) -> Iterator[list[VLLMServer]]:
-    """Start one server per config (``VLLMServer`` keyword arguments) at once, wait for all, stop all."""
+    """Start one server per config (``VLLMServer`` keyword arguments) at once, wait for all, stop all.
+
+    For iterating on a test by hand, ``FARO_VLLM_PORTS=p1,p2`` uses servers already listening on those
+    loopback ports (started with the same configs; not stopped here)."""
+    reuse = os.environ.get("FARO_VLLM_PORTS")
+    if reuse:
+        ports = [int(p) for p in reuse.split(",")]
+        yield [VLLMServer(python=Path(sys.executable), workdir=Path(tempfile.gettempdir()), port=port, **c)
+               for port, c in zip(ports, configs, strict=True)]
+        return
     python = require_vllm()
     workdirs = [Path(tempfile.mkdtemp(prefix="faro-vllm-")) for _ in configs]
     servers = [VLLMServer(python=python, workdir=w, **c) for w, c in zip(workdirs, configs, strict=True)]
@@ -402,3 +419,33 @@ def trace_requests(*, rate_rps: float, duration_s: float, start_s: float = 0.0, 
     prompt = np.clip(np.round(trace.prompt_tokens[idx] * token_scale), 1, max_prompt).astype(int)
     output = np.clip(np.round(trace.output_tokens[idx] * token_scale), 1, max_output).astype(int)
     return [RequestSpec(float(t), int(p), int(o)) for t, p, o in zip(at, prompt, output, strict=True)]
+
+
+def client_latency_ms(results: Sequence[RequestResult], *, since_s: float = 0.0,
+                      until_s: float = float("inf")) -> dict[str, float]:
+    """Client-side TTFT and ITL p50/p99 (ms) of the requests sent in ``[since_s, until_s)`` of the run."""
+    done = [r for r in results if r.ok and since_s <= r.spec.at_s < until_s]
+    ttft = np.array([r.ttft_s for r in done]) * 1000
+    itl = np.array([x for r in done for x in r.itl_s]) * 1000
+    if not done or not itl.size:
+        return {"requests": len(done)}
+    return {"requests": len(done), "ttft_p50_ms": float(np.percentile(ttft, 50)),
+            "ttft_p99_ms": float(np.percentile(ttft, 99)), "itl_p50_ms": float(np.percentile(itl, 50)),
+            "itl_p99_ms": float(np.percentile(itl, 99))}
+
+
+def model_latency_ms(profile, token_mix, rate_rps: float, *, replicas: int = 1) -> dict[str, float]:
+    """What the product's latency model predicts (TTFT and per-gap ITL p50/p99, ms) for ``rate_rps`` over
+    ``replicas`` with ``profile`` (the calibrated one) and ``token_mix`` (the observed one)."""
+    from faro.optimizer.model.llm_latency import llm_predict
+
+    out = {}
+    for pct in (50, 99):
+        p = llm_predict(profile, token_mix, rate_rps, replicas, percentile=pct)
+        out[f"ttft_p{pct}_ms"], out[f"itl_p{pct}_ms"] = float(p.ttft_ms), float(p.itl_ms)
+    return out
+
+
+def relative_errors(predicted: dict[str, float], measured: dict[str, float]) -> dict[str, float]:
+    """(predicted − measured) / measured for every latency both have."""
+    return {k: (predicted[k] - measured[k]) / measured[k] for k in predicted if measured.get(k)}

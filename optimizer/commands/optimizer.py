@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("prometheus-url", None, "Prometheus base URL (required unless --metrics-source none)")
     add("metrics-source", "prometheus", "where observations come from", choices=("prometheus", "none"))
     add("metrics-preset", "generic", "PromQL preset (annotation faro.dev/metrics-preset overrides)",
-        choices=("generic", "ray-serve"))
+        choices=("generic", "ray-serve", "vllm"))  # presets.PRESETS
     add("policy", "faro-fairsum", "scaling policy", choices=POLICIES)
     add("interval-s", 300.0, "long-horizon solve interval", type=float)
     add("reactive-interval-s", 10.0, "control-loop tick: the fast reactive step cadence", type=float)

@@ -44,8 +44,11 @@ class ServiceConfig:
             raise InvalidInputError("--horizon", f"must be >= 1, got {self.horizon}")
         if not 0 < self.quantile < 1:
             raise InvalidInputError("--quantile", f"must be in (0, 1), got {self.quantile}")
-        if self.metrics_preset not in ("generic", "ray-serve"):
-            raise InvalidInputError("--metrics-preset", f"must be generic or ray-serve, got {self.metrics_preset!r}")
+        from faro.optimizer.metrics.presets import PRESETS
+
+        if self.metrics_preset not in PRESETS:
+            raise InvalidInputError("--metrics-preset",
+                                    f"must be one of {sorted(PRESETS)}, got {self.metrics_preset!r}")
         if self.history_minutes < 1:
             raise InvalidInputError("--history-minutes", f"must be >= 1, got {self.history_minutes}")
         if self.history_backfill_minutes < self.history_minutes:
