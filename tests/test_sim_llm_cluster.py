@@ -180,3 +180,12 @@ def test_a_warm_up_replays_the_end_of_the_hour_first_and_is_left_out_of_the_scor
     stats = minute_stats(res)
     assert stats.arrived.shape == (2, 4)
     assert stats.arrived.sum() == plain.total_requests == summarize(res, stats).requests
+
+
+def test_hpa_actuation_moves_targets_only_at_the_hpa_sync():
+    wl = _workload(minutes=2.0)
+    res = simulate_llm(wl, Fixed([1, 1], [3, 2], switch_s=20.0), LLMSimConfig(gpus=8, actuation="hpa", initial="min"))
+    t = res.tick_time_s
+    assert res.tick_s == 5.0  # gcd of the 10 s policy interval and the 15 s HPA sync
+    assert res.target_replicas[t == 25.0].tolist() == [[1, 1]]  # planned at 20 s, the HPA syncs at 30 s
+    assert res.target_replicas[t == 30.0].tolist() == [[3, 2]]
