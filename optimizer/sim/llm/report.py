@@ -86,7 +86,13 @@ def plot_llm_timeline(result: LLMSimResult, path: Path) -> None:
         ax_g.step(t_min, result.ready_replicas[:, j] * gpus[j], where="post", color="tab:green", lw=1.0,
                   label="GPUs ready")
         ax_g.set_ylabel(f"{name}\nGPUs", fontsize=9)
-        ax_g.set_ylim(bottom=0)
+        # asks far beyond the cap (queue-driven baselines) would flatten what is ready: clip at the cap
+        asked, ready = result.target_replicas[:, j] * gpus[j], result.ready_replicas[:, j] * gpus[j]
+        top = max(float(ready.max(initial=0)), min(float(asked.max(initial=0)), result.config.gpus), gpus[j])
+        ax_g.set_ylim(0, 1.12 * top)
+        if asked.max(initial=0) > 1.12 * top:
+            ax_g.text(0.99, 0.97, f"asked up to {asked.max():g}", transform=ax_g.transAxes, ha="right", va="top",
+                      fontsize=7, color="tab:blue")
         ax_load = ax_g.twinx()
         load = result.arrivals_rpm[j]
         ax_load.fill_between(np.arange(load.size + 1) - w, np.append(load, load[-1:]), step="post", color="grey",
