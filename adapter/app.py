@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import ssl
 import time
@@ -20,7 +21,7 @@ from typing import Literal
 
 import grpc
 from aiohttp import web
-from faro.adapter.auth import Authenticator, Authorizer
+from faro.adapter.auth import AuthConfigSource, Authenticator, Authorizer
 from faro.adapter.keda import ExternalScalerServicer
 from faro.adapter.metrics import AdapterMetrics
 from faro.adapter.provider import PlanStore
@@ -109,8 +110,61 @@ def server_ssl_context(cert_file: Path, key_file: Path, *, client_ca_pem: str | 
         raise InvalidInputError(f"--tls-cert-file {cert_file}", f"cannot load the certificate/key: {exc}") from exc
     if client_ca_pem:
         ctx.verify_mode = ssl.CERT_OPTIONAL
-        ctx.load_verify_locations(cadata=client_ca_pem)
+        try:
+            ctx.load_verify_locations(cadata=client_ca_pem)
+        except (ssl.SSLError, ValueError) as exc:
+            raise InvalidInputError("client CAs", f"cannot load them: {exc}") from exc
     return ctx
+
+
+class ReloadingServerTLS:
+    """The HTTPS port's TLS: a new ``SSLContext`` when the certificate files change (kubelet rotates a mounted
+    Secret in place) or the client CAs do (the auth ConfigMap), taken up by the next handshake (the listening
+    context's ``sni_callback``, called at every ClientHello, swaps it in) — no restart."""
+
+    def __init__(self, cert_file: Path, key_file: Path, *, client_ca_pem: str | None,
+                 clock: Callable[[], float] = time.monotonic, check_every_s: float = 1.0) -> None:
+        self._cert_file, self._key_file = cert_file, key_file
+        self._client_ca_pem = client_ca_pem
+        self._clock, self._check_every_s = clock, check_every_s
+        self._stamp = self._files_stamp()
+        self._current = server_ssl_context(cert_file, key_file, client_ca_pem=client_ca_pem)
+        self._next_check = clock() + check_every_s
+        self.listening = server_ssl_context(cert_file, key_file, client_ca_pem=client_ca_pem)
+        self.listening.sni_callback = self._swap
+
+    def _files_stamp(self) -> tuple[tuple[int, int, int], ...]:
+        out = []
+        for path in (self._cert_file, self._key_file):
+            try:
+                st = os.stat(path)
+                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                out.append((0, 0, 0))
+        return tuple(out)
+
+    def _rebuild(self, *, why: str) -> None:
+        try:
+            self._current = server_ssl_context(self._cert_file, self._key_file, client_ca_pem=self._client_ca_pem)
+        except InvalidInputError as exc:  # e.g. a half-written rotation: keep the previous one
+            log.warning("TLS %s, but cannot be loaded (%s); keeping the previous certificate and CAs", why, exc)
+            return
+        log.info("TLS reloaded: %s", why)
+
+    def set_client_ca(self, client_ca_pem: str | None) -> None:
+        if client_ca_pem != self._client_ca_pem:
+            self._client_ca_pem = client_ca_pem
+            self._rebuild(why="client CAs changed")
+
+    def _swap(self, ssl_object: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+        now = self._clock()
+        if now >= self._next_check:
+            self._next_check = now + self._check_every_s
+            stamp = self._files_stamp()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                self._rebuild(why=f"{self._cert_file} changed")
+        ssl_object.context = self._current
 
 
 def _bind(address: str, flag: str) -> socket.socket:
@@ -140,7 +194,10 @@ class Adapter:
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.time,
         client_ca_pem: str | None = None,
+        auth_source: AuthConfigSource | None = None,
+        auth_poll_s: float = 10.0,
     ) -> None:
+        """``auth_source`` re-reads the auth ConfigMap every ``auth_poll_s``: new CAs apply without a restart."""
         self.config = config
         self.store = PlanStore(ttl_s=config.plan_ttl_s, clock=clock, ignore_expiry=config.ignore_plan_expiry)
         self.metrics = AdapterMetrics(registry or CollectorRegistry(), self.store)
@@ -151,6 +208,9 @@ class Adapter:
             if reviewer is not None and reviewer.metrics is None:
                 reviewer.metrics = self.metrics
         self._client_ca_pem = client_ca_pem
+        self._auth_source = auth_source
+        self._auth_poll_s = auth_poll_s
+        self.tls: ReloadingServerTLS | None = None
         self._runners: list[web.AppRunner] = []
         self._grpc: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -177,7 +237,9 @@ class Adapter:
 
         if cfg.mode in ("apiService", "both"):
             assert cfg.tls_cert_file and cfg.tls_private_key_file
-            ctx = server_ssl_context(cfg.tls_cert_file, cfg.tls_private_key_file, client_ca_pem=self._client_ca_pem)
+            self.tls = ReloadingServerTLS(cfg.tls_cert_file, cfg.tls_private_key_file,
+                                          client_ca_pem=self._client_ca_pem)
+            ctx = self.tls.listening
             app = build_api_app(
                 self.store,
                 metrics=self.metrics,
@@ -186,6 +248,8 @@ class Adapter:
                 authorizer=self._authorizer,
             )
             self.secure_port = await self._serve(app, cfg.secure_address, "--secure-address", ctx)
+            if self._auth_source is not None and self._authenticator is not None:
+                self._tasks.append(asyncio.create_task(self._watch_auth(), name="auth-configmap"))
             log.info("External Metrics API on https://%s (port %d)", cfg.secure_address, self.secure_port)
         if cfg.metrics_address:
             app = build_metrics_app(self.store, metrics=self.metrics, clock=self._clock)
@@ -216,6 +280,26 @@ class Adapter:
             self._grpc = server
             log.info("KEDA external scaler on %s (port %d, %s)", cfg.keda_address, self.keda_port,
                      "plaintext" if cfg.keda_insecure else "mTLS" if cfg.keda_client_ca_file else "TLS")
+
+    async def _watch_auth(self) -> None:
+        """Re-read the auth ConfigMap; a changed one (CA rotation, allowed names) applies to the next request and
+        handshake. One that cannot be read or is invalid keeps the previous settings (logged, counted)."""
+        assert self._auth_source is not None and self._authenticator is not None
+        while True:
+            await asyncio.sleep(self._auth_poll_s)
+            try:
+                new = await asyncio.to_thread(self._auth_source.load)
+            except Exception as exc:  # unreadable or invalid: keep serving with what we have
+                self.metrics.auth_config_reloads.labels("failed").inc()
+                log.warning("cannot reload the auth ConfigMap (%s); keeping the previous CAs and settings", exc)
+                continue
+            if new == self._authenticator.config:
+                continue
+            self._authenticator.reconfigure(new)
+            if self.tls is not None:
+                self.tls.set_client_ca(new.trusted_ca_pem)
+            self.metrics.auth_config_reloads.labels("applied").inc()
+            log.info("auth ConfigMap changed: front-proxy and client CAs reloaded")
 
     async def _serve(self, app: web.Application, address: str, flag: str, ctx: ssl.SSLContext | None) -> int:
         sock = _bind(address, flag)

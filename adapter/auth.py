@@ -56,9 +56,18 @@ EXTERNAL_METRICS_GROUP = "external.metrics.k8s.io"
 EXTERNAL_METRICS_VERSION = "v1beta1"
 
 
-def request_attributes(method: str, path: str) -> Attributes:
-    """Attributes of an HTTP request the way ``k8s.io/apiserver`` RequestInfo derives them (GET only here)."""
+def request_attributes(method: str, path: str, *, route: Mapping[str, str] | None = None) -> Attributes:
+    """Attributes of an HTTP request the way ``k8s.io/apiserver`` RequestInfo derives them (GET only here).
+
+    ``route`` is what the router matched for the metric route (``namespace``, ``metric``): the attributes are
+    then built from exactly what the handler will serve, not from a second parse of the path (which would
+    differ for a percent-encoded ``/``; the server also refuses those outright).
+    """
     verb = "get" if method in ("GET", "HEAD") else method.lower()
+    if route is not None and "namespace" in route and "metric" in route:
+        return Attributes(verb="list" if verb == "get" else verb, namespace=route["namespace"],
+                          api_group=EXTERNAL_METRICS_GROUP, version=EXTERNAL_METRICS_VERSION,
+                          resource=route["metric"], is_resource=True)
     parts = [p for p in path.split("/") if p]
     if (
         len(parts) >= 6
@@ -135,7 +144,28 @@ def auth_config_from_configmap(data: Mapping[str, str], *, requestheader_ca_pem:
     client_ca = data.get("client-ca-file") or None
     if client_ca:
         _load_certs(client_ca, "client-ca-file")
+    if requestheader is None and client_ca is None:
+        raise InvalidInputError(
+            f"ConfigMap {AUTH_CONFIGMAP_NAMESPACE}/{AUTH_CONFIGMAP_NAME}",
+            "has neither requestheader-client-ca-file nor client-ca-file, so the adapter could not authenticate "
+            "kube-apiserver's aggregation layer (the HPA's path) nor any client certificate; check that "
+            "kube-apiserver runs with --requestheader-client-ca-file, or pass --requestheader-client-ca-file "
+            "(--disable-auth for local development only)",
+        )
     return AuthConfig(requestheader=requestheader, client_ca_pem=client_ca)
+
+
+class AuthConfigSource:
+    """Reads ``kube-system/extension-apiserver-authentication`` into an ``AuthConfig`` (the CLI's
+    ``--requestheader-client-ca-file`` overrides the front-proxy CA); the adapter calls ``load`` again every
+    few seconds so that a CA rotation applies without a restart. ``load`` blocks (the Kubernetes client)."""
+
+    def __init__(self, read: Callable[[], Mapping[str, str]], *, requestheader_ca_pem: str | None = None) -> None:
+        self._read = read
+        self._override = requestheader_ca_pem
+
+    def load(self) -> AuthConfig:
+        return auth_config_from_configmap(self._read(), requestheader_ca_pem=self._override)
 
 
 def _load_certs(pem: str, where: str) -> list[x509.Certificate]:
@@ -161,15 +191,20 @@ class Authenticator:
     _tokens: TokenAuthenticator | None = field(init=False)
 
     def __post_init__(self) -> None:
-        rh = self.config.requestheader
-        self._front_proxy_cas = _load_certs(rh.client_ca_pem, "requestheader-client-ca-file") if rh else []
-        self._client_cas = (
-            _load_certs(self.config.client_ca_pem, "client-ca-file") if self.config.client_ca_pem else []
-        )
+        self.reconfigure(self.config)
         self._tokens = None
         if self.token_reviewer is not None:
             self._tokens = TokenAuthenticator(self.token_reviewer, clock=self.clock, ttl_s=self.token_ttl_s,
                                               on_review=self._count)
+
+    def reconfigure(self, config: AuthConfig) -> None:
+        """Use ``config`` from the next request on (a rotated CA in the auth ConfigMap)."""
+        rh = config.requestheader
+        front_proxy = _load_certs(rh.client_ca_pem, "requestheader-client-ca-file") if rh else []
+        client = _load_certs(config.client_ca_pem, "client-ca-file") if config.client_ca_pem else []
+        self._front_proxy_cas, self._client_cas = front_proxy, client
+        self._issuer_cache = {}
+        self.config = config
 
     def _classify(self, der: bytes) -> tuple[str, str, tuple[str, ...]]:
         """("front-proxy" | "client" | "", CN, O values) of a peer certificate the TLS handshake verified."""
@@ -248,6 +283,8 @@ def _user_from_headers(rh: RequestHeaderConfig, headers: Mapping[str, str]) -> U
     if not name:
         return None
     groups = tuple(g.strip() for h in rh.group_headers for v in values(h) for g in [v] if g.strip())
+    if "system:authenticated" not in groups:  # as kube-apiserver's authenticator adds it to every authenticated user
+        groups = (*groups, "system:authenticated")
     extra: dict[str, list[str]] = {}
     for prefix in rh.extra_headers_prefixes:
         low = prefix.lower()

@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="for TokenReview/SubjectAccessReview and the auth ConfigMap (default: in-cluster, else ~/.kube/config)")
     opt("--requestheader-client-ca-file", type=Path, metavar="PATH",
         help="front-proxy CA (default: from ConfigMap kube-system/extension-apiserver-authentication)")
+    opt("--auth-config-poll-s", 10.0, type=float, metavar="SECONDS",
+        help="re-read kube-system/extension-apiserver-authentication this often: rotated CAs apply without a "
+        "restart (default 10)")
     parser.add_argument("--disable-auth", action="store_true", default=_env_bool("--disable-auth"),
                         help="LOCAL DEVELOPMENT ONLY: serve anyone without authentication or authorisation")
     opt("--log-format", "text", choices=["text", "json"], help="log line format")
@@ -101,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         banner = "!" * 100
         log.warning("%s\n--keda-insecure: the KEDA scaler answers ANYONE who can reach %s, in plaintext. For local "
                     "development only; never in a cluster.\n%s", banner, config.keda_address, banner)
-    authenticator = authorizer = None
+    authenticator = authorizer = auth_source = None
     client_ca_pem = None
     if config.mode != "keda":
         if args.disable_auth:
@@ -112,11 +115,12 @@ def run(args: argparse.Namespace) -> int:
                 banner, banner,
             )
         else:
-            authenticator, authorizer, client_ca_pem = _delegated_auth(args)
+            authenticator, authorizer, client_ca_pem, auth_source = _delegated_auth(args)
 
     async def main() -> int:
         adapter = Adapter(
-            config, authenticator=authenticator, authorizer=authorizer, clock=time.time, client_ca_pem=client_ca_pem
+            config, authenticator=authenticator, authorizer=authorizer, clock=time.time, client_ca_pem=client_ca_pem,
+            auth_source=auth_source, auth_poll_s=float(args.auth_config_poll_s),
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -133,11 +137,11 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
-def _delegated_auth(args: argparse.Namespace) -> tuple[Any, Any, str]:
+def _delegated_auth(args: argparse.Namespace) -> tuple[Any, Any, str, Any]:
     import logging
     import time
 
-    from faro.adapter.auth import Authenticator, Authorizer, auth_config_from_configmap, load_auth_configmap
+    from faro.adapter.auth import AuthConfigSource, Authenticator, Authorizer, load_auth_configmap
     from faro.optimizer.errors import InvalidInputError
     from faro.optimizer.kube.auth import KubeReviewer
     from kubernetes import client, config
@@ -155,7 +159,6 @@ def _delegated_auth(args: argparse.Namespace) -> tuple[Any, Any, str]:
     except (config.ConfigException, OSError) as exc:
         raise InvalidInputError("--kubeconfig", f"no usable Kubernetes configuration: {exc}") from exc
     api_client = client.ApiClient(cfg)
-    data = load_auth_configmap(api_client)
     override = None
     if args.requestheader_client_ca_file:
         try:
@@ -163,10 +166,11 @@ def _delegated_auth(args: argparse.Namespace) -> tuple[Any, Any, str]:
         except OSError as exc:
             raise InvalidInputError(f"--requestheader-client-ca-file {args.requestheader_client_ca_file}",
                                     f"cannot read: {exc.strerror or exc}") from exc
-    auth_config = auth_config_from_configmap(data, requestheader_ca_pem=override)
+    source = AuthConfigSource(lambda: load_auth_configmap(api_client), requestheader_ca_pem=override)
+    auth_config = source.load()  # InvalidInputError (one line, exit 2) when unreadable or without any CA
     if auth_config.requestheader is None:
         log.warning("no requestheader-client-ca-file: requests proxied by kube-apiserver cannot be authenticated")
     reviewer = KubeReviewer(api_client)
     authn = Authenticator(auth_config, token_reviewer=reviewer, clock=time.monotonic)
     authz = Authorizer(reviewer, clock=time.monotonic)
-    return authn, authz, auth_config.trusted_ca_pem
+    return authn, authz, auth_config.trusted_ca_pem, source

@@ -63,6 +63,10 @@ class AdapterMetrics:
             ["kind", "outcome"],
             registry=registry,
         )
+        self.auth_config_reloads = Counter(
+            "faro_adapter_auth_config_reloads", "Re-reads of the auth ConfigMap that changed something (applied) or "
+            "could not be used (failed: the previous settings stay)", ["result"], registry=registry,
+        )
 
     def plan_received(self, plan: plan_pb2.Plan) -> None:
         self.plans_received.inc()

@@ -212,3 +212,92 @@ def test_bad_flags_exit_2_with_one_line_naming_the_flag(args: list[str], message
                          text=True, timeout=120, check=False)
     assert out.returncode == 2, out.stderr
     assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def _configmap_data(front_proxy_ca_pem: str) -> dict[str, str]:
+    return {"requestheader-client-ca-file": front_proxy_ca_pem, "requestheader-allowed-names": '["front-proxy-client"]',
+            "requestheader-username-headers": '["X-Remote-User"]', "requestheader-group-headers": '["X-Remote-Group"]',
+            "requestheader-extra-headers-prefix": '["X-Remote-Extra-"]'}
+
+
+def _adapter(files: dict[str, Any], kubeconfig: Path, port: int, *extra: str) -> Process:
+    return Process([
+        "--plan-file", str(files["plan"]), "--secure-address", f"127.0.0.1:{port}",
+        "--tls-cert-file", str(files["server"][0]), "--tls-private-key-file", str(files["server"][1]),
+        "--metrics-address", f"127.0.0.1:{free_port()}", "--kubeconfig", str(kubeconfig), *extra,
+    ])
+
+
+@pytest.mark.slow
+def test_a_rotated_front_proxy_ca_in_the_configmap_is_trusted_without_a_restart(
+    kubeapi: Any, kube_client: Any, files: dict[str, Any], tmp_path: Path
+) -> None:
+    from kubernetes import client
+
+    create_auth_configmap(kube_client, files["front_ca"].decode())
+    grant_external_metrics(kubeapi, {"kind": "ServiceAccount", "name": "horizontal-pod-autoscaler",
+                                     "namespace": "kube-system"}, ["get", "list", "watch"])
+    rotated = CertificateAuthority("front-proxy-ca-2")
+    new_proxy = rotated.issue("front-proxy-client").write(tmp_path, "front-proxy-2")
+    port = free_port()
+    proc = _adapter(files, kubeapi.kubeconfig(tmp_path / "kc"), port, "--auth-config-poll-s", "0.2")
+    headers = {"X-Remote-User": HPA_USER}
+
+    def as_proxy(cert: tuple[Path, Path]) -> int:
+        try:
+            return https_get(port, files["serving_ca"], METRIC, cert=cert, headers=headers)[0]
+        except OSError:  # ssl.SSLError, ConnectionResetError: a certificate from an untrusted CA fails the handshake
+            return -1
+
+    try:
+        wait_healthy(proc, port, files["serving_ca"])
+        assert as_proxy(files["front_proxy"]) == 200
+        assert as_proxy(new_proxy) == -1  # not trusted yet
+        client.CoreV1Api(kube_client).patch_namespaced_config_map(
+            "extension-apiserver-authentication", "kube-system", {"data": _configmap_data(rotated.cert_pem.decode())})
+        deadline = time.monotonic() + 60
+        while as_proxy(new_proxy) != 200:
+            assert time.monotonic() < deadline and proc.proc.poll() is None, "the rotated CA was never trusted"
+            time.sleep(0.2)
+        assert as_proxy(files["front_proxy"]) in (-1, 401)  # the old CA is gone: no identity from its certificate
+    finally:
+        err = proc.stop()
+    assert "auth ConfigMap changed" in err
+
+
+@pytest.mark.slow
+def test_front_proxy_users_are_in_system_authenticated(
+    kubeapi: Any, kube_client: Any, files: dict[str, Any], tmp_path: Path
+) -> None:
+    """The access review of a front-proxy user carries system:authenticated, as kube-apiserver adds it to every
+    authenticated user: a grant to that group (graded by the test API server's RBAC) lets carol in."""
+    create_auth_configmap(kube_client, files["front_ca"].decode())
+    grant_external_metrics(kubeapi, {"kind": "Group", "name": "system:authenticated",
+                                     "apiGroup": "rbac.authorization.k8s.io"}, ["get", "list"])
+    port = free_port()
+    proc = _adapter(files, kubeapi.kubeconfig(tmp_path / "kc"), port)
+    try:
+        wait_healthy(proc, port, files["serving_ca"])
+        code, _ = https_get(port, files["serving_ca"], METRIC, cert=files["front_proxy"],
+                            headers={"X-Remote-User": "carol"})
+        assert code == 200
+    finally:
+        proc.stop()
+
+
+def test_an_auth_configmap_with_neither_ca_stops_the_adapter_with_one_clear_line(
+    kubeapi: Any, kube_client: Any, files: dict[str, Any], tmp_path: Path
+) -> None:
+    from kubernetes import client
+
+    client.CoreV1Api(kube_client).create_namespaced_config_map("kube-system", client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="extension-apiserver-authentication", namespace="kube-system"),
+        data={"requestheader-allowed-names": '["front-proxy-client"]'}))
+    out = subprocess.run([sys.executable, "-m", "faro.optimizer.cli", "adapter", "--plan-file", str(files["plan"]),
+                          "--secure-address", "127.0.0.1:0", "--tls-cert-file", str(files["server"][0]),
+                          "--tls-private-key-file", str(files["server"][1]), "--metrics-address", "",
+                          "--kubeconfig", str(kubeapi.kubeconfig(tmp_path / "kc"))],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 2, out.stderr
+    assert "has neither requestheader-client-ca-file nor client-ca-file" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -127,7 +127,7 @@ def served(pki: PKI, loop_thread: LoopThread, tmp_path_factory: pytest.TempPathF
     })
     reviewer = FakeReviewer(
         tokens={"good-token": UserInfo("bob", ("system:authenticated",))},
-        allowed_users={HPA_USER, "alice", "bob", "cache-probe", "system:kube-aggregator"},
+        allowed_users={HPA_USER, "alice", "bob", "cache-probe", "route-probe", "system:kube-aggregator"},
     )
     adapter = Adapter(
         config,
@@ -279,10 +279,41 @@ def test_the_access_review_sees_the_front_proxy_user_groups_and_resource(served:
                              **{"X-Remote-User": "cache-probe", "X-Remote-Extra-Scopes": "a"})
     assert code == 200
     user, attrs = served.reviewer.calls[before]
-    assert user.name == "cache-probe" and user.groups == ("system:serviceaccounts",)
+    # kube-apiserver adds system:authenticated to every authenticated user, front-proxy ones included.
+    assert user.name == "cache-probe" and user.groups == ("system:serviceaccounts", "system:authenticated")
     assert user.extra == (("scopes", ("a",)),)
     assert attrs == Attributes(verb="list", namespace="default", api_group="external.metrics.k8s.io",
                                version="v1beta1", resource="faro_desired_replicas", is_resource=True)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("/apis/external.metrics.k8s.io/v1beta1/namespaces/default%2Fx/faro_desired_replicas",
+                     id="encoded-slash-in-the-namespace"),
+        pytest.param("/apis/external.metrics.k8s.io/v1beta1/namespaces/default/faro_desired_replicas%2fx",
+                     id="encoded-slash-in-the-metric"),
+        pytest.param("/apis/external.metrics.k8s.io%2Fv1beta1", id="encoded-slash-in-discovery"),
+    ],
+)
+def test_an_encoded_slash_is_not_found_and_never_reviewed(served: Served, path: str) -> None:
+    # Decoded, these paths have other segments than the router's parameters: an access review would judge
+    # another namespace/resource than the handler serves. No name Kubernetes allows contains a slash.
+    before = len(served.reviewer.calls)
+    code, body = as_front_proxy(served, path + "?labelSelector=deployment%3Dresnet")
+    assert (code, body["reason"]) == (404, "NotFound") and "%2F" in body["message"]
+    assert len(served.reviewer.calls) == before
+    assert get(served, path)[0] == 401  # without credentials: unauthenticated first, as kube-apiserver answers
+
+
+def test_the_access_review_is_built_from_what_the_router_matched(served: Served) -> None:
+    # %74 is "t": the path decodes to the metric route; the review names exactly what the handler serves.
+    before = len(served.reviewer.calls)
+    path = "/apis/external.metrics.k8s.io/v1beta1/namespaces/defaul%74/faro_desired_replicas"
+    code, _ = as_front_proxy(served, path + "?labelSelector=deployment%3Dresnet", **{"X-Remote-User": "route-probe"})
+    assert code == 200
+    _, attrs = served.reviewer.calls[before]
+    assert (attrs.namespace, attrs.resource, attrs.verb) == ("default", "faro_desired_replicas", "list")
 
 
 def test_access_reviews_are_cached(served: Served) -> None:
