@@ -448,11 +448,14 @@ def solver_llm() -> str:
     out = []
     for r in rows:
         gap = "–" if r["max_gap"] is None else ("0 (proven)" if r["max_gap"] == 0 else _pct(r["max_gap"], 4))
-        warm = r.get("warm_median_ms")
-        out.append([r["objective"], f"{r['n']:,}", r["solver"], _n(r["median_ms"]), _n(r["max_ms"]),
-                    "–" if warm is None else _n(warm), gap, "yes" if r["quota_respected"] else "**no**"])
-    header = ["objective", "LLM jobs", "solver", "median ms (cold)", "max ms", "median ms (warm)",
-              "max certified gap", "quotas kept"]
+        def ms(key: str, row: dict = r) -> str:
+            return "–" if row.get(key) is None else _n(row[key])
+
+        out.append([r["objective"], f"{r['n']:,}", r["solver"], f"{ms('median_ms')} ({ms('cpu_median_ms')})",
+                    f"{ms('warm_median_ms')} ({ms('warm_cpu_median_ms')})", gap,
+                    "yes" if r["quota_respected"] else "**no**", _load_avg(r.get("load_avg"))])
+    header = ["objective", "LLM jobs", "solver", "cold: median ms (CPU ms)", "warm: median ms (CPU ms)",
+              "max certified gap", "quotas kept", "load average"]
     commands = "`, `".join(c for c in doc.get("commands", [doc.get("command", "")]) if "llm" in c)
     return _table(header, out, right=3) + f"\n\n_From `bench/results/solver.json` (`{commands}`)._"
 

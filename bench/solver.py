@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -113,7 +114,9 @@ gets a freshly built problem (new mixes), as a live cycle with newly observed mi
 def measure(problem: Problem, solver: str, *, traced: bool, time_limit_s: float = 120.0) -> dict:
     if traced:
         tracemalloc.start()
+    cpu = time.process_time()
     result = solve(problem, solver=solver, clock=time.perf_counter, time_limit_s=time_limit_s)
+    cpu_ms = (time.process_time() - cpu) * 1000.0  # on a shared machine, closer to an idle one's wall time
     peak = None
     if traced:
         peak = tracemalloc.get_traced_memory()[1]
@@ -121,7 +124,7 @@ def measure(problem: Problem, solver: str, *, traced: bool, time_limit_s: float 
     cons = problem.constraints()
     respected = bool(np.all(cons.usage(result.replicas) <= cons.bound + 1e-9 * np.maximum(1, np.abs(cons.bound))))
     return {
-        "solve_ms": result.solve_ms, "objective_value": result.objective_value, "bound": result.bound,
+        "solve_ms": result.solve_ms, "cpu_ms": cpu_ms, "objective_value": result.objective_value, "bound": result.bound,
         "gap": result.gap, "status": result.status, "quota_respected": respected, "peak_bytes": peak,
     }
 
@@ -158,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                         problem = SHAPES[args.shape](n, seed, objective)
                     run = measure(problem, solver, traced=False, time_limit_s=args.time_limit_s)
                     if args.shape in COLD:  # and again with the curves remembered (an unchanged mix)
-                        run["warm_solve_ms"] = measure(problem, solver, traced=False)["solve_ms"]
+                        warm = measure(problem, solver, traced=False)
+                        run["warm_solve_ms"], run["warm_cpu_ms"] = warm["solve_ms"], warm["cpu_ms"]
                     run["seed"] = seed
                     runs.append(run)
                 first = SHAPES[args.shape](n, 0, objective) if args.shape in COLD else problems[0]
@@ -173,8 +177,11 @@ def main(argv: list[str] | None = None) -> int:
                     "quota_respected": all(r["quota_respected"] for r in runs),
                     "peak_mib": peak / 2**20, "runs": runs,
                 })
+                rows[-1]["cpu_median_ms"] = statistics.median(r["cpu_ms"] for r in runs)
+                rows[-1]["load_avg"] = list(os.getloadavg())
                 if args.shape in COLD:
                     rows[-1]["warm_median_ms"] = statistics.median(r["warm_solve_ms"] for r in runs)
+                    rows[-1]["warm_cpu_median_ms"] = statistics.median(r["warm_cpu_ms"] for r in runs)
     out = Path(args.output)
     command = "python bench/solver.py " + " ".join(argv or sys.argv[1:])
     commands = [command]
