@@ -460,6 +460,42 @@ def solver_llm() -> str:
     return _table(header, out, right=3) + f"\n\n_From `bench/results/solver.json` (`{commands}`)._"
 
 
+# --------------------------------------------------------------------------------------------- fuzz and soak
+def fuzz() -> str:
+    doc = _load("fuzz.json")
+    out = []
+    for r in doc["surfaces"]:
+        out.append([
+            r["surface"], f"{r['requests']:,}", _n(r["rps"]), str(r["server_errors"]), str(r["nonconforming"]),
+            str(r.get("library_rejections", 0)), str(r["client_errors"]),
+            f"{r['rss_start_mib']:.0f} → {r['rss_end_mib']:.0f} ({r['rss_growth_mib']:+.1f})",
+            "yes" if r["alive_after"] else "**no**",
+        ])
+    header = ["surface", "requests", "req/s", "server errors", "outside the contract", "malformed protobuf (grpcio)",
+              "client could not send", "server RSS MiB (growth after 10%)", "alive after"]
+    commands = "`, `".join(dict.fromkeys(r.get("command", doc["command"]) for r in doc["surfaces"]))
+    return _table(header, out) + f"\n\n_From `bench/results/fuzz.json` (`{commands}`; loopback, 2 shared cores)._"
+
+
+def soak() -> str:
+    doc = _load("soak.json")
+    a = doc["args"]
+    row = [
+        f"{a['duration_s']:.0f} s", f"{a['rps']:.0f}", _n(doc["achieved_rps"]), f"{doc['requests']:,}",
+        f"{doc['not_sent']:,}", f"{doc['statuses'].get('200', 0):,}", f"{doc['documented_503']:,}",
+        str(doc["errors"]), f"{doc['p50_ms']:.1f}", f"{doc['p99_ms']:.0f}",
+        f"{doc['rss_growth_mib']:+.1f} / {doc['rss_growth_last_half_mib']:+.1f}",
+        "yes" if doc["adapter_alive"] else "**no**",
+    ]
+    header = ["duration", "target req/s", "achieved req/s", "requests", "not sent (client saturated)", "200",
+              "documented 503", "errors", "p50 ms", "p99 ms", "RSS growth MiB (run / 2nd half)", "adapter alive"]
+    outages = "; ".join(f"optimizer down {o['stopped_s']:.0f}–{o['restarted_s']:.0f} s"
+                        f"{' (longer than the TTL)' if o['longer_than_ttl'] else ''}" for o in doc["outages"])
+    return _table(header, [row], right=0) + _source(
+        "soak.json", doc["command"], f"{outages}; plan TTL {a['plan_ttl_s']:.0f} s; load average "
+        f"{doc['load_average_1m']:.1f} on {doc['cpu_count']} shared cores")
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "solver-paper": solver_paper,
     "solver-cluster": solver_cluster,
@@ -477,6 +513,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "llm-speed": llm_speed,
     "llm-model-agreement": llm_model_agreement,
     "solver-llm": solver_llm,
+    "fuzz": fuzz,
+    "soak": soak,
 }
 
 

@@ -28,10 +28,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import random
 import re
+import socket
 import ssl
 import string
 import subprocess
@@ -483,30 +485,204 @@ async def fuzz_keda(target: Target, *, requests: int, seed: int, concurrency: in
     return result
 
 
-SURFACES = {"https": fuzz_https, "keda": fuzz_keda}
+# ------------------------------------------------------------------ the optimizer's plan gRPC API
+@dataclass
+class PlanTarget:
+    """A running ``faro optimizer`` (mTLS plan API, the chart's defaults) and a client identity for it."""
+
+    pid: int
+    port: int
+    client_tls: Any  # faro.optimizer.service.plan_client.PlanClientTLS
+    alive: Callable[[], bool]
+
+
+class OptimizerProcess:
+    """``faro optimizer`` against the test API server (5 Deployments, ``--metrics-source none``); a context
+    manager yielding a ``PlanTarget`` once it serves a plan."""
+
+    def __enter__(self) -> PlanTarget:
+        from kubeapi import KubeApiServer
+        from kubeapi.objects import deployment, quota
+        from pki import plan_api_certs
+
+        self._tmp = tempfile.TemporaryDirectory()
+        d = Path(self._tmp.name)
+        self._server = KubeApiServer(bookmark_interval_s=5.0).start()
+        rtype = self._server._rtype
+        self._server.create(rtype("", "resourcequotas"), "team-a", quota("q", {"requests.cpu": "20"}))
+        for i in range(5):
+            self._server.create(rtype("apps", "deployments"), "team-a", deployment(f"job-{i}"))
+        certs = plan_api_certs(d)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        args = [sys.executable, "-m", "faro.optimizer.cli", "optimizer",
+                f"--kubeconfig={self._server.kubeconfig(d / 'kubeconfig')}", "--metrics-source=none",
+                "--no-leader-elect", "--interval-s=5", "--reactive-interval-s=1", f"--grpc-address=127.0.0.1:{port}",
+                "--metrics-address=", "--log-format=json", *certs.server_flags()]
+        self._log = (d / "optimizer.log").open("wb")
+        self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+        self.client_tls = certs.client_tls()
+        target = PlanTarget(self._proc.pid, port, self.client_tls, lambda: self._proc.poll() is None)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and self._proc.poll() is None:
+            if plan_generation(target) is not None:
+                return target
+            time.sleep(0.5)
+        raise RuntimeError(f"faro optimizer did not serve a plan: {(d / 'optimizer.log').read_text()[-2000:]}")
+
+    def __exit__(self, *exc: object) -> None:
+        self._proc.terminate()
+        try:
+            self._proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(30)
+        self._log.close()
+        self._server.stop()
+        self._tmp.cleanup()
+
+
+def plan_generation(target: PlanTarget) -> int | None:
+    import grpc
+    from faro.v1 import plan_pb2, plan_pb2_grpc
+
+    try:
+        with target.client_tls.channel(f"127.0.0.1:{target.port}") as channel:
+            return plan_pb2_grpc.PlanServiceStub(channel).GetPlan(plan_pb2.GetPlanRequest(), timeout=10).generation
+    except grpc.RpcError:
+        return None
+
+
+PLAN_OK_CODES = {"OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "UNAVAILABLE", "NOT_FOUND",
+                 "CANCELLED", "FAILED_PRECONDITION"}
+PLAN_METHODS = ("GetPlan", "Solve", "WatchPlans")
+
+
+def plan_case(rng: random.Random) -> tuple[str, bytes]:
+    """(method, serialized request): random bytes, or a SolveRequest from sane to huge and malformed."""
+    from faro.v1 import plan_pb2
+
+    pick = rng.random()
+    if pick < 0.15:
+        return rng.choice(PLAN_METHODS), rng.randbytes(rng.choice([0, 1, 9, 200, 5000]))
+    if pick < 0.25:
+        return "GetPlan", plan_pb2.GetPlanRequest().SerializeToString()
+    if pick < 0.28:
+        return "WatchPlans", plan_pb2.WatchPlansRequest().SerializeToString()
+    odd = [0.0, -1.0, math.nan, math.inf, 1e12, 1e-9]
+    req = plan_pb2.SolveRequest(
+        objective=rng.choice(["sum", "fair", "fairsum", "penaltysum", "penaltyfairsum", "", "bogus"]),
+        solver=rng.choice(["auto", "greedy", "dp", "cvxpy", "cobyla", "", "x" * 50]),
+        time_limit_s=rng.choice([0.0, 0.05, 1.0, 1e9, -1.0, math.nan]))
+    n_jobs = rng.choice([0, 1, 2, 5, 20, 120, 501]) if rng.random() < 0.98 else 5000  # over the 500-job cap
+    horizon = rng.choice([0, 1, 3, 7, 61]) if rng.random() < 0.98 else 500  # over the 60-step cap
+    sane = rng.random() < 0.5
+    for i in range(n_jobs):
+        job = req.jobs.add(name=f"j{i}" if rng.random() < 0.98 else _text(rng, 20), namespace="team-a",
+                           slo_latency_ms=200.0 if sane else rng.choice([200.0, *odd]),
+                           slo_percentile=99.0 if sane else rng.choice([99.0, 0.0, 100.0, 150.0, math.nan]),
+                           processing_time_ms=50.0 if sane else rng.choice([50.0, *odd]),
+                           weight=1.0 if sane else rng.choice([1.0, -1.0, 0.0, math.nan]),
+                           min_replicas=1 if sane else rng.choice([1, 0, -5, 2**31 - 1]),
+                           max_replicas=rng.choice([10, 100, 0]) if sane else rng.choice([10, -1, 2**31 - 1]),
+                           current_replicas=1)
+        job.rate_rps.extend(rng.uniform(0.0, 50.0) if sane else rng.choice([5.0, *odd])
+                            for _ in range(horizon))
+        job.resources["cpu"] = 0.5 if sane else rng.choice([0.5, *odd])
+    for q in range(rng.choice([0, 1, 2])):
+        quota = req.quotas.add(name=f"q{q}", namespace=rng.choice(["", "team-a"]))
+        quota.hard["cpu"] = rng.choice([10.0, 1000.0]) if sane else rng.choice([10.0, *odd])
+    return "Solve", req.SerializeToString()
+
+
+async def fuzz_plan(target: PlanTarget, *, requests: int, seed: int, concurrency: int = 8,
+                    progress: Callable[[int], None] | None = None) -> SurfaceResult:
+    """The plan API: every answer OK or a documented refusal; plans keep coming while it is fuzzed."""
+    import grpc
+
+    result = SurfaceResult("plan-grpc")
+    statuses: Counter[str] = Counter()
+    counter = iter(range(requests))
+    sample_every = max(1, requests // 100)
+    generation_before = plan_generation(target) or 0
+    started = time.perf_counter()
+    async with target.client_tls.aio_channel(f"127.0.0.1:{target.port}") as channel:
+        unary = {m: channel.unary_unary(f"/faro.v1.PlanService/{m}") for m in ("GetPlan", "Solve")}
+        stream = channel.unary_stream("/faro.v1.PlanService/WatchPlans")
+
+        async def worker(wid: int) -> None:
+            for i in counter:
+                rng = random.Random(seed * 1_000_003 + i)
+                method, payload = plan_case(rng)
+                detail = ""
+                try:
+                    if method == "WatchPlans":
+                        call = stream(payload, timeout=30)
+                        async for _plan in call:
+                            break  # one plan, then hang up
+                        call.cancel()
+                    else:
+                        await unary[method](payload, timeout=60)
+                    code = "OK"
+                except grpc.aio.AioRpcError as exc:
+                    code, detail = exc.code().name, exc.details() or ""
+                if code in ("UNKNOWN", "INTERNAL") and ("DecodeError" in detail or "deserializing request" in detail):
+                    code = f"{code} (malformed protobuf, refused by grpcio)"
+                    result.library_rejections += 1
+                elif code in ("INTERNAL", "UNKNOWN"):
+                    result.server_errors += 1
+                    result.note(f"{method} {payload[:60]!r}: {code} {detail}")
+                elif code not in PLAN_OK_CODES:
+                    result.nonconforming += 1
+                    result.note(f"{method} {payload[:60]!r}: {code} {detail}")
+                statuses[code] += 1
+                if i % sample_every == 0:
+                    result.rss_mib.append(rss_mib(target.pid))
+                    if progress:
+                        progress(i)
+
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    result.seconds = time.perf_counter() - started
+    result.requests = sum(statuses.values())
+    result.statuses = dict(sorted(statuses.items()))
+    result.rss_mib.append(rss_mib(target.pid))
+    generation_after = plan_generation(target)
+    # Alive, answering, and the control loop went on publishing plans throughout.
+    result.alive_after = target.alive() and generation_after is not None and generation_after > generation_before
+    return result
+
+
+SURFACES = {"https": fuzz_https, "keda": fuzz_keda, "plan": fuzz_plan}
 
 
 def run(surfaces: list[str], *, requests: int, seed: int, show_progress: bool = False) -> list[SurfaceResult]:
-    """Start one adapter process and fuzz each surface in turn (tests call this with small ``requests``)."""
+    """Fuzz each surface in turn: the adapter process for https/keda, the optimizer process for plan (tests call
+    this with small ``requests``)."""
     out = []
-    with AdapterProcess() as target:
-        for name in surfaces:
-            bar = None
-            if show_progress:
-                from tqdm import tqdm
+    adapter_surfaces = [s for s in surfaces if s != "plan"]
+    groups = [(AdapterProcess, adapter_surfaces)] if adapter_surfaces else []
+    if "plan" in surfaces:
+        groups.append((OptimizerProcess, ["plan"]))
+    for process, names in groups:
+        with process() as target:
+            for name in names:
+                bar = None
+                if show_progress:
+                    from tqdm import tqdm
 
-                bar = tqdm(total=requests, desc=name, unit="req", mininterval=1.0)
-            done = [0]
+                    bar = tqdm(total=requests, desc=name, unit="req", mininterval=1.0)
+                done = [0]
 
-            def tick(i: int, bar: Any = bar, done: list[int] = done) -> None:
+                def tick(i: int, bar: Any = bar, done: list[int] = done) -> None:
+                    if bar is not None:
+                        bar.update(max(0, i - done[0]))
+                        done[0] = max(done[0], i)
+
+                out.append(asyncio.run(SURFACES[name](target, requests=requests, seed=seed, progress=tick)))
                 if bar is not None:
-                    bar.update(max(0, i - done[0]))
-                    done[0] = max(done[0], i)
-
-            out.append(asyncio.run(SURFACES[name](target, requests=requests, seed=seed, progress=tick)))
-            if bar is not None:
-                bar.update(requests - done[0])
-                bar.close()
+                    bar.update(requests - done[0])
+                    bar.close()
     return out
 
 
@@ -535,16 +711,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'PASS' if ok else 'FAIL'}: 0 server errors, 0 answers outside the documented contract, process alive "
           f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} shared cores)")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    command = "python bench/fuzz.py " + " ".join(argv)
+    surfaces = [{**asdict(r), "command": command, "seed": args.seed, "rps": r.rps, "rss_growth_mib": r.rss_growth_mib(),
+                 "rss_start_mib": r.rss_mib[0], "rss_end_mib": r.rss_mib[-1], "rss_mib": None} for r in results]
+    if RESULTS.exists():  # keep the surfaces this run did not fuzz (each row names the run that made it)
+        ran = {r.surface for r in results}
+        previous = json.loads(RESULTS.read_text()).get("surfaces", [])
+        surfaces = [p for p in previous if p["surface"] not in ran] + surfaces
+        surfaces.sort(key=lambda r: ["https", "keda", "plan-grpc"].index(r["surface"]))
     RESULTS.write_text(json.dumps({
         "benchmark": "fuzz",
-        "command": "python bench/fuzz.py " + " ".join(argv),
+        "command": command,
         "seed": args.seed, "requests_per_surface": args.requests, "deployments": N_DEPLOYMENTS,
         "openapi": str(OPENAPI.relative_to(ROOT)), "cpu_count": os.cpu_count(), "python": platform.python_version(),
-        "load_average_1m": os.getloadavg()[0], "passed": ok,
-        "surfaces": [{**asdict(r), "rps": r.rps, "rss_growth_mib": r.rss_growth_mib(),
-                      "rss_start_mib": r.rss_mib[0], "rss_end_mib": r.rss_mib[-1], "rss_mib": None}
-                     for r in results],
+        "load_average_1m": os.getloadavg()[0], "passed": ok, "surfaces": surfaces,
     }, indent=2) + "\n")
+    sys.path.insert(0, str(ROOT / "bench"))
+    import docs_tables  # the tables in docs/security.md follow this JSON
+
+    docs_tables.update()
     return 0 if ok else 1
 
 

@@ -314,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
         "rss_growth_last_half_mib": rss_growth_last_half,
         "per_minute": _per_minute(run),
     }, indent=2) + "\n")
+    sys.path.insert(0, str(ROOT / "bench"))
+    import docs_tables  # the tables in docs/security.md follow this JSON
+
+    docs_tables.update()
     return 0 if ok else 1
 
 

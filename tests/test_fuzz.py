@@ -1,9 +1,11 @@
 """The adapter answers fuzzed and schema-generated requests within its published contract.
 
-Short versions of ``bench/fuzz.py`` (the bench sends 10⁵ requests per surface; these send a thousand, seconds
-on a shared machine) plus schemathesis against ``docs/openapi/external-metrics.yaml``: every operation of the
-document called with generated parameters, and the real answers checked for status codes, content types and
-response schemas. The adapter is a real process (mode ``both``: HTTPS + KEDA gRPC over TLS, delegated auth on).
+Short versions of ``bench/fuzz.py`` (the bench sends up to 10⁵ requests per surface; these send a thousand to
+the adapter's surfaces and 150 to the optimizer's plan API, seconds on a shared machine) plus schemathesis
+against ``docs/openapi/external-metrics.yaml``: every operation of the document called with generated
+parameters, and the real answers checked for status codes, content types and response schemas. The adapter
+is a real process (mode ``both``: HTTPS + KEDA gRPC over TLS, delegated auth on); so is the optimizer (mTLS
+plan API, bounded ``Solve``, against the test API server).
 """
 
 from __future__ import annotations
@@ -33,15 +35,24 @@ def target() -> Iterator[fuzz.Target]:
         yield running
 
 
-@pytest.mark.parametrize("surface", ["https", "keda"])
-def test_fuzzed_requests_get_documented_answers_and_never_a_server_error(target, surface: str) -> None:
+@pytest.fixture(scope="module")
+def optimizer() -> Iterator[fuzz.PlanTarget]:
+    with fuzz.OptimizerProcess() as running:
+        yield running
+
+
+@pytest.mark.parametrize(("surface", "requests"), [("https", 1000), ("keda", 1000), ("plan", 150)])
+def test_fuzzed_requests_get_documented_answers_and_never_a_server_error(request, surface: str,
+                                                                         requests: int) -> None:
     import asyncio
 
-    result = asyncio.run(fuzz.SURFACES[surface](target, requests=1000, seed=11))
-    assert result.requests == 1000
+    # Each accepted Solve runs a real solver in a child process (2 at a time): the plan surface is slow per call.
+    target = request.getfixturevalue("optimizer" if surface == "plan" else "target")
+    result = asyncio.run(fuzz.SURFACES[surface](target, requests=requests, seed=11))
+    assert result.requests == requests
     assert result.server_errors == 0, result.examples
     assert result.nonconforming == 0, result.examples
-    assert result.alive_after
+    assert result.alive_after  # for the plan API: also new plans published while it was fuzzed
     assert len(result.statuses) >= 3, result.statuses  # the generator reaches several outcomes, not one
     # Bounded memory: a leak per request would show; 64 MiB is far above the few MiB caches and
     # allocator noise of a healthy run and far below 1,000 leaked large bodies.

@@ -155,3 +155,17 @@ def test_a_second_replica_takes_over_within_one_lease_duration(cluster, kubeapi,
         if second is not None:
             second.stop()
         second_client.close()
+
+
+@pytest.mark.parametrize("name", ["faro-sum", "faro-fairsum", "hpa-cpu", "aiad", "oneshot", "mark", "fairshare"])
+def test_the_service_wiring_builds_every_cpu_policy_with_the_options_it_takes(kube_client, name, certs):
+    # The planning flags configure Faro's policies; a baseline (the e2e tests' comparisons) gets only its own.
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = parser.parse_args(["--grpc-address", "127.0.0.1:0", "--metrics-address", "", "--no-leader-elect",
+                              *certs.server_flags()])
+    args.policy = name  # the CLI offers Faro's policies; tests reach the baselines through the same wiring
+    extra = {"quota_order": "job"} if name == "hpa-cpu" else None
+    service = command.build_service(args, api_client=kube_client, metrics_source=FakeMetrics(),
+                                    registry=CollectorRegistry(), policy_options=extra)
+    assert service.loop.policy.name == name

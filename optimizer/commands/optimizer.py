@@ -126,10 +126,11 @@ def _api_client(kubeconfig: str | None):
 
 
 def build_service(args: argparse.Namespace, *, api_client=None, metrics_source=None, registry=None, clock=None,
-                  solve=None):
+                  solve=None, policy_options=None):
     """The ``OptimizerService`` the flags describe (tests inject the client, metrics source, clock and the
-    what-if solve function)."""
-    from faro.optimizer.policy.registry import make_policy
+    what-if solve function, and may add policy options no flag sets, e.g. the hpa-cpu baseline's
+    ``quota_order``)."""
+    from faro.optimizer.policy.registry import FARO_POLICY_NAMES, make_policy
     from faro.optimizer.service.app import LeaderSettings, OptimizerService
     from faro.optimizer.service.config import ServiceConfig, parse_cluster_cap
 
@@ -142,9 +143,11 @@ def build_service(args: argparse.Namespace, *, api_client=None, metrics_source=N
         metrics_preset=args.metrics_preset, namespace=args.namespace or None, identity=args.identity,
     )
     tolerance = args.hpa_tolerance if args.hpa_tolerance is not None else (0.1 if args.actuator == "hpa" else 0.0)
-    policy = make_policy(config.policy, interval_s=config.interval_s, horizon=config.horizon,
-                         quantile=min(0.6, config.quantile), max_quantile=config.quantile,
-                         hpa_tolerance=float(tolerance))
+    # The planning flags configure Faro's policies; the baselines take their own options (they would reject these).
+    flag_options = dict(interval_s=config.interval_s, horizon=config.horizon, quantile=min(0.6, config.quantile),
+                        max_quantile=config.quantile, hpa_tolerance=float(tolerance))
+    policy = make_policy(config.policy, **(flag_options if config.policy in FARO_POLICY_NAMES else {}),
+                         **(policy_options or {}))
     if metrics_source is None:
         metrics_source = _metrics_source(args)
     actuators = []
