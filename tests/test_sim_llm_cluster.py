@@ -132,6 +132,7 @@ def test_policies_see_llm_observations_quotas_and_gpu_requests():
     assert first.jobs[0].observation.llm.ttft_ms is None  # nothing measured yet
     obs = small.observation.llm
     assert obs.ttft_ms > 0 and obs.itl_ms > 0 and 0 <= obs.kv_cache_usage <= 1
+    assert 0 < obs.tpot_ms <= obs.itl_ms * 1.5  # a request's mean gap is no tail gap
     assert len(obs.replica_kv_cache_usage) == small.ready_replicas == 2
     assert obs.token_mix is not None and obs.token_mix.prompt_tokens.size > 10
     assert len(small.observation.rate_history_rpm) == 2  # at 130 s: minutes 0 and 1 complete

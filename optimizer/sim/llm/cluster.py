@@ -23,8 +23,8 @@ Model
 * **Control**: every tick (the gcd of the policy interval and the HPA sync period) pods are reconciled
   to the target; every ``policy_interval_s`` (10 s; or the policy's own ``interval_s``, except for hybrid
   policies — Faro, the Oracle — whose ``interval_s`` is their long-step grid) the policy gets a
-  ``ClusterView`` whose jobs carry ``JobObservation.llm`` (TTFT and ITL at the SLO percentile over the
-  last ``observation_window_s``, KV use and queue gauges at the tick, per-replica window maxima of KV use
+  ``ClusterView`` whose jobs carry ``JobObservation.llm`` (TTFT, ITL and TPOT at the SLO percentile over
+  the last ``observation_window_s``, KV use and queue gauges at the tick, per-replica window maxima of KV use
   and waiting requests, the token mix of requests finished in the last ``token_mix_window_s``).
   ``actuation="direct"`` sets targets to the plan; ``"hpa"`` feeds the plan to an emulated HPA per job
   (``optimizer/sim/hpa.py``, 15 s sync) as the adapter's External metric.
@@ -182,6 +182,7 @@ class _Job:
         self.done = 0  # finished or failed
         # one entry per tick: the window's ticks plus the tick about to run
         self.ttft_log: deque[NDArray[np.float64]] = deque(maxlen=window_ticks + 1)
+        self.tpot_log: deque[NDArray[np.float64]] = deque(maxlen=window_ticks + 1)
         self.itl_log: deque[tuple[NDArray[np.int64], NDArray[np.int64]]] = deque(maxlen=window_ticks + 1)
         self.mix_log: deque[tuple[int, list[int]]] = deque()  # (tick, finished rids)
         self.prompt_np = np.asarray(req.prompt, dtype=float)
@@ -337,6 +338,10 @@ def simulate_llm(
             job.ttft_log[-1] = np.concatenate([job.ttft_log[-1], ttft]) if job.ttft_log[-1].size else np.array(ttft)
             rep.first_log.clear()
         if rep.finish_log:
+            first, last, out = req.first_us, req.last_us, req.output
+            tpot = [(last[r] - first[r]) / 1000.0 / (out[r] - 1) for r in rep.finish_log if out[r] > 1]
+            if tpot:
+                job.tpot_log[-1] = np.concatenate([job.tpot_log[-1], tpot])
             job.mix_log[-1][1].extend(rep.finish_log)
             job.done += len(rep.finish_log)
             rep.finish_log.clear()
@@ -429,6 +434,8 @@ def simulate_llm(
             pct = slo.percentile
             ttfts = np.concatenate(job.ttft_log) if job.ttft_log else np.empty(0)
             ttft = percentile_linear(ttfts, pct, in_place=True) if ttfts.size else None
+            tpots = np.concatenate(job.tpot_log) if job.tpot_log else np.empty(0)
+            tpot = percentile_linear(tpots, pct, in_place=True) if tpots.size else None
             gaps = [g for g, _ in job.itl_log]
             cnts = [c for _, c in job.itl_log]
             g_all = np.concatenate(gaps) if gaps else np.empty(0, np.int64)
@@ -461,7 +468,7 @@ def simulate_llm(
                 queue_length=waiting + len(job.gateway),
                 future_rate_rpm=future,
                 llm=LLMObservation(
-                    ttft_ms=ttft, itl_ms=itl, kv_cache_usage=kv, num_waiting=waiting if reps else None,
+                    ttft_ms=ttft, itl_ms=itl, tpot_ms=tpot, kv_cache_usage=kv, num_waiting=waiting if reps else None,
                     num_running=running if reps else None, token_mix=mix,
                     replica_kv_cache_usage=rep_kv, replica_num_waiting=rep_wait,
                 ),
@@ -510,6 +517,7 @@ def simulate_llm(
             break
         for job in jobs:
             job.ttft_log.append(np.empty(0))
+            job.tpot_log.append(np.empty(0))
             job.itl_log.append((np.empty(0, np.int64), np.empty(0, np.int64)))
             job.mix_log.append((tick, []))
             horizon = tick - math.ceil(cfg.token_mix_window_s / tick_s)
