@@ -1,20 +1,39 @@
-"""Faro scaling a real Ray Serve directly: Ray's metrics scraped by a real Prometheus, read through the
-``ray-serve`` preset, solved by Faro-Sum, applied through Ray's external-scaler API.
+"""Faro's product control loop scaling a real Ray Serve: Ray's metrics scraped by a real Prometheus, read through
+the ``ray-serve`` preset, planned by the optimizer's own ``ControlLoop`` (built by ``faro optimizer``'s wiring,
+``build_service``) and applied through Ray's external-scaler API by the product's ``RayServeActuator``.
 
-Two applications (``vision``: 75 ms of numpy work per request, ``text``: 20 ms) run on a local Ray
-(``ray.init(num_cpus=2)``, dashboard and metrics on free loopback ports, token authentication on)
-with ``external_scaler_enabled: true`` and one replica each. An open-loop Poisson generator on
-loopback drives them. Phase A keeps the fixed allocation; phase B lets Faro's loop scale; phase C
-drops the load. The loop here is time-compressed (one 5 s tick stands for one minute of the
-policy's per-minute history): the live ``ControlLoop`` reads completed minutes only, which would
-make this test take tens of minutes. The service time is a fixed wall-clock budget of numpy work,
-so it stays the same when other jobs load the 2-core machine.
+Two applications (``vision`` and ``text``) run on a local Ray (``ray.init(num_cpus=2)``, dashboard and metrics
+on free loopback ports, token authentication on) with ``external_scaler_enabled: true``. A replica serves one
+request at a time for 200 ms without using a CPU (like a model server waiting on its accelerator), so what a
+replica can serve does not depend on how busy the shared 2-core machine is. Each is a Deployment in the test
+Kubernetes API server, annotated with its SLO, the ``ray-serve`` preset and its Ray names, under a 2-CPU quota
+(0.5 CPU per replica: 4 replicas in all). An open-loop Poisson generator sends 9 req/s to vision (1.8 busy
+replicas' worth) and 0.5 req/s to text; the SLO is p99 ≤ 1 s.
+
+Three runs on the same load, each from the same start (2 replicas each, the quota split evenly):
+
+* **fixed** — that even split, kept (a fixed allocation of the same CPUs): vision runs at utilisation 0.9,
+  beyond what its two replicas sustain once Ray's own per-request overhead is added;
+* **faro** — ``faro optimizer --policy faro-sum --actuator ray-serve`` (the product's loop, in this process);
+* **hpa-cpu** — the same loop with the ``hpa-cpu`` policy (Kubernetes' HPA rule at 70% utilisation, fed each
+  replica's busy fraction, the quota enforced in job order as pods over a ResourceQuota are refused).
+
+The loop's clock is accelerated 12x (one 5 s tick is one of the policy's minutes): Ray's metrics are stamped on
+the wall clock, so the metrics source reports the last 10 s of wall time as each new minute (``CompressedMinutes``).
+The statistic is robust: per 20 s window, vision's p99 over its SLO inside the replicas (Ray's own latency
+histogram through the preset: queueing + service, what the allocation changes; the client's end-to-end p99
+is reported too, but it also carries the HTTP proxy's delays, which follow the shared machine's load); the
+median of the four per-window Faro/baseline ratios after a warm-up. Faro must cut the fixed split's p99 by
+more than half and not lose to hpa-cpu beyond run-to-run noise; its plans must put the quota where the load is.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import math
 import os
+import statistics
 import threading
 import time
 import urllib.request
@@ -27,9 +46,7 @@ import numpy as np
 import pytest
 from faro.optimizer.actuate.ray_serve import RayServeActuator
 from faro.optimizer.metrics import DeploymentRef, JobMetrics, PrometheusClient, PrometheusSource
-from faro.optimizer.model.problem import SLO, Quota
-from faro.optimizer.policy.base import ClusterView, JobObservation, JobSpec, JobView, Plan, Target
-from faro.optimizer.policy.registry import make_policy
+from faro.optimizer.policy.base import Plan, Target
 from prom_fixture import free_port
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]'; CI installs it)")
@@ -37,39 +54,31 @@ serve = pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.prometheus]
 
+NS = "ray"
 CPU_PER_REPLICA = 0.5
 QUOTA_CPU = 2.0  # at most 4 replicas in all
-TICK_S = 5.0
-VISION_RPS = 10.0  # utilisation 0.75 on one replica
-WINDOW_S = 10.0
-APPS = {  # app -> (deployment, service time ms, SLO p99 ms)
-    "vision": ("Classifier", 75.0, 300.0),
-    "text": ("Embedder", 20.0, 100.0),
-}
+SERVICE_MS = 200.0
+SLO_MS = 1000.0
+APPS = {"vision": "Classifier", "text": "Embedder"}  # app -> Ray deployment
+LOAD_RPS = {"vision": 9.0, "text": 0.5}  # Ray's Python HTTP proxy shares the 2 cores: keep it light
+ACCELERATION = 12.0  # the loop's minute passes every 5 s of wall time
+TICK_S = 60.0 / ACCELERATION
+RATE_WINDOW_S = 20.0
+WARMUP_S = 30.0
+WINDOWS, MEASURE_S = 4, 20.0
 
 
 def make_model(name: str, work_ms: float):
-    """A small numpy MLP applied repeatedly for ``work_ms`` of wall time per request."""
+    """A replica that serves one request at a time for ``work_ms`` without using a CPU."""
 
     # max_ongoing_requests > 1 so the router hands requests over at once (with 1 it backs off between
-    # probes and becomes the bottleneck on a loaded machine); the blocking call in an async method then
+    # probes and becomes the bottleneck on a loaded machine); the blocking sleep in the async method then
     # serves one request at a time per replica, like one model worker, and the rest wait in the replica.
-    @serve.deployment(name=name, num_replicas=1, max_ongoing_requests=32, ray_actor_options={"num_cpus": 0.25})
+    @serve.deployment(name=name, num_replicas=2, max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.25})
     class Model:
-        def __init__(self) -> None:
-            rng = np.random.default_rng(0)
-            self.w1 = rng.standard_normal((128, 128)) / 12
-            self.w2 = rng.standard_normal((128, 16)) / 12
-
-        def forward(self) -> str:
-            started = time.perf_counter()
-            x = np.ones((8, 128))
-            while time.perf_counter() - started < work_ms / 1000:
-                x = np.tanh(x @ self.w1)
-            return str(float(np.argmax(x @ self.w2)))
-
         async def __call__(self, request) -> str:
-            return self.forward()  # blocks this replica's user event loop on purpose
+            time.sleep(work_ms / 1000)  # blocks this replica's event loop on purpose
+            return "ok"
 
     return Model.bind()
 
@@ -117,8 +126,9 @@ def ray_cluster(tmp_path_factory) -> Iterator[RayCluster]:
             log_to_driver=False,
         )
         serve.start(http_options={"host": "127.0.0.1", "port": http_port})
-        for app, (deployment, work_ms, _slo) in APPS.items():
-            serve.run(make_model(deployment, work_ms), name=app, route_prefix=f"/{app}", external_scaler_enabled=True)
+        for app, deployment in APPS.items():
+            serve.run(make_model(deployment, SERVICE_MS), name=app, route_prefix=f"/{app}",
+                      external_scaler_enabled=True)
         # An application deployed without the external scaler: Ray must refuse to scale it (412).
         serve.run(make_model("Fixed", 1.0), name="fixed", route_prefix="/fixed")
         yield RayCluster(
@@ -141,32 +151,37 @@ def ray_cluster(tmp_path_factory) -> Iterator[RayCluster]:
 
 
 class LoadGenerator:
-    """Open-loop Poisson arrivals on loopback; bounded by duration and a worker pool."""
+    """Open-loop Poisson arrivals on loopback; bounded by duration and a worker pool. A request that fails
+    (or times out after ``TIMEOUT_S``) counts with the timeout as its latency."""
+
+    TIMEOUT_S = 30.0
 
     def __init__(self, url: str, *, seed: int) -> None:
         self.url = url
         self.rate_rps = 0.0
         self.records: list[tuple[float, float, bool]] = []  # (sent at, latency s, ok)
+        self.outstanding = 0
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=48)
+        self._pool = ThreadPoolExecutor(max_workers=160)  # open loop: seconds-long waits must not throttle it
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> LoadGenerator:
         self._thread.start()
         return self
 
-    def _request(self) -> None:
-        sent = time.monotonic()
+    def _request(self, sent: float) -> None:
         try:
-            with urllib.request.urlopen(self.url, timeout=30) as response:
+            with urllib.request.urlopen(self.url, timeout=self.TIMEOUT_S) as response:
                 ok = response.status == 200
                 response.read()
         except OSError:
             ok = False
         with self._lock:
-            self.records.append((sent, time.monotonic() - sent, ok))
+            latency = time.monotonic() - sent if ok else max(self.TIMEOUT_S, time.monotonic() - sent)
+            self.records.append((sent, latency, ok))
+            self.outstanding -= 1
 
     def _run(self) -> None:
         next_s = time.monotonic()
@@ -179,12 +194,20 @@ class LoadGenerator:
             delay = next_s - time.monotonic()
             if delay > 0:
                 self._stop.wait(delay)
-            self._pool.submit(self._request)
+            with self._lock:
+                self.outstanding += 1
+            self._pool.submit(self._request, next_s)  # latency from the scheduled send time
 
-    def p99_ms(self, since_s: float, until_s: float) -> tuple[float, int, int]:
+    def drain(self, timeout_s: float = TIMEOUT_S + 10) -> None:
+        """Stop sending and wait for every request in flight to finish (or time out)."""
+        self.rate_rps = 0.0
+        assert wait_until(lambda: self.outstanding == 0, timeout_s=timeout_s), f"{self.outstanding} still in flight"
+
+    def window(self, since_s: float, until_s: float) -> tuple[float, int, int]:
+        """(p99 latency ms, requests, failed) of the requests sent in [since, until)."""
         with self._lock:
             window = [(lat, ok) for sent, lat, ok in self.records if since_s <= sent < until_s]
-        latencies = [lat for lat, ok in window if ok]
+        latencies = [lat for lat, _ok in window]
         failures = sum(1 for _lat, ok in window if not ok)
         return (float(np.percentile(latencies, 99)) * 1000 if latencies else math.inf), len(latencies), failures
 
@@ -196,14 +219,11 @@ class LoadGenerator:
 
 def running_replicas() -> dict[str, int]:
     status = serve.status()
-    counts = {}
-    for app, (deployment, _work, _slo) in APPS.items():
-        states = status.applications[app].deployments[deployment].replica_states
-        counts[app] = int(states.get("RUNNING", 0))
-    return counts
+    return {app: int(status.applications[app].deployments[dep].replica_states.get("RUNNING", 0))
+            for app, dep in APPS.items()}
 
 
-def wait_until(predicate, *, timeout_s: float, every_s: float = 1.0) -> bool:
+def wait_until(predicate, *, timeout_s: float, every_s: float = 0.5) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
@@ -212,143 +232,224 @@ def wait_until(predicate, *, timeout_s: float, every_s: float = 1.0) -> bool:
     return predicate()
 
 
-class CompressedLoop:
-    """Faro's cycle with one tick standing for one minute: observe (PrometheusSource, ray-serve
-    preset) → Faro-Sum → RayServeActuator."""
+class AcceleratedClock:
+    def __init__(self, factor: float) -> None:
+        self._t0, self._start_s, self.factor = time.monotonic(), time.time(), factor
 
-    def __init__(self, source: PrometheusSource, actuator: RayServeActuator) -> None:
+    def __call__(self) -> float:
+        return self._start_s + (time.monotonic() - self._t0) * self.factor
+
+
+class CompressedMinutes:
+    """The loop's metrics source under an accelerated clock: each observation reports Ray's last
+    ``RATE_WINDOW_S`` of wall time (``PrometheusSource``, ``ray-serve`` preset) as the newest minute, and each
+    replica's busy fraction (rate × service time / running replicas) as its CPU utilisation, which is what
+    the HPA would read from a CPU-bound model server."""
+
+    def __init__(self, source: PrometheusSource) -> None:
         self.source = source
-        self.actuator = actuator
-        self.policy = make_policy("faro-sum", interval_s=60, first_long_s=0, horizon=2, cold_start_s=0, reactive=False)
-        self.state = self.policy.initial_state()
-        self.refs = [DeploymentRef(app, deployment, preset="ray-serve") for app, (deployment, _w, _s) in APPS.items()]
-        self.history: dict[str, list[float]] = {app: [] for app in APPS}
-        self.tick_count = 0
-        self.log: list[dict] = []
 
-    def tick(self) -> tuple[Plan, dict]:
-        observed = self.source.observe(self.refs, now_s=time.time(), history_minutes=1)
-        current = running_replicas()
-        jobs = []
-        for ref in self.refs:
-            app, (_deployment, work_ms, slo_ms) = ref.namespace, APPS[ref.namespace]
-            metrics = observed[ref.key]
-            # Declared like faro.dev/processing-time-ms: Ray's processing latency also counts the wait
-            # inside a replica, so it overstates the service time under load.
-            processing_ms = work_ms
-            if isinstance(metrics, JobMetrics):
-                self.history[app].append((metrics.rate_rps or 0.0) * 60)
-            elif self.history[app]:
-                self.history[app].append(self.history[app][-1])  # keep the last good value, as the service does
-            else:
-                self.history[app].append(0.0)
-            spec = JobSpec(
-                ref.name,
-                SLO(slo_ms, 99),
-                processing_ms,
-                namespace=app,
-                resources={"cpu": CPU_PER_REPLICA},
-                max_replicas=4,
-            )
-            jobs.append(
-                JobView(
-                    spec,
-                    JobObservation(rate_history_rpm=tuple(self.history[app])),
-                    current_replicas=max(1, current[app]),
-                    ready_replicas=current[app],
-                )
-            )
-        view = ClusterView(
-            now_s=self.tick_count * 60.0, jobs=tuple(jobs), quotas=(Quota("ray-cap", hard={"cpu": QUOTA_CPU}),)
-        )
-        decision = self.policy.decide(view, self.state)
-        self.state = decision.state
-        errors = self.actuator.apply(decision.plan)
-        self.tick_count += 1
-        entry = {
-            "desired": {t.namespace: t.desired_replicas for t in decision.plan.targets},
-            "running": current,
-            "observed": observed,
-            "errors": errors,
-        }
-        self.log.append(entry)
-        return decision.plan, entry
-
-    def run(self, duration_s: float) -> None:
-        deadline = time.monotonic() + duration_s
-        while time.monotonic() < deadline:
-            started = time.monotonic()
-            self.tick()
-            time.sleep(max(0.0, TICK_S - (time.monotonic() - started)))
+    def observe(self, refs, *, now_s: float, history_minutes: int):
+        observed = self.source.observe(refs, now_s=time.time(), history_minutes=1)
+        running = running_replicas()
+        out = {}
+        for ref in refs:
+            value = observed[ref.key]
+            if isinstance(value, JobMetrics) and value.rate_rps is not None:
+                busy = value.rate_rps * SERVICE_MS / 1000 / max(1, running.get(ref.app_label, 1))
+                value = dataclasses.replace(value, rate_history_rpm=(value.rate_rps * 60.0,),
+                                            cpu_utilization=min(1.0, busy), observed_at_s=now_s)
+            out[ref.key] = value
+        return out
 
 
-def test_faro_scales_ray_serve_deployments_with_load_within_the_quota_and_improves_p99(
-    ray_cluster: RayCluster, prometheus_factory
+class ReadySync:
+    """Keeps each Deployment's status at Ray's running replicas (what the cluster shows the loop)."""
+
+    def __init__(self, kubeapi) -> None:
+        self._kubeapi, self._stop = kubeapi, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ReadySync:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        rtype = self._kubeapi._rtype("apps", "deployments")
+        while not self._stop.wait(1.0):
+            for app, n in running_replicas().items():
+                self._kubeapi.update(rtype, NS, app, lambda obj, n=n: {**obj, "status": {
+                    "replicas": n, "readyReplicas": n, "availableReplicas": n}}, subresource="status")
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def set_replicas(actuator: RayServeActuator, replicas: dict[str, int]) -> None:
+    plan = Plan(targets=tuple(Target(app, APPS[app], desired_replicas=n, current_replicas=n)
+                              for app, n in replicas.items()))
+    errors = actuator.apply(plan)
+    for _ in range(3):  # the dashboard can time out while the shared machine is busy: ask again
+        if not errors:
+            break
+        time.sleep(5)
+        errors = actuator.apply(plan)
+    assert errors == {}
+    assert wait_until(lambda: running_replicas() == replicas, timeout_s=120), running_replicas()
+
+
+def start_loop(policy: str, *, kube_client, metrics: CompressedMinutes, ray_cluster: RayCluster, certs: Path):
+    """``faro optimizer``'s own wiring (``build_service``) for the flags below, with an accelerated clock."""
+    from faro.optimizer.commands import optimizer as command
+    from pki import plan_api_certs
+    from prometheus_client import CollectorRegistry
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = parser.parse_args([
+        "--policy", "faro-sum", "--actuator", "ray-serve", "--ray-dashboard-url", ray_cluster.dashboard_url,
+        "--ray-token-file", str(ray_cluster.token_file), "--metrics-preset", "ray-serve", "--namespace", NS,
+        "--interval-s", "60", "--reactive-interval-s", str(TICK_S / 2), "--horizon", "2",
+        "--history-minutes", "1", "--history-backfill-minutes", "1", "--no-leader-elect",
+        "--grpc-address", "127.0.0.1:0", "--metrics-address", "", *plan_api_certs(certs).server_flags(),
+    ])
+    # The CLI offers Faro's policies only; the baseline goes through the same wiring (build_service) and loop.
+    args.policy = policy
+    options = {"quota_order": "job"} if policy == "hpa-cpu" else None  # pods over the quota are refused
+    return command.build_service(args, api_client=kube_client, metrics_source=metrics, registry=CollectorRegistry(),
+                                 clock=AcceleratedClock(ACCELERATION), policy_options=options).start()
+
+
+def p99_over_slo(gen: LoadGenerator, since_s: float, until_s: float) -> tuple[float, int]:
+    """p99/SLO of the requests ``gen`` sent in [since, until), and how many there were."""
+    p99_ms, sent, _failed = gen.window(since_s, until_s)
+    return p99_ms / SLO_MS, sent
+
+
+@pytest.fixture
+def cluster(kubeapi, kube_client):
+    from kubeapi.objects import deployment, quota
+    from kubernetes import client
+
+    apps = client.AppsV1Api(kube_client)
+    client.CoreV1Api(kube_client).create_namespaced_resource_quota(NS, quota("compute", {"requests.cpu": "2"},
+                                                                             namespace=NS))
+    for app, ray_deployment in APPS.items():
+        ann = {"faro.dev/slo-latency-ms": str(SLO_MS), "faro.dev/slo-percentile": "99",
+               "faro.dev/processing-time-ms": str(SERVICE_MS), "faro.dev/metrics-preset": "ray-serve",
+               "faro.dev/ray-app": app, "faro.dev/ray-deployment": ray_deployment,
+               "faro.dev/min-replicas": "1", "faro.dev/max-replicas": "4"}
+        apps.create_namespaced_deployment(NS, deployment(app, namespace=NS, replicas=2, cpu="500m", annotations=ann))
+    with ReadySync(kubeapi):
+        yield kube_client
+
+
+def test_faros_control_loop_beats_a_fixed_split_of_the_same_cpus_and_hpa_cpu_on_ray_serve(
+    ray_cluster: RayCluster, prometheus_factory, cluster, tmp_path: Path
 ) -> None:
     started = time.monotonic()
     prometheus = prometheus_factory([ray_cluster.metrics_target])
-    source = PrometheusSource(PrometheusClient(prometheus.url, timeout_s=10), window_s=WINDOW_S)
-    actuator = RayServeActuator(ray_cluster.dashboard_url, token_file=ray_cluster.token_file, timeout_s=30, resync_s=30)
-    loop = CompressedLoop(source, actuator)
-    vision = LoadGenerator(f"{ray_cluster.http_url}/vision", seed=1).start()
-    text = LoadGenerator(f"{ray_cluster.http_url}/text", seed=2).start()
+    source = PrometheusSource(PrometheusClient(prometheus.url, timeout_s=10), window_s=RATE_WINDOW_S)
+    metrics = CompressedMinutes(source)
+    actuator = RayServeActuator(ray_cluster.dashboard_url, token_file=ray_cluster.token_file, timeout_s=30)
+    generators = {app: LoadGenerator(f"{ray_cluster.http_url}/{app}", seed=i + 1).start()
+                  for i, app in enumerate(APPS)}
+    scores: dict[str, list[float]] = {}
+    text_p99: dict[str, float] = {}
+    planned: dict[str, list[tuple[int, ...]]] = {}
+    # Ray's own p99 of vision's requests inside the replicas (queueing + service, the preset's latency): what the
+    # allocation changes, without the HTTP proxy's delays, which follow how busy the shared machine is.
+    replica_side: dict[str, list[float]] = {}
+    window_source = PrometheusSource(PrometheusClient(prometheus.url, timeout_s=10), window_s=MEASURE_S)
+    vision_ref = DeploymentRef(NS, "vision", preset="ray-serve", app="vision", deployment="Classifier")
+    replicas_seen: dict[str, list[dict[str, int]]] = {}
     try:
-        # Phase A: fixed allocation (one replica each), heavy load on vision (utilisation 0.75).
-        # (Rates are kept low: Ray's Python HTTP proxy shares the 2 cores with everything else.)
-        vision.rate_rps, text.rate_rps = VISION_RPS, 3.0
-        phase_a = time.monotonic()
+        for app, gen in generators.items():
+            gen.rate_rps = LOAD_RPS[app]
         prometheus.wait_for('ray_serve_num_router_requests_total{application="vision"}', timeout_s=120)
-        time.sleep(max(0.0, phase_a + 30 - time.monotonic()))
-        fixed_p99_ms, fixed_n, _ = vision.p99_ms(phase_a + 5, time.monotonic())
-
         # The preset's series exist and read sensibly (metric names verified against this Ray).
-        first = source.observe(loop.refs, now_s=time.time(), history_minutes=1)
-        seen = first[("vision", "Classifier")]
+        time.sleep(RATE_WINDOW_S)
+        ref = DeploymentRef(NS, "vision", preset="ray-serve", app="vision", deployment="Classifier")
+        seen = source.observe([ref], now_s=time.time(), history_minutes=1)[ref.key]
         assert isinstance(seen, JobMetrics), seen
-        _p99, completed, _failed = vision.p99_ms(time.monotonic() - WINDOW_S, time.monotonic())
-        diagnostics = f"{seen}; client completed {completed} in {WINDOW_S} s; fixed p99 {fixed_p99_ms} n={fixed_n}"
-        assert seen.rate_rps == pytest.approx(VISION_RPS, rel=0.35), diagnostics
-        # Replica-side latency: at least the service time (it also counts waiting inside the replica).
-        assert seen.processing_time_ms is not None and seen.processing_time_ms >= 0.8 * 75.0, diagnostics
-        assert seen.latency_ms is not None and seen.queue_length is not None, diagnostics
+        assert seen.rate_rps == pytest.approx(LOAD_RPS["vision"], rel=0.35), seen
+        assert seen.processing_time_ms is not None and seen.processing_time_ms >= 0.8 * SERVICE_MS, seen
 
-        # Phase B: Faro scales.
-        phase_b = time.monotonic()
-        assert wait_until(lambda: loop.tick() and running_replicas()["vision"] >= 2, timeout_s=90, every_s=TICK_S), (
-            loop.log[-3:]
-        )
-        scaled = time.monotonic()
-        loop.run(30)
-        faro_p99_ms, faro_n, faro_failures = vision.p99_ms(scaled + 5, time.monotonic())
-        peak_vision = max(entry["desired"]["vision"] for entry in loop.log)
-
-        # Phase C: load drops; Faro gives the replicas back.
-        vision.rate_rps = 1.0
-        assert wait_until(lambda: loop.tick() and running_replicas()["vision"] == 1, timeout_s=90, every_s=TICK_S), (
-            loop.log[-3:]
-        )
+        for policy in ("faro-sum", "hpa-cpu", "fixed"):
+            for gen in generators.values():
+                gen.drain()
+            set_replicas(actuator, {"vision": 2, "text": 2})
+            service = None if policy == "fixed" else start_loop(policy, kube_client=cluster, metrics=metrics,
+                                                                ray_cluster=ray_cluster, certs=tmp_path)
+            seen_replicas: list[dict[str, int]] = []
+            planned[policy] = []
+            replica_side[policy] = []
+            bounds: list[tuple[float, float]] = []
+            try:
+                for app, gen in generators.items():
+                    gen.rate_rps = LOAD_RPS[app]
+                time.sleep(WARMUP_S)  # the policy converges (or, for fixed, the split settles)
+                for _ in range(WINDOWS):
+                    start = time.monotonic()
+                    while time.monotonic() - start < MEASURE_S:
+                        seen_replicas.append(running_replicas())
+                        if service is not None and (plan := service.store.current()) is not None:
+                            planned[policy].append(tuple(t.desired_replicas for t in plan.targets))
+                        time.sleep(1.0)
+                    bounds.append((start, time.monotonic()))
+                    time.sleep(2.5)  # Ray reports every second and Prometheus scrapes every second
+                    inside = window_source.observe([vision_ref], now_s=time.time(), history_minutes=1)[vision_ref.key]
+                    replica_side[policy].append(inside.latency_ms / SLO_MS if isinstance(inside, JobMetrics)
+                                                and inside.latency_ms is not None else math.inf)
+                for gen in generators.values():
+                    gen.drain()  # every request of the windows has finished (or timed out) before scoring
+            finally:
+                if service is not None:
+                    service.stop()
+            windows = []
+            for lo, hi in bounds:
+                score, n = p99_over_slo(generators["vision"], lo, hi)
+                assert n > 90, f"{policy}: only {n} vision requests in a window"
+                windows.append(score)
+            text_p99[policy], _ = p99_over_slo(generators["text"], bounds[0][0], bounds[-1][1])
+            scores[policy], replicas_seen[policy] = windows, seen_replicas
     finally:
-        vision.stop()
-        text.stop()
+        for gen in generators.values():
+            gen.stop()
 
-    # Replicas followed the load, inside the quota, every tick.
-    for entry in loop.log:
-        assert sum(entry["desired"].values()) * CPU_PER_REPLICA <= QUOTA_CPU, entry
-        assert sum(entry["running"].values()) <= QUOTA_CPU / CPU_PER_REPLICA + 1, entry  # +1: one replica in handover
-        assert entry["errors"] == {}, entry["errors"]
-    assert peak_vision >= 2
-    assert loop.log[-1]["desired"] == {"vision": 1, "text": 1}
-    # p99 against the fixed allocation at the same load.
-    assert fixed_n > 150 and faro_n > 150
-    assert faro_failures == 0
-    # measured Faro/fixed ratios on the shared 2-core machine: 0.44, 0.60, 0.74 (the fixed phase's p99 at
-    # utilisation 0.75 is heavy-tailed, and Ray's proxy shares the cores): ask for a 20% cut
-    assert faro_p99_ms < 0.8 * fixed_p99_ms, (fixed_p99_ms, faro_p99_ms)
-    print(
-        f"\nray e2e: fixed p99 {fixed_p99_ms:.0f} ms (n={fixed_n}) -> faro p99 {faro_p99_ms:.0f} ms (n={faro_n}); "
-        f"peak vision replicas {peak_vision}; phase B took {scaled - phase_b:.0f} s to scale; "
-        f"test body {time.monotonic() - started:.0f} s"
-    )
+    # Every allocation stayed inside the quota (4 replicas; +1 while one replica hands over).
+    for policy, seen_list in replicas_seen.items():
+        assert all(sum(r.values()) <= QUOTA_CPU / CPU_PER_REPLICA + 1 for r in seen_list), (policy, seen_list)
+    faro_vs_fixed = statistics.median(f / x for f, x in zip(scores["faro-sum"], scores["fixed"], strict=True))
+    faro_vs_hpa = statistics.median(f / h for f, h in zip(scores["faro-sum"], scores["hpa-cpu"], strict=True))
+    inside_vs_fixed = statistics.median(
+        f / x for f, x in zip(replica_side["faro-sum"], replica_side["fixed"], strict=True))
+    inside_vs_hpa = statistics.median(
+        f / h for f, h in zip(replica_side["faro-sum"], replica_side["hpa-cpu"], strict=True))
+    inside = {k: [round(v, 2) for v in s] for k, s in replica_side.items()}
+    summary = (f"replica-side vision p99/SLO per window {inside}; faro/fixed median {inside_vs_fixed:.2f}, "
+               f"faro/hpa-cpu median {inside_vs_hpa:.2f}; "
+               f"end-to-end vision p99/SLO per window {({k: [round(v, 2) for v in s] for k, s in scores.items()})}; "
+               f"text p99/SLO {({k: round(v, 2) for k, v in text_p99.items()})}; "
+               f"faro/fixed median {faro_vs_fixed:.2f}, faro/hpa-cpu median {faro_vs_hpa:.2f}; "
+               f"replicas at the end {({k: v[-1] for k, v in replicas_seen.items()})}; "
+               f"plans while measuring {({k: sorted(set(v)) for k, v in planned.items()})}; "
+               f"test body {time.monotonic() - started:.0f} s")
+    print("\nray e2e:", summary)
+    # Faro moves the quota to where the load is, at every plan while measuring: 3 replicas for vision, 1 for text.
+    assert set(planned["faro-sum"]) == {(1, 3)}, summary
+    assert replicas_seen["faro-sum"][-1] == {"vision": 3, "text": 1}, summary
+    # The even split cannot keep up with vision (its queue grows all along), so Faro's p99 is a fraction of it.
+    # Judged on Ray's replica-side p99: the end-to-end one also carries the HTTP proxy's delays, which follow how
+    # busy the shared 2-core machine is (end-to-end Faro/fixed medians measured 0.17 on a quiet machine and 1.27
+    # under a load average of ~25 from other jobs; replica-side 0.18 on the quiet one).
+    assert inside_vs_fixed < 0.5, summary
+    # hpa-cpu sees ~90% utilisation and also moves vision to 3 once the quota lets it (its scale-down of text
+    # waits for the 5-minute stabilization window), so the two end close: Faro must not be worse, beyond the
+    # noise between two runs of the same allocation (per-window values of one allocation spread up to 2x).
+    assert replicas_seen["hpa-cpu"][-1]["vision"] == 3, summary
+    assert inside_vs_hpa < 2.0, summary
 
 
 def test_ray_answers_for_unknown_and_non_external_apps_are_per_job_errors(ray_cluster: RayCluster) -> None:
