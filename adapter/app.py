@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 import ssl
 import time
@@ -29,7 +28,7 @@ from faro.adapter.server import build_api_app, build_metrics_app
 from faro.adapter.sources import Backoff, PlanFileSource, PlanWatcher
 from faro.externalscaler import externalscaler_pb2_grpc
 from faro.optimizer.errors import InvalidInputError
-from faro.optimizer.service.grpc_security import ServerTLS
+from faro.optimizer.service.grpc_security import ServerTLS, files_stamp
 from faro.optimizer.service.plan_client import PlanClientTLS
 from prometheus_client import CollectorRegistry
 
@@ -134,14 +133,7 @@ class ReloadingServerTLS:
         self.listening.sni_callback = self._swap
 
     def _files_stamp(self) -> tuple[tuple[int, int, int], ...]:
-        out = []
-        for path in (self._cert_file, self._key_file):
-            try:
-                st = os.stat(path)
-                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-            except OSError:
-                out.append((0, 0, 0))
-        return tuple(out)
+        return files_stamp((self._cert_file, self._key_file))
 
     def _rebuild(self, *, why: str) -> None:
         try:

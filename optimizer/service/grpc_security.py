@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -89,15 +89,7 @@ class ServerTLS:
         return cert, key, (contents[2] if len(contents) > 2 else None)
 
     def stamp(self) -> tuple[tuple[int, int, int], ...]:
-        """(mtime, size, inode) of every file: a change means a rotation."""
-        out = []
-        for _, path in self._files():
-            try:
-                st = os.stat(path)
-                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-            except OSError:
-                out.append((0, 0, 0))
-        return tuple(out)
+        return files_stamp(path for _, path in self._files())
 
     def configuration(self) -> grpc.ServerCertificateConfiguration:
         cert, key, ca = self._read()
@@ -122,6 +114,19 @@ class ServerTLS:
 
         return grpc.dynamic_ssl_server_credentials(self.configuration(), fetch,
                                                    require_client_authentication=self.client_auth == "mtls")
+
+
+def files_stamp(paths: Iterable[Path]) -> tuple[tuple[int, int, int], ...]:
+    """(mtime, size, inode) of every file, (0, 0, 0) for a missing one: a change means a rotation (kubelet
+    swaps a mounted Secret's files by a symlink rename). Also used by the adapter's HTTPS port."""
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            out.append((0, 0, 0))
+    return tuple(out)
 
 
 class CallGuard:
