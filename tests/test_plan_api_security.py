@@ -540,3 +540,13 @@ def test_the_insecure_dev_flag_serves_plaintext_and_warns_loudly(kubeapi: Any, t
             proc.kill()
             out, _ = proc.communicate()
     assert "--grpc-insecure" in out and "ANYONE" in out and "!" * 100 in out
+
+
+def test_a_solve_process_that_cannot_start_is_an_answer_not_an_unknown_error() -> None:
+    from faro.optimizer.service.grpc_api import problem_from_request
+    from faro.optimizer.service.whatif import SolveCrashed
+
+    solver = WhatIfSolver(SolveLimits(), solve=lambda *a, **k: None)  # a lambda cannot be sent to a process
+    with pytest.raises(SolveCrashed, match="could not start a solve process"):
+        solver.run(problem_from_request(solve_request()), solver="auto", time_limit_s=5)
+    assert solver.pids == frozenset()

@@ -9,6 +9,10 @@ deadline. A child process shares no GIL and is killed (SIGKILL) when its time is
 ``forkserver`` started once with the solver modules imported, so a solve starts in milliseconds, not the
 seconds a fresh interpreter needs to import numpy/scipy/cvxpy.
 
+The forkserver imports the program's main module once, as ``multiprocessing`` does: ``faro`` and
+``python -m faro.optimizer.cli`` guard theirs; a program embedding the service must too
+(``if __name__ == "__main__":``).
+
 Every refusal is decided before any work: too many jobs, steps, quotas or table cells (the utility tables are
 jobs × steps × replica counts wide: the memory a solve needs) → ``SolveRefused(RESOURCE_EXHAUSTED)``; a solver
 not on the list → ``SolveRefused(INVALID_ARGUMENT)``; more solves in flight than allowed (in total or for this
@@ -214,6 +218,12 @@ class WhatIfSolver:
                                     name="faro-whatif-solve", daemon=True)
         try:
             process.start()
+        except Exception as exc:  # e.g. no forkserver (its start failed): an answer, not a crash of the call
+            receive.close()
+            send.close()
+            log.error("cannot start a what-if solve process: %s", exc)
+            raise SolveCrashed(f"could not start a solve process: {exc}") from exc
+        try:
             with self._lock:
                 self._pids.add(process.pid or 0)
             send.close()  # the child holds the only writer: EOF when it dies
