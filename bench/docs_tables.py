@@ -345,6 +345,20 @@ def llm_policies() -> str:
     )
 
 
+def llm_knee() -> str:
+    doc = _load("llm.json")["knee"]
+    out = []
+    for name, m in doc["models"].items():
+        cells = [f"{p['model_ttft_p99_ms']:,.0f} / {p['sim_ttft_p99_ms']:,.0f}" for p in m["points"]]
+        out.append([name, f"{m['capacity_rps']:.1f}", f"{m['slo_ttft_ms']:g}", *cells])
+    loads = [f"{p['load']:.0%} of capacity" for p in next(iter(doc["models"].values()))["points"]]
+    return _table(["model", "capacity (req/s per replica)", "TTFT SLO (ms)", *loads], out) + _source(
+        "llm.json", "python bench/llm.py --sections knee",
+        "TTFT p99 in ms, the latency model / one simulated replica; Poisson arrivals, the model's own mix, "
+        "minutes 5–10 of a 10-minute run",
+    )
+
+
 def llm_speed() -> str:
     doc = _load("llm.json")["engine"]
     out = []
@@ -508,6 +522,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "loop-cycles": loop_cycles,
     "loop-prometheus": loop_prometheus,
     "adapter": adapter,
+    "llm-knee": llm_knee,
     "llm-need": llm_need,
     "llm-policies": llm_policies,
     "llm-speed": llm_speed,

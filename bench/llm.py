@@ -10,6 +10,8 @@ engine  One replica serving the conversation trace, unsaturated (×1 on an 8B/H1
         one replica, 10 minutes): wall time of vLLM's loop request by request (``reference``), of the
         lazy steady decoders stepping one step at a time, and with the closed-form jumps; all three must
         agree exactly.
+knee    The LLM latency model's TTFT p99 for one replica at 50–110% of its capacity against the simulated
+        replica (Poisson arrivals, each model's own mix): how the planner sees a replica near saturation.
 need    What the bundled workload's peaks need: per model, the fewest replicas that, held the whole hour
         from time 0, keep its SLO violations ≤ 1%; their GPUs summed. The caps of ``table`` are fractions
         of that sum (default 0.65, 0.75 — the acceptance cap — and 0.9).
@@ -93,6 +95,38 @@ def engine_speed() -> dict[str, Any]:
                       "modes": runs}
         print(f"engine {label}: {arr.size} requests, " + ", ".join(
             f"{m} {r['wall_s']:.2f} s ({r['steps']} steps)" for m, r in runs.items()), flush=True)
+    out["load_avg_after"] = _load()
+    return out
+
+
+def knee() -> dict[str, Any]:
+    """The LLM latency model's TTFT p99 against one simulated replica near its capacity (what Faro plans
+    from vs what the replica does), per bundled model: Poisson arrivals with the model's own token mix,
+    10 minutes, the second 5 scored."""
+    from faro.optimizer.model.llm_latency import LLMCurves, llm_latency_ms
+    from faro.optimizer.model.llm_profile import TokenMix
+
+    out: dict[str, Any] = {"load_avg_before": _load(), "models": {}}
+    workload = bundled_workload()
+    for j, m in enumerate(BUNDLED_MODELS):
+        mix = TokenMix(workload.prompt_tokens[j][:4000].astype(float), workload.output_tokens[j][:4000].astype(float))
+        cap = float(LLMCurves.build([m.engine], [mix], m.slo.percentile).capacity_rps[0])
+        rows = []
+        rng = np.random.default_rng(1)
+        for u in (0.5, 0.7, 0.85, 0.95, 1.1):
+            rate = u * cap
+            predicted = float(llm_latency_ms(m.engine, mix, rate, 1, percentile=m.slo.percentile)[0])
+            n = int(rate * 600)
+            arr = np.cumsum(rng.exponential(1 / rate, n))
+            idx = rng.integers(0, mix.prompt_tokens.size, n)
+            run = simulate_replica(m.engine, arr, mix.prompt_tokens[idx], mix.output_tokens[idx])
+            late = run.ttft_ms[arr > 300]
+            rows.append({"load": u, "rate_rps": rate, "model_ttft_p99_ms": predicted,
+                         "sim_ttft_p99_ms": float(np.percentile(late, m.slo.percentile))})
+        out["models"][m.name] = {"capacity_rps": cap, "slo_ttft_ms": m.slo.ttft_ms, "points": rows}
+        print(f"knee {m.name}: capacity {cap:.2f} req/s; " + ", ".join(
+            f"u={r['load']}: model {r['model_ttft_p99_ms']:.0f} / sim {r['sim_ttft_p99_ms']:.0f} ms" for r in rows),
+            flush=True)
     out["load_avg_after"] = _load()
     return out
 
@@ -225,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     from faro.optimizer.policy.registry import LLM_POLICY_NAMES
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sections", default="engine,need,table")
+    parser.add_argument("--sections", default="engine,knee,need,table")
     parser.add_argument("--fractions", default="0.65,0.75,0.9", help="caps as fractions of the peak need")
     parser.add_argument("--policies", default=",".join(LLM_POLICY_NAMES))
     parser.add_argument("--workers", type=int, default=2)
@@ -242,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     if "engine" in sections:
         doc["engine"] = engine_speed()
+        OUT.write_text(json.dumps(doc, indent=2))
+    if "knee" in sections:
+        doc["knee"] = knee()
         OUT.write_text(json.dumps(doc, indent=2))
     if "need" in sections:
         doc["need"] = need(workers=args.workers, seed=args.seed)
