@@ -510,6 +510,29 @@ def soak() -> str:
         f"{doc['load_average_1m']:.1f} on {doc['cpu_count']} shared cores")
 
 
+def vllm_calibration() -> str:
+    doc = _load("vllm_calibration.json")
+    keys = ("ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms")
+    out = []
+    for r in doc["rows"]:
+        cells = [f"{r['rate_rps']:g}", f"{r['load_avg']:.1f}"]
+        fitted = r.get("profile")
+        cells.append("–" if fitted is None else f"{fitted['step_base_ms']:.1f} + {fitted['decode_ms_per_seq']:.2f}·n + "
+                     f"{fitted['prefill_ms_per_token']:.3f}·p ({_pct(fitted['fit_error'], 0)})")
+        for k in keys:
+            m = r["measured"].get(k)
+            p = r.get("predicted_with_front_end", {}).get(k)
+            e = r.get("error_with_front_end", {}).get(k)
+            cells.append("–" if m is None or p is None else f"{_n(m, 3)} / {_n(p, 3)} ({100 * e:+.0f}%)")
+        out.append(cells)
+    header = ["req/s", "load avg", "calibrated step ms (fit error)", "TTFT p50 measured / model", "TTFT p99",
+              "ITL p50", "ITL p99"]
+    return _table(header, out, right=1) + _source(
+        "vllm_calibration.json", doc["command"].strip(),
+        "TTFT model + calibrated front-end overhead; client-side measurement; tiny random Llama on one shared "
+        "CPU core")
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "solver-paper": solver_paper,
     "solver-cluster": solver_cluster,
@@ -530,6 +553,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "solver-llm": solver_llm,
     "fuzz": fuzz,
     "soak": soak,
+    "vllm-calibration": vllm_calibration,
 }
 
 

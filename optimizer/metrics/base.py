@@ -21,7 +21,7 @@ from faro.optimizer.model.profile_fit import StepFit
 from faro.optimizer.policy.base import JobObservation
 
 QUANTITIES = ("rate", "latency", "mean_latency", "processing_time", "queue", "cpu",
-              "ttft", "itl", "kv_usage", "running", "prompt_tokens", "output_tokens",
+              "ttft", "itl", "tpot", "kv_usage", "running", "prompt_tokens", "output_tokens",
               "prompt_tokens_mean", "output_tokens_mean")
 """Quantities a preset defines a PromQL template for (see ``presets.py``); the second line are LLM
 serving quantities (the ``vllm`` preset), which fill ``JobMetrics.llm``."""
@@ -29,7 +29,7 @@ serving quantities (the ``vllm`` preset), which fill ``JobMetrics.llm``."""
 HISTOGRAM_QUANTITIES = ("prompt_tokens", "output_tokens")
 """Quantities whose query returns a histogram: one sample per bucket, labelled ``le`` (cumulative counts)."""
 
-LLM_QUANTITIES = ("ttft", "itl", "kv_usage", "running", "prompt_tokens", "output_tokens",
+LLM_QUANTITIES = ("ttft", "itl", "tpot", "kv_usage", "running", "prompt_tokens", "output_tokens",
                   "prompt_tokens_mean", "output_tokens_mean")
 
 ANNOTATION_PRESET = "faro.dev/metrics-preset"
@@ -46,6 +46,7 @@ OVERRIDE_ANNOTATIONS = {
     "faro.dev/promql-cpu": "cpu",
     "faro.dev/promql-ttft": "ttft",
     "faro.dev/promql-itl": "itl",
+    "faro.dev/promql-tpot": "tpot",
     "faro.dev/promql-kv-usage": "kv_usage",
     "faro.dev/promql-running": "running",
 }

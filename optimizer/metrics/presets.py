@@ -17,8 +17,9 @@ uses braces, so variables are ``${name}``); the variables are:
 ==============  =====================================================================
 
 Units of each quantity's result: ``rate`` requests/s; ``latency``, ``mean_latency`` and
-``processing_time`` milliseconds; ``queue`` requests; ``cpu`` busy fraction 0..1; ``ttft`` and ``itl``
-milliseconds at the SLO percentile; ``kv_usage`` fraction 0..1 (mean over replicas); ``running``
+``processing_time`` milliseconds; ``queue`` requests; ``cpu`` busy fraction 0..1; ``ttft``, ``itl`` (single
+gaps) and ``tpot`` (requests' mean gaps) milliseconds at the SLO percentile; ``kv_usage`` fraction 0..1
+(mean over replicas); ``running``
 requests (sum over replicas); ``prompt_tokens``/``output_tokens`` request counts per bucket ``le``
 over the window (cumulative, as ``_bucket`` series are); ``*_tokens_mean`` tokens. The per-minute
 arrival history evaluates the ``rate`` template with ``window = 60s`` as a range query at 60 s steps
@@ -220,6 +221,8 @@ VLLM = Preset(
         "queue": f"sum(vllm:num_requests_waiting{{{_VLLM_SEL}}})",
         "ttft": _vllm_quantile("vllm:time_to_first_token_seconds"),
         "itl": _vllm_quantile("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
+        # Per request: (last token - first token) / (output tokens - 1), what an ITL SLO is held against.
+        "tpot": _vllm_quantile("vllm:request_time_per_output_token_seconds"),
         "kv_usage": f"avg(vllm:kv_cache_usage_perc{{{_VLLM_SEL}}} or vllm:gpu_cache_usage_perc{{{_VLLM_SEL}}})",
         "running": f"sum(vllm:num_requests_running{{{_VLLM_SEL}}})",
         "prompt_tokens": f"sum by (le) (increase(vllm:request_prompt_tokens_bucket{{{_VLLM_SEL}}}[${{window}}]))",

@@ -529,7 +529,8 @@ class PrometheusSource:
             except (PrometheusUnavailable, PrometheusQueryError, InvalidInputError) as exc:
                 notes.append(f"calibration: {exc}")
         return LLMObservation(
-            ttft_ms=values.get("ttft"), itl_ms=values.get("itl"), kv_cache_usage=values.get("kv_usage"),
+            ttft_ms=values.get("ttft"), itl_ms=values.get("itl"), tpot_ms=values.get("tpot"),
+            kv_cache_usage=values.get("kv_usage"),
             num_waiting=values.get("queue"), num_running=values.get("running"), token_mix=mix, windows=windows,
         )
 
