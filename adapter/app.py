@@ -21,13 +21,14 @@ from typing import Literal
 import grpc
 from aiohttp import web
 from faro.adapter.auth import AuthConfigSource, Authenticator, Authorizer
+from faro.adapter.keda import SERVICE as KEDA_SERVICE
 from faro.adapter.keda import ExternalScalerServicer
 from faro.adapter.metrics import AdapterMetrics
 from faro.adapter.provider import PlanStore
 from faro.adapter.server import build_api_app, build_metrics_app
 from faro.adapter.sources import Backoff, PlanFileSource, PlanWatcher
-from faro.externalscaler import externalscaler_pb2_grpc
 from faro.optimizer.errors import InvalidInputError
+from faro.optimizer.service import grpc_decode
 from faro.optimizer.service.grpc_security import ServerTLS, files_stamp
 from faro.optimizer.service.plan_client import PlanClientTLS
 from prometheus_client import CollectorRegistry
@@ -248,13 +249,12 @@ class Adapter:
             self.metrics_port = await self._serve(app, cfg.metrics_address, "--metrics-address", None)
         if cfg.mode in ("keda", "both"):
             server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024)])
-            externalscaler_pb2_grpc.add_ExternalScalerServicer_to_server(
-                ExternalScalerServicer(self.store, metrics=self.metrics,
-                                       allow_cross_namespace=cfg.keda_allow_cross_namespace,
-                                       allowed_client_names=cfg.keda_allowed_client_names if
-                                       cfg.keda_client_ca_file else None),
-                server,
-            )
+            scaler = ExternalScalerServicer(self.store, metrics=self.metrics,
+                                            allow_cross_namespace=cfg.keda_allow_cross_namespace,
+                                            allowed_client_names=cfg.keda_allowed_client_names if
+                                            cfg.keda_client_ca_file else None)
+            # Requests parsed by our code: a malformed one is INVALID_ARGUMENT, not grpcio's UNKNOWN.
+            grpc_decode.add_servicer(server, scaler, KEDA_SERVICE, on_malformed=scaler.malformed)
             host, port = split_address(cfg.keda_address, "--keda-address")
             bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             if cfg.keda_insecure:

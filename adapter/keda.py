@@ -39,6 +39,7 @@ from faro.optimizer.errors import InvalidInputError, TransientError
 log = logging.getLogger("faro.adapter.keda")
 
 TARGET_SIZE = 1
+SERVICE = pb.DESCRIPTOR.services_by_name["ExternalScaler"]  # served through grpc_decode (app.py)
 
 
 def _code(exc: Exception) -> grpc.StatusCode:
@@ -119,6 +120,15 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
             log.exception("KEDA %s failed", handler, exc_info=exc)
         self._metrics.requests.labels("keda", handler, code.name).inc()
         await context.abort(code, str(exc))
+
+    async def malformed(self, method: str, context: grpc.aio.ServicerContext, message: str) -> None:
+        """A request that is not valid protobuf (``grpc_decode``): the client is checked as for any call, then
+        INVALID_ARGUMENT."""
+        try:
+            self._check_client(context)
+            raise InvalidInputError(f"KEDA {method} request", message)
+        except Exception as exc:
+            await self._fail(context, method, exc)
 
     async def IsActive(self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext) -> pb.IsActiveResponse:
         try:

@@ -218,6 +218,41 @@ async def test_bad_requests_get_grpc_status_codes(
     assert err.value.code() == code
 
 
+@pytest.mark.parametrize("method", ["IsActive", "StreamIsActive", "GetMetricSpec", "GetMetrics"])
+async def test_a_malformed_protobuf_is_invalid_argument_naming_the_message_type(
+    keda: Keda, keda_pki: KedaPKI, method: str
+) -> None:
+    malformed = b"\xff\xff\xff\xff"  # wire type 7: no protobuf parser accepts it (grpcio's own parse said UNKNOWN)
+    expected = "GetMetricsRequest" if method == "GetMetrics" else "ScaledObjectRef"
+
+    async def send(channel: grpc.aio.Channel) -> grpc.aio.AioRpcError:
+        path = f"/externalscaler.ExternalScaler/{method}"
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            if method == "StreamIsActive":
+                await channel.unary_stream(path)(malformed, timeout=30).read()
+            else:
+                await channel.unary_unary(path)(malformed, timeout=30)
+        return err.value
+
+    channel = grpc.aio.secure_channel(f"localhost:{keda.adapter.keda_port}", keda_pki.credentials())
+    try:
+        error = await send(channel)
+    finally:
+        await channel.close()
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert f"not a valid externalscaler.{expected} message" in error.details()
+    requests = keda.adapter.metrics.registry.get_sample_value(
+        "faro_adapter_requests_total", {"surface": "keda", "handler": method, "code": "INVALID_ARGUMENT"})
+    assert requests == 1
+    # The client is checked first, as for any call.
+    channel = grpc.aio.secure_channel(f"localhost:{keda.adapter.keda_port}",
+                                      keda_pki.credentials(keda_pki.ca.issue("eve")))
+    try:
+        assert (await send(channel)).code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        await channel.close()
+
+
 async def test_without_a_plan_metrics_are_unavailable(keda: Keda) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await keda.stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=ref(), metricName="faro_desired_replicas"))

@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 from faro.optimizer.errors import InvalidInputError
 from faro.optimizer.model.problem import SLO, Job, Problem, Quota
+from faro.optimizer.service import grpc_decode
 from faro.optimizer.service.grpc_security import CallGuard, ServerTLS
 from faro.optimizer.service.plan_client import MAX_RECEIVE_BYTES
 from faro.optimizer.service.plans import PlanStore, to_proto
@@ -44,7 +45,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = plan_pb2.DESCRIPTOR.services_by_name["PlanService"].full_name
+SERVICE = plan_pb2.DESCRIPTOR.services_by_name["PlanService"]
+SERVICE_NAME = SERVICE.full_name
 
 
 def problem_from_request(request: plan_pb2.SolveRequest, *,
@@ -110,6 +112,12 @@ class PlanServicer(plan_pb2_grpc.PlanServiceServicer):
         if self._telemetry is not None:
             self._telemetry.grpc_refused.labels(method, code.name).inc()
         context.abort(code, message)
+
+    def malformed(self, method: str, context: grpc.ServicerContext, message: str) -> None:
+        """A request that is not valid protobuf (``grpc_decode``): the caller is checked as for any call, then
+        INVALID_ARGUMENT."""
+        self._guard.caller(context, method)
+        self._refuse(context, method, grpc.StatusCode.INVALID_ARGUMENT, message)
 
     def GetPlan(self, request: plan_pb2.GetPlanRequest, context: grpc.ServicerContext) -> plan_pb2.Plan:
         self._guard.caller(context, "GetPlan")
@@ -207,7 +215,9 @@ class PlanServer:
         ]
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="faro-grpc"),
                                   options=options, maximum_concurrent_rpcs=max_workers)
-        plan_pb2_grpc.add_PlanServiceServicer_to_server(servicer, self.server)
+        # Requests are parsed by our code (grpc_decode): a malformed one is INVALID_ARGUMENT, and grpcio's own
+        # parse failure would leave the call's state behind for good.
+        grpc_decode.add_servicer(self.server, servicer, SERVICE, on_malformed=servicer.malformed)
         self.servicer = servicer
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
