@@ -25,7 +25,7 @@ from faro.adapter.keda import SERVICE as KEDA_SERVICE
 from faro.adapter.keda import ExternalScalerServicer
 from faro.adapter.metrics import AdapterMetrics
 from faro.adapter.provider import PlanStore
-from faro.adapter.server import build_api_app, build_metrics_app
+from faro.adapter.server import RequestErrorLog, build_api_app, build_metrics_app
 from faro.adapter.sources import Backoff, PlanFileSource, PlanWatcher
 from faro.optimizer.errors import InvalidInputError
 from faro.optimizer.service import grpc_decode
@@ -295,7 +295,8 @@ class Adapter:
 
     async def _serve(self, app: web.Application, address: str, flag: str, ctx: ssl.SSLContext | None) -> int:
         sock = _bind(address, flag)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
+                               logger=RequestErrorLog(logging.getLogger("faro.adapter.http"), metrics=self.metrics))
         await runner.setup()
         self._runners.append(runner)
         site = web.SockSite(runner, sock, ssl_context=ctx)

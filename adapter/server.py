@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from faro.adapter.auth import EXTERNAL_METRICS_GROUP, EXTERNAL_METRICS_VERSION, Authenticator, Authorizer
 from faro.adapter.auth import request_attributes as _request_attributes
 from faro.adapter.errors import ForbiddenError, NoFreshPlanError, NotFoundError, UnauthenticatedError
@@ -208,6 +209,50 @@ class ExternalMetricsAPI:
         (self._ok if code == "200" else self._metrics.requests.labels("http", "metric", code)).inc()
         self._seconds.observe(time.perf_counter() - start)
         return response
+
+
+class RequestErrorLog(logging.LoggerAdapter):
+    """The logger aiohttp's server reports request errors to (``AppRunner(logger=...)`` in ``adapter/app.py``).
+
+    A request aiohttp's HTTP parser refuses (a request line or header over its limit, not HTTP, bad framing) is
+    the client's doing: aiohttp answers a plain ``400`` and would log a traceback for each, a log any client can
+    fill. Here each is counted (``faro_adapter_requests_total{handler="unparsed"}``) and logged as one line, at
+    most one per ``min_interval_s`` (the next line says how many were held back). Anything else, such as an
+    exception from a handler, is a bug and keeps its traceback.
+    """
+
+    def __init__(self, logger: logging.Logger, *, metrics: AdapterMetrics, min_interval_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(logger, {})
+        self._metrics, self._min_interval_s, self._clock = metrics, min_interval_s, clock
+        self._next_line_s = float("-inf")
+        self._held_back = 0
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        if not self._unparsed(args, exc_info):
+            super().exception(msg, *args, exc_info=exc_info, **kwargs)
+
+    def debug(self, msg: object, *args: object, **kwargs: Any) -> None:
+        if not self._unparsed(args, kwargs.get("exc_info")):
+            super().debug(msg, *args, **kwargs)
+
+    def _unparsed(self, args: tuple[object, ...], exc: object) -> bool:
+        """Count and (rate-limited) log a parser refusal; False for anything else."""
+        if not isinstance(exc, HttpProcessingError):
+            return False
+        code = exc.code or 400
+        self._metrics.requests.labels("http", "unparsed", str(code)).inc()
+        now = self._clock()
+        if now < self._next_line_s:
+            self._held_back += 1
+            return True
+        self._next_line_s = now + self._min_interval_s
+        held, self._held_back = self._held_back, 0
+        remote = args[0] if args else "?"
+        self.logger.warning("refused a request from %s that does not parse as HTTP: %d %s: %r%s", remote, code,
+                            type(exc).__name__, exc.message[:100],
+                            f" (and {held} more since the last such line)" if held else "")
+        return True
 
 
 def build_api_app(

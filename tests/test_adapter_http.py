@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import shutil
 import socket
 import ssl
@@ -415,6 +416,63 @@ def test_fuzzed_requests_never_get_a_500(
     assert code < 500 or code == 503, (path, headers, body)
     if code >= 400 and isinstance(body, dict):
         assert body["kind"] == "Status" and body["code"] == code
+
+
+def _unparsed(served: Served) -> float:
+    return served.adapter.metrics.registry.get_sample_value(
+        "faro_adapter_requests_total", {"surface": "http", "handler": "unparsed", "code": "400"}) or 0.0
+
+
+def test_a_request_line_over_the_parser_limit_is_one_log_line_not_a_traceback(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    # aiohttp refuses a request line over 8 KiB in its parser (a plain 400) and logged a traceback for each
+    # one: a log any client could fill.
+    caplog.set_level(logging.DEBUG)
+    before = _unparsed(served)
+    raw = socket.create_connection(("127.0.0.1", served.port), timeout=30)
+    with client_context(served.pki, None).wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+        conn.sendall(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        answer = conn.recv(4096)
+    assert answer.split(b"\r\n")[0].endswith(b" 400 Bad Request"), answer[:200]
+    settle_by = time.monotonic() + 30
+    while _unparsed(served) == before and time.monotonic() < settle_by:
+        time.sleep(0.01)
+    assert _unparsed(served) == before + 1
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith(("aiohttp", "faro.adapter.http"))]
+    assert len(lines) == 1 and "does not parse as HTTP: 400 LineTooLong" in lines[0], lines
+    assert len(lines[0]) < 300  # the 9,000 bytes are not copied into the log
+
+
+def test_refused_requests_are_logged_at_most_once_a_second_and_all_counted(caplog: pytest.LogCaptureFixture) -> None:
+    from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+    from faro.adapter.metrics import AdapterMetrics
+    from faro.adapter.provider import PlanStore
+    from faro.adapter.server import RequestErrorLog
+    from prometheus_client import CollectorRegistry
+
+    now = [100.0]
+    metrics = AdapterMetrics(CollectorRegistry(), PlanStore(ttl_s=60, clock=lambda: now[0]))
+    errors = RequestErrorLog(logging.getLogger("test.unparsed"), metrics=metrics, clock=lambda: now[0])
+    caplog.set_level(logging.DEBUG, logger="test.unparsed")
+    for _ in range(12):
+        errors.exception("Error handling request from %s", "10.0.0.9", exc_info=LineTooLong("x" * 9000, 8190))
+        now[0] += 0.25  # 12 bad requests in 3 s
+    errors.debug("Error handling request from %s", "10.0.0.9", exc_info=BadHttpMessage("not http"))
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 4, lines  # at 100, 101, 102 and 103 s
+    assert [line.endswith("(and 3 more since the last such line)") for line in lines] == [False, True, True, True]
+    assert "BadHttpMessage: 'not http'" in lines[-1]
+    assert not [r for r in caplog.records if r.exc_info]
+    assert metrics.registry.get_sample_value(
+        "faro_adapter_requests_total", {"surface": "http", "handler": "unparsed", "code": "400"}) == 13
+    # A bug in a handler is not the client's doing: its traceback stays.
+    try:
+        raise RuntimeError("a bug")
+    except RuntimeError as exc:
+        errors.exception("Error handling request from %s", "10.0.0.9", exc_info=exc)
+    assert caplog.records[-1].exc_info and caplog.records[-1].levelno == logging.ERROR
 
 
 # --- staleness with auth disabled --------------------------------------------------------------------------
