@@ -35,6 +35,8 @@ from prometheus_client import CollectorRegistry
 
 log = logging.getLogger("faro.adapter")
 
+RECONNECT_TTL_FRACTION = 0.25  # the reconnect back-off never exceeds this share of --plan-ttl-s
+
 Mode = Literal["apiService", "keda", "both"]
 
 
@@ -222,9 +224,11 @@ class Adapter:
             self._tasks.append(asyncio.create_task(source.run(), name="plan-file"))
         else:
             assert cfg.optimizer_address is not None
+            # Reconnect within a quarter of the TTL once the optimizer is back: a plan that could have been fetched
+            # must not go stale because the adapter was still sleeping off an outage.
             self.watcher = PlanWatcher(
                 cfg.optimizer_address, store=self.store, metrics=self.metrics, tls=cfg.optimizer_tls,
-                backoff=cfg.backoff,
+                backoff=cfg.backoff.capped(cfg.plan_ttl_s * RECONNECT_TTL_FRACTION),
             )
             self._tasks.append(asyncio.create_task(self.watcher.run(), name="watch-plans"))
 

@@ -15,7 +15,7 @@ import logging
 import os
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -42,6 +42,10 @@ class Backoff:
         base = min(self.max_s, self.initial_s * self.factor ** min(attempt, 64))
         return base * (1.0 - self.jitter * rand())
 
+    def capped(self, max_s: float) -> Backoff:
+        """The same back-off with its cap lowered to ``max_s`` (never raised)."""
+        return replace(self, max_s=min(self.max_s, max_s))
+
 
 class PlanWatcher:
     """One ``WatchPlans`` subscription to ``address`` feeding ``store``; ``run()`` loops until cancelled."""
@@ -58,7 +62,7 @@ class PlanWatcher:
         self._address = address
         self._store = store
         self._metrics = metrics
-        self._backoff = backoff
+        self.backoff = backoff
         self._tls = tls
         self.connected = False
 
@@ -97,7 +101,7 @@ class PlanWatcher:
                 if channel is not None:
                     await channel.close(grace=None)
             self._metrics.watch_reconnects.inc()
-            delay_s = self._backoff.delay_s(attempt)
+            delay_s = self.backoff.delay_s(attempt)
             attempt += 1
             log.info("reconnecting to %s in %.1f s", self._address, delay_s)
             await asyncio.sleep(delay_s)

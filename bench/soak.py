@@ -38,6 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from faro.adapter.app import RECONNECT_TTL_FRACTION
+from faro.adapter.sources import Backoff
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the test API server and PKI
 RESULTS = Path(__file__).resolve().parent / "results" / "soak.json"
@@ -228,8 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short-outage-s", type=float, default=8.0)
     parser.add_argument("--long-outage-s", type=float, default=75.0)
     args = parser.parse_args(argv)
-    assert args.short_outage_s + 30.0 + args.interval_s < args.plan_ttl_s < args.long_outage_s, (
-        "the short outage + the adapter's 30 s reconnect cap must fit in the TTL, the long one must not")
+    reconnect_cap_s = Backoff().capped(args.plan_ttl_s * RECONNECT_TTL_FRACTION).max_s  # as the adapter's start()
+    assert args.short_outage_s + reconnect_cap_s + args.interval_s < args.plan_ttl_s < args.long_outage_s, (
+        "the short outage + the adapter's reconnect cap must fit in the TTL, the long one must not")
 
     from kubeapi import KubeApiServer
     from pki import CertificateAuthority, plan_api_certs
@@ -274,9 +278,9 @@ def main(argv: list[str] | None = None) -> int:
             adapter.stop()
         log_tail = (d / "adapter.log").read_text(errors="replace")[-2000:]
 
-    # After an outage the adapter reconnects within its back-off cap (30 s, adapter/sources.py Backoff) and the
+    # After an outage the adapter reconnects within its back-off cap (min(30 s, TTL/4), adapter/app.py) and the
     # restarted optimizer needs start-up + one interval for its first plan (up to ~30 s on a loaded 2-core box).
-    verdict = classify(run, ttl_s=args.plan_ttl_s, interval_s=args.interval_s, recovery_s=30.0 + 30.0)
+    verdict = classify(run, ttl_s=args.plan_ttl_s, interval_s=args.interval_s, recovery_s=reconnect_cap_s + 30.0)
     latencies = sorted(lat for _, s, lat in run.samples if s == "200")
     pct = lambda p: 1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else 0.0  # noqa: E731
     rss = [m for _, m in run.rss]

@@ -132,6 +132,26 @@ def test_backoff_grows_exponentially_up_to_its_cap() -> None:
     assert 0.4 <= Backoff(initial_s=0.5, jitter=0.2).delay_s(0, rand=lambda: 1.0) < 0.5
 
 
+async def test_the_reconnect_back_off_is_capped_at_a_quarter_of_the_plan_ttl() -> None:
+    from faro.adapter.app import Adapter, AdapterConfig
+
+    async def backoff_of(**config: object) -> Backoff:
+        adapter = Adapter(AdapterConfig(optimizer_address="127.0.0.1:1", mode="keda", keda_insecure=True,
+                                        keda_address="127.0.0.1:0", metrics_address=None, **config),
+                          authenticator=None, authorizer=None)
+        await adapter.start()
+        await adapter.stop()
+        assert adapter.watcher is not None
+        return adapter.watcher.backoff
+
+    short = await backoff_of(plan_ttl_s=20.0)
+    assert [short.delay_s(n, rand=lambda: 0.0) for n in range(6)] == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]  # 20 s / 4
+    assert short.delay_s(30, rand=lambda: 1.0) == pytest.approx(4.0)  # jitter still spreads the replicas
+    assert (await backoff_of(plan_ttl_s=600.0)).delay_s(30, rand=lambda: 0.0) == 30.0  # the default cap
+    tiny = await backoff_of(plan_ttl_s=1.0, backoff=Backoff(initial_s=0.5))
+    assert tiny.delay_s(0, rand=lambda: 0.0) == 0.25
+
+
 def _write_plan(path: Path, replicas: int, *, created_s: float = T0, valid_for_s: float | None = 900) -> None:
     plan = make_plan(1, {("default", "resnet"): replicas}, created_s=created_s, valid_for_s=valid_for_s)
     path.write_text(json_format.MessageToJson(plan))
