@@ -481,12 +481,14 @@ def fuzz() -> str:
     for r in doc["surfaces"]:
         out.append([
             r["surface"], f"{r['requests']:,}", _n(r["rps"]), str(r["server_errors"]), str(r["nonconforming"]),
-            str(r.get("library_rejections", 0)), str(r["client_errors"]),
-            f"{r['rss_start_mib']:.0f} → {r['rss_end_mib']:.0f} ({r['rss_growth_mib']:+.1f})",
+            "—" if r["surface"] == "https" else str(r.get("malformed_refused", 0)), str(r["client_errors"]),
+            f"{r['rss_start_mib']:.0f} → {r['rss_end_mib']:.0f} ({r['rss_growth_mib']:+.1f} / "
+            + (f"{second:+.1f})" if (second := r.get("rss_growth_second_half_mib")) is not None else "n/a)"),
             "yes" if r["alive_after"] else "**no**",
         ])
-    header = ["surface", "requests", "req/s", "server errors", "outside the contract", "malformed protobuf (grpcio)",
-              "client could not send", "server RSS MiB (growth after 10%)", "alive after"]
+    header = ["surface", "requests", "req/s", "server errors", "outside the contract",
+              "malformed protobuf → INVALID_ARGUMENT", "client could not send",
+              "server RSS MiB (growth after 10% / in the 2nd half)", "alive after"]
     commands = "`, `".join(dict.fromkeys(r.get("command", doc["command"]) for r in doc["surfaces"]))
     return _table(header, out) + f"\n\n_From `bench/results/fuzz.json` (`{commands}`; loopback, 2 shared cores)._"
 
