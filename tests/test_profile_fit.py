@@ -16,11 +16,17 @@ BUDGET = 512
 
 
 def windows(*, n: int = 30, noise: float = 0.03, outliers: int = 0, batch=None, seed: int = 0,
-            kv_cache_tokens: int | None = None) -> StepWindows:
-    """Windows a replica with the TRUE profile would produce: ITL and prefill means per the step model."""
+            kv_cache_tokens: int | None = None, true: dict | None = None) -> StepWindows:
+    """Windows a replica with the TRUE profile would produce: ITL and prefill means per the step model.
+    ``batch``: None = spread over 0.5-8, a number = that batch in every window, (low, high) = uniform."""
     rng = np.random.default_rng(seed)
-    a, b, c = TRUE.values()
-    batch = rng.uniform(0.5, 8.0, n) if batch is None else np.full(n, float(batch))
+    a, b, c = (true or TRUE).values()
+    if batch is None:
+        batch = rng.uniform(0.5, 8.0, n)
+    elif isinstance(batch, tuple):
+        batch = rng.uniform(*batch, n)
+    else:
+        batch = np.full(n, float(batch))
     p_step = rng.uniform(0.0, 30.0, n)
     prompt = rng.choice([32.0, 64.0, 200.0, 400.0, 900.0], n)
     itl = (a + b * batch + c * p_step) * (1 + noise * rng.standard_normal(n))
@@ -73,6 +79,61 @@ def test_a_batch_that_never_changed_keeps_the_prior_decode_cost() -> None:
     # a + 4b is what the windows pin down; b stays near the prior rather than anywhere on that line.
     assert fit.step_base_ms + 4 * fit.decode_ms_per_seq == pytest.approx(12.0 + 4 * 2.5, rel=0.03)
     assert fit.decode_ms_per_seq == pytest.approx(3.0, rel=0.2)
+
+
+def test_a_spread_of_batch_sizes_identifies_the_per_sequence_cost() -> None:
+    fit = fit_step_profile(windows(noise=0.05), max_num_batched_tokens=BUDGET)
+    assert fit.decode_identified and fit.decode_se_ms < 0.2 * fit.decode_ms_per_seq, fit
+    assert fit.batch_range[0] < 1 and fit.batch_range[1] > 7
+    assert "identifies" in fit.summary
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_first_fit_at_a_steady_light_load_puts_the_step_in_the_intercept(seed: int) -> None:
+    """Batch 1.0-1.3 in every window (a light load), 10 % noise, no prior: the rows fix a + b·n̄ but not
+    the split. A free fit may land anywhere on that line (e.g. 0 + 20·n); the fit must not claim a
+    per-sequence cost it cannot see, and must still reproduce the step it saw."""
+    w = windows(batch=(1.0, 1.3), noise=0.10, seed=seed)
+    fit = fit_step_profile(w, max_num_batched_tokens=BUDGET)
+    assert fit.ok and not fit.decode_identified, fit
+    assert fit.decode_ms_per_seq == 0.0
+    seen = TRUE["step_base_ms"] + TRUE["decode_ms_per_seq"] * 1.15
+    assert fit.step_base_ms == pytest.approx(seen, rel=0.1)  # the step at the batch it saw
+    assert fit.prefill_ms_per_token == pytest.approx(TRUE["prefill_ms_per_token"], rel=0.25)
+    assert "held at 0 ms" in fit.summary and "does not identify" in fit.summary
+    # At 8 sequences it is off by the unseen slope, not by a factor (the free fit's failure mode).
+    at8 = fit.step_base_ms + 8 * fit.decode_ms_per_seq
+    assert 0.4 < at8 / (TRUE["step_base_ms"] + 8 * TRUE["decode_ms_per_seq"]) < 1.0
+
+
+def test_a_steady_batch_with_a_prior_holds_the_prior_s_per_sequence_cost_exactly() -> None:
+    prior = EngineProfile(step_base_ms=10.0, decode_ms_per_seq=3.0, prefill_ms_per_token=0.25, kv_cache_tokens=8192)
+    fit = fit_step_profile(windows(batch=(3.9, 4.1), noise=0.08), max_num_batched_tokens=BUDGET, prior=prior)
+    assert fit.ok and not fit.decode_identified and fit.decode_ms_per_seq == 3.0
+    assert fit.step_base_ms + 4 * fit.decode_ms_per_seq == pytest.approx(12.0 + 4 * 2.5, rel=0.05)
+
+
+def test_a_per_sequence_cost_known_to_be_negligible_is_identified_as_such() -> None:
+    """A GPU-like engine: the step hardly grows with the batch. With the batch spread, b ≈ 0 is a finding."""
+    flat = {"step_base_ms": 12.0, "decode_ms_per_seq": 0.0, "prefill_ms_per_token": 0.2}
+    fit = fit_step_profile(windows(noise=0.03, true=flat), max_num_batched_tokens=BUDGET)
+    assert fit.decode_identified and fit.decode_ms_per_seq < 0.1, fit
+    assert fit.step_base_ms == pytest.approx(12.0, rel=0.05)
+
+
+def test_identification_comes_with_more_batch_sizes() -> None:
+    """The calibrator's first fit at a light load holds b at 0; once windows at other batch sizes arrive
+    (the load rose), b is fitted — the prior (the first fit's b = 0) does not keep it there."""
+    ref = DeploymentRef("llm", "chat", preset="vllm", max_num_batched_tokens=BUDGET)
+    calibrator = Calibrator()
+    light = windows(batch=(1.0, 1.2), noise=0.05, kv_cache_tokens=8192)
+    first, fit = calibrator.update(ref, light)
+    assert first is not None and not fit.decode_identified and first.decode_ms_per_seq == 0.0
+    mixed = windows(batch=(1.0, 6.0), noise=0.05, seed=3, kv_cache_tokens=8192)
+    later, fit = calibrator.update(ref, mixed)
+    assert later is not None and fit.decode_identified, fit
+    assert later.decode_ms_per_seq == pytest.approx(TRUE["decode_ms_per_seq"], rel=0.2)
+    assert later.step_base_ms == pytest.approx(TRUE["step_base_ms"], rel=0.15)
 
 
 @pytest.mark.parametrize(("n", "status"), [pytest.param(2, "too few windows", id="two-windows"),

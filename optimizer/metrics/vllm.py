@@ -190,10 +190,10 @@ class Calibrator:
         )
         if last is None or _moved(last[0], profile, self.log_change):
             log.info("calibrated engine profile of %s/%s: step %.2f ms + %.3f ms/seq + %.4f ms/prompt token, KV %d "
-                     "tokens; fit error %.1f%% over %d ITL and %d prefill windows; front-end TTFT overhead %.1f ms",
-                     ref.namespace, ref.name, profile.step_base_ms, profile.decode_ms_per_seq,
+                     "tokens; fit error %.1f%% over %d ITL and %d prefill windows, %s; front-end TTFT overhead "
+                     "%.1f ms", ref.namespace, ref.name, profile.step_base_ms, profile.decode_ms_per_seq,
                      profile.prefill_ms_per_token, profile.kv_cache_tokens, 100 * fit.error, fit.itl_rows,
-                     fit.prefill_rows, fit.ttft_overhead_ms)
+                     fit.prefill_rows, fit.summary, fit.ttft_overhead_ms)
         with self._lock:
             self._last[ref.key] = (profile, fit)
         return profile, fit

@@ -13,9 +13,12 @@ tens of seconds, exact sums (histogram ``_sum``/``_count``, counters) from which
 follow, both linear in ``θ = (a, b, c)``:
 
 - *ITL rows*: the mean inter-token latency is the decode-token-weighted mean step duration, so
-  ``ITL ≈ a + b·n + c·p̄`` with ``n`` the mean batch (``vllm:num_requests_running``) and ``p̄`` the
-  prompt tokens prefilled per step (``vllm:prompt_tokens`` / steps, the steps from
-  ``vllm:iteration_tokens_total_count``).
+  ``ITL ≈ a + b·n + c·p̄`` with ``n`` the mean batch per engine step (``vllm:generation_tokens`` /
+  steps, the steps from ``vllm:iteration_tokens_total_count``) and ``p̄`` the prompt tokens
+  prefilled per step (``vllm:prompt_tokens`` / steps). Per step, not per second: the time average
+  of ``vllm:num_requests_running`` counts idle time as batch 0 and puts a light load's one-sequence
+  steps at a batch of 0.2. (The token weighting makes the ITL's batch ``E[n²]/E[n]``, above the step
+  mean by ``Var(n)/E[n]``: ``b`` comes out a little high when the batch scatters a lot.)
 - *Prefill rows*: vLLM's prefill time (scheduled → first token, ``vllm:request_prefill_time_seconds``)
   of a prompt of ``P`` tokens spans ``k = ⌈P / B⌉`` chunked steps (``B`` the token budget), each also
   decoding the running batch: ``prefill ≈ k·(a + b·n) + c·P``.
@@ -24,13 +27,23 @@ follow, both linear in ``θ = (a, b, c)``:
 and a 200 ms prefill row count alike) with a soft-L1 loss (robust: a window disturbed by a
 neighbour's CPU burst or a preemption storm is down-weighted, not fitted), rows weighted by the
 square root of their sample counts. When a declared or previous profile is given, weak ridge rows
-pull ``θ`` towards it, so that a parameter the windows cannot identify (e.g. ``b`` when the batch
-never changed) stays where it was instead of drifting. ``error`` is the weighted mean absolute
-relative error of the rows (ITL and prefill separately too).
+pull ``θ`` towards it (in units of a tenth of the typical row). ``error`` is the weighted mean
+absolute relative error of the rows (ITL and prefill separately too).
 
-TTFT measured by vLLM starts at arrival in the API server: ``TTFT − queue − prefill`` is the
-front-end overhead (HTTP, request processing, output streaming) that no engine step accounts for;
-its median over windows is reported as ``ttft_overhead_ms``.
+*Identifiability.* At a steady light load every window has about the same batch, and the rows then
+fix ``a + b·n̄`` but not the split: a free fit lands anywhere on that line (a live fit at a light
+load once put the whole step on the batch term, ``0 + 42·n``, and predicted ITLs ten times too
+high). So ``b`` counts as identified only when the windows' batch sizes scatter by at least 20 % of
+their mean *and* the batch term at the mean batch, ``b·n̄``, is known to within 25 % of the typical
+step (one standard error, from the rows' scatter through the inverse information matrix of the
+weighted relative residuals). Otherwise ``b`` is held at the prior's (0 without a prior: the whole
+step in the intercept, the batch-independent part that dominates on GPUs and on small CPU models
+alike) and ``a``, ``c`` are refitted; later windows with other batch sizes identify it.
+
+TTFT measured by vLLM runs from arrival in the API server to the first token's output reaching the
+API server's output handler: ``TTFT − queue − prefill`` is the front-end overhead (request
+processing, scheduling hand-off, the output's way back) that no engine step accounts for; its
+median over windows is reported as ``ttft_overhead_ms``. (A client sees more: HTTP and streaming.)
 
 Limits: one profile per Deployment (replicas assumed alike); attention cost over long contexts is
 not fitted (``context_ms_per_token`` is kept as declared); windows where KV ran out and requests
@@ -51,7 +64,10 @@ from scipy.optimize import least_squares
 MIN_ITL_TOKENS = 20.0  # a window's ITL mean from fewer decode tokens is too noisy to be a row
 MIN_PREFILL_REQUESTS = 2.0
 RIDGE = 0.05  # weight of the pull towards the prior, relative to one full-weight row
+MIN_BATCH_SPREAD = 0.2  # decode_ms_per_seq is fitted when the windows' batches scatter by 20 % of the mean ...
+IDENTIFY = 0.25  # ... and its share of the typical step is known to ±25 % of the step (one standard error)
 FLOOR_MS = 1e-3  # step_base_ms must be > 0 (EngineProfile)
+_LOWER = np.array([FLOOR_MS, 0.0, 0.0])
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,6 +115,11 @@ class StepFit:
     ``status``: ``"ok"``, or why there is no fit (``"too few windows"``, ``"solver failed: …"``); the
     parameters are NaN then. ``error`` is the weighted mean absolute relative error over all rows,
     ``itl_error``/``prefill_error`` over each kind (NaN without rows of that kind).
+    ``decode_identified``: whether the windows' batch sizes pinned ``decode_ms_per_seq`` down (its
+    batches scatter by 20 % of their mean and its standard error ``decode_se_ms`` times the mean batch is
+    within 25 % of the step); when not, it was held
+    at the prior's (0 without one). ``batch_range``: the smallest and largest batch of the ITL rows.
+    ``summary`` says all that in one line.
     """
 
     step_base_ms: float
@@ -112,10 +133,24 @@ class StepFit:
     prefill_rows: int
     status: str = "ok"
     kv_cache_tokens: int | None = None
+    decode_identified: bool = False
+    decode_se_ms: float = math.nan
+    batch_range: tuple[float, float] = (math.nan, math.nan)
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def summary(self) -> str:
+        """The status with what the windows could identify, for logs and notes."""
+        if not self.ok:
+            return self.status
+        low, high = self.batch_range
+        if self.decode_identified:
+            return f"ok (batch {low:.1f}-{high:.1f} identifies the per-sequence cost)"
+        return (f"ok; the per-sequence cost is held at {self.decode_ms_per_seq:.3g} ms: batch {low:.1f}-{high:.1f} "
+                f"does not identify it (standard error {self.decode_se_ms:.3g} ms)")
 
 
 def _failed(status: str, windows: StepWindows, itl_rows: int = 0, prefill_rows: int = 0) -> StepFit:
@@ -142,7 +177,9 @@ def fit_step_profile(
 
     ``max_num_batched_tokens`` is the engine's per-step token budget (chunked prefill); ``prior`` the
     declared or previous profile the ridge rows pull towards (None: no pull). Needs at least
-    ``min_itl_rows`` ITL rows and one prefill row, else ``status`` says so.
+    ``min_itl_rows`` ITL rows and one prefill row, else ``status`` says so. When the windows' batch
+    sizes do not pin the per-sequence cost down (``decode_identified`` False), it is held at the
+    prior's (0 without one: the step time goes to the intercept) and the rest is fitted.
     """
     w = windows
     itl_ok = _finite(w.itl_ms, w.itl_tokens, w.batch) & (w.itl_tokens >= MIN_ITL_TOKENS) & (w.itl_ms > 0)
@@ -168,27 +205,48 @@ def fit_step_profile(
     y = np.concatenate([y_itl, y_pre])
     weight = np.concatenate([wt_itl, wt_pre])
 
+    step_ms = float(np.median(y_itl))
     if prior is not None:
         theta0 = np.array([prior.step_base_ms, prior.decode_ms_per_seq, prior.prefill_ms_per_token])
     else:  # a start the data suggests: everything in the intercept
-        theta0 = np.array([float(np.median(y_itl)), 0.0, 0.0])
+        theta0 = np.array([step_ms, 0.0, 0.0])
     theta0 = np.maximum(theta0, FLOOR_MS)
-    scale = np.maximum(theta0, np.array([1.0, 0.1, 0.01]))  # ridge in relative terms
+    # Each parameter's natural size: what moves the typical row by a tenth (the ridge's unit, the solver's scale).
+    typical = np.maximum(np.median(np.abs(x), axis=0), 1e-6)
+    scale = np.maximum(theta0, 0.1 * step_ms / typical)
 
-    def residuals(theta: NDArray[np.float64]) -> NDArray[np.float64]:
-        r = weight * (x @ theta - y) / y
-        if prior is None:
-            return r
-        return np.concatenate([r, RIDGE * (theta - theta0) / scale])
+    def solve(free: NDArray[np.bool_], fixed: NDArray[np.float64]) -> NDArray[np.float64] | str:
+        def residuals(theta_free: NDArray[np.float64]) -> NDArray[np.float64]:
+            theta = fixed.copy()
+            theta[free] = theta_free
+            r = weight * (x @ theta - y) / y
+            if prior is None:
+                return r
+            return np.concatenate([r, RIDGE * (theta_free - theta0[free]) / scale[free]])
 
-    try:
-        result = least_squares(residuals, theta0, bounds=([FLOOR_MS, 0.0, 0.0], np.inf), loss="soft_l1",
-                               f_scale=0.15, x_scale=scale)
-    except (ValueError, np.linalg.LinAlgError) as exc:
-        return _failed(f"solver failed: {exc}", w, n_itl, n_pre)
-    if not result.success or not np.all(np.isfinite(result.x)):
-        return _failed(f"solver failed: {result.message}", w, n_itl, n_pre)
-    theta = result.x
+        try:
+            result = least_squares(residuals, np.maximum(theta0[free], _LOWER[free]),
+                                   bounds=(_LOWER[free], np.inf), loss="soft_l1", f_scale=0.15, x_scale=scale[free])
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            return f"solver failed: {exc}"
+        if not result.success or not np.all(np.isfinite(result.x)):
+            return f"solver failed: {result.message}"
+        theta = fixed.copy()
+        theta[free] = result.x
+        return theta
+
+    theta = solve(np.ones(3, dtype=bool), theta0)
+    if isinstance(theta, str):
+        return _failed(theta, w, n_itl, n_pre)
+    decode_se = _standard_error(x, y, weight, theta, index=1)
+    batch_mean = max(float(np.average(x_itl[:, 1], weights=wt_itl)), 1.0)
+    batch_spread = math.sqrt(float(np.cov(x_itl[:, 1], aweights=wt_itl))) / batch_mean if n_itl > 1 else 0.0
+    identified = batch_spread >= MIN_BATCH_SPREAD and decode_se * batch_mean <= IDENTIFY * step_ms
+    if not identified:  # the batch hardly varied: a + b·n is known, not the split; keep b where it was
+        held = np.array([0.0, prior.decode_ms_per_seq if prior is not None else 0.0, 0.0])
+        theta = solve(np.array([True, False, True]), held)
+        if isinstance(theta, str):
+            return _failed(theta, w, n_itl, n_pre)
     rel = np.abs(x @ theta - y) / y
 
     def mean_error(mask: slice) -> float:
@@ -207,7 +265,30 @@ def fit_step_profile(
         itl_rows=n_itl,
         prefill_rows=n_pre,
         kv_cache_tokens=w.kv_cache_tokens,
+        decode_identified=bool(identified),
+        decode_se_ms=float(decode_se),
+        batch_range=(float(np.min(x_itl[:, 1])), float(np.max(x_itl[:, 1]))),
     )
+
+
+def _standard_error(x: NDArray[np.float64], y: NDArray[np.float64], weight: NDArray[np.float64],
+                    theta: NDArray[np.float64], *, index: int) -> float:
+    """Standard error of ``theta[index]`` from the rows alone (no prior): the weighted relative
+    residuals' scatter through the inverse information matrix; ``inf`` when the rows cannot tell it
+    from the other parameters (e.g. the batch never changed)."""
+    jac = weight[:, None] * x / y[:, None]
+    resid = weight * (x @ theta - y) / y
+    dof = max(1, y.size - x.shape[1])
+    sigma2 = max(float(resid @ resid) / dof, 1e-6)  # a perfect fit still leaves a noise floor (0.1 %)
+    info = jac.T @ jac
+    try:
+        cov = np.linalg.inv(info) * sigma2
+    except np.linalg.LinAlgError:
+        return math.inf
+    value = float(cov[index, index])
+    if not math.isfinite(value) or value < 0 or np.linalg.cond(info) > 1e12:
+        return math.inf
+    return math.sqrt(value)
 
 
 def calibrated_profile(
