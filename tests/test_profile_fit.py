@@ -217,3 +217,45 @@ def test_kv_capacity_from_cache_config_labels() -> None:
                             {"num_gpu_blocks": "90", "block_size": "16"}]) == 1440  # the smallest replica
     assert kv_cache_tokens([{"engine": "0"}]) is None
     assert kv_cache_tokens([]) is None
+
+
+# ------------------------------------------------------------------------------- front-end TTFT overhead
+
+
+def test_the_calibrated_profile_carries_the_front_end_overhead() -> None:
+    ref = DeploymentRef("llm", "chat", preset="vllm", max_num_batched_tokens=BUDGET)
+    profile, fit = Calibrator().update(ref, windows(noise=0.0, kv_cache_tokens=8192))
+    assert fit.ttft_overhead_ms == pytest.approx(40.0)  # the windows' TTFT − queue − prefill
+    assert profile is not None and profile.ttft_overhead_ms == pytest.approx(40.0)
+
+
+def test_the_front_end_overhead_shifts_every_ttft_and_nothing_else() -> None:
+    import dataclasses
+
+    from faro.optimizer.model.llm_latency import llm_predict
+    from faro.optimizer.model.llm_profile import TokenMix
+
+    engine = EngineProfile(step_base_ms=8.0, decode_ms_per_seq=0.5, prefill_ms_per_token=0.1, kv_cache_tokens=8192,
+                           max_num_seqs=8, max_num_batched_tokens=512)
+    fronted = dataclasses.replace(engine, ttft_overhead_ms=25.0)
+    mix = TokenMix(np.array([40.0, 120.0, 300.0]), np.array([20.0, 60.0, 30.0]))
+    rates = np.array([0.0, 2.0, 10.0])
+    for pct in (50, 90, 99):
+        bare = llm_predict(engine, mix, rates, percentile=pct)
+        shifted = llm_predict(fronted, mix, rates, percentile=pct)
+        np.testing.assert_allclose(shifted.ttft_ms, bare.ttft_ms + 25.0, rtol=1e-9)
+        np.testing.assert_allclose(shifted.itl_ms, bare.itl_ms, rtol=1e-12)
+
+
+def test_an_annotation_pins_the_overhead_over_the_calibrated_one() -> None:
+    from faro.optimizer.kube.annotations import llm_profile, parse_annotations
+
+    calibrated = EngineProfile(step_base_ms=8.0, decode_ms_per_seq=0.5, prefill_ms_per_token=0.1, kv_cache_tokens=8192,
+                               ttft_overhead_ms=30.0)
+    settings, problems = parse_annotations({"faro.dev/slo-ttft-ms": "500"})
+    assert not problems
+    assert llm_profile(settings, gpus=1, calibrated=calibrated)[0].ttft_overhead_ms == 30.0
+    settings, _ = parse_annotations({"faro.dev/slo-ttft-ms": "500", "faro.dev/llm-ttft-overhead-ms": "5"})
+    assert llm_profile(settings, gpus=1, calibrated=calibrated)[0].ttft_overhead_ms == 5.0
+    _, problems = parse_annotations({"faro.dev/slo-ttft-ms": "500", "faro.dev/llm-ttft-overhead-ms": "-1"})
+    assert [p.annotation for p in problems] == ["faro.dev/llm-ttft-overhead-ms"]

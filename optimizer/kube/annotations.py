@@ -47,6 +47,7 @@ LLM_PROFILE = {
     "faro.dev/llm-kv-cache-tokens": ("kv_cache_tokens", True, 1.0, False),
     "faro.dev/llm-block-size-tokens": ("block_size_tokens", True, 1.0, False),
     "faro.dev/llm-model-load-s": ("model_load_s", False, 0.0, False),
+    "faro.dev/llm-ttft-overhead-ms": ("ttft_overhead_ms", False, 0.0, False),
 }
 """LLM engine-profile annotations (``EngineProfile`` fields); each pins its field over a calibrated profile."""
 LLM_REQUIRED = ("step_base_ms", "decode_ms_per_seq", "prefill_ms_per_token", "kv_cache_tokens")

@@ -184,7 +184,7 @@ class Calibrator:
             return (last[0], last[1]) if last else (None, fit)
         profile = EngineProfile(
             step_base_ms=fit.step_base_ms, decode_ms_per_seq=fit.decode_ms_per_seq,
-            prefill_ms_per_token=fit.prefill_ms_per_token,
+            prefill_ms_per_token=fit.prefill_ms_per_token, ttft_overhead_ms=fit.ttft_overhead_ms,
             kv_cache_tokens=int(fit.kv_cache_tokens or last[0].kv_cache_tokens),  # type: ignore[index]
             max_num_batched_tokens=max(budget, 256),
         )
@@ -205,7 +205,7 @@ class Calibrator:
 
 
 def _moved(old: EngineProfile, new: EngineProfile, threshold: float) -> bool:
-    for name in ("step_base_ms", "decode_ms_per_seq", "prefill_ms_per_token", "kv_cache_tokens"):
+    for name in ("step_base_ms", "decode_ms_per_seq", "prefill_ms_per_token", "kv_cache_tokens", "ttft_overhead_ms"):
         a, b = getattr(old, name), getattr(new, name)
         if abs(b - a) > threshold * max(abs(a), 1e-9):
             return True

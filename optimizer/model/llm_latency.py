@@ -48,6 +48,7 @@ probability that the slots are full or that the KV left is below the arriving pr
 drain ``N/λ/(capacity − N)`` times the dispersion index (``^{1/2}`` for slots, ``^1`` for KV: under KV
 pressure vLLM preempts and recomputes, which drains slower). The percentile of ``γP + k·c₀ + V + W`` is
 found by bisection over the prompt atoms (``V + W`` is a hypoexponential mixture in closed form).
+The profile's ``ttft_overhead_ms`` (API-server time outside the engine's steps) shifts every TTFT.
 
 *ITL.* Every running request gets one token per step, so ITLs are step durations
 ``c₀ + γ·min(X, B − D)``, ``X`` the prompt tokens a step carries. The number of prompts per step is
@@ -407,7 +408,8 @@ def _build(profiles: list[EngineProfile], sums: list[TokenSummary], pct: NDArray
     theta2 = np.maximum(theta2, 1e-9)
     theta1 = np.maximum(theta1, 1e-9)
 
-    own = gam[:, :, None] * pv[:, None, :] + np.ceil(pv / budget)[:, None, :] * c0[:, :, None]  # (J, G, M)
+    front = _col([p.ttft_overhead_ms for p in profiles])[:, :, None]  # outside the engine (EngineProfile)
+    own = gam[:, :, None] * pv[:, None, :] + np.ceil(pv / budget)[:, None, :] * c0[:, :, None] + front  # (J, G, M)
     ttft = _ttft_quantile(own, pw, f1, theta1, f2, theta2, tail)
 
     # ITL: step durations, including the echo of a request's own prefill step

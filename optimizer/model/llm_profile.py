@@ -76,6 +76,9 @@ class EngineProfile:
     ``kv_cache_tokens``: KV-cache capacity of the replica in tokens (blocks × ``block_size_tokens``).
     ``gpus``: ``nvidia.com/gpu`` requested per replica (tensor parallelism > 1 means > 1).
     ``model_load_s``: from pod creation to serving (image pull, weights, warm-up).
+    ``ttft_overhead_ms``: time every request spends outside the engine's steps before its first token
+    (the API server's request processing and hand-off to the engine, the output's way back), added to
+    TTFT as a constant; calibrated from vLLM's metrics (``profile_fit``), 0 = none.
     """
 
     step_base_ms: float
@@ -88,6 +91,7 @@ class EngineProfile:
     block_size_tokens: int = 16
     gpus: float = 1.0
     model_load_s: float = 120.0
+    ttft_overhead_ms: float = 0.0
 
     def __post_init__(self) -> None:
         _positive("profile.step_base_ms", self.step_base_ms)
@@ -96,6 +100,7 @@ class EngineProfile:
         _positive("profile.context_ms_per_token", self.context_ms_per_token, allow_zero=True)
         _positive("profile.gpus", self.gpus, allow_zero=True)
         _positive("profile.model_load_s", self.model_load_s, allow_zero=True)
+        _positive("profile.ttft_overhead_ms", self.ttft_overhead_ms, allow_zero=True)
         for name in ("kv_cache_tokens", "max_num_seqs", "max_num_batched_tokens", "block_size_tokens"):
             value = getattr(self, name)
             if not (isinstance(value, int | np.integer) and value > 0):

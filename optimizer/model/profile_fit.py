@@ -298,12 +298,12 @@ def calibrated_profile(
     pin_steps: bool = False,
     pin_kv: bool = False,
 ) -> EngineProfile:
-    """``declared`` with the fitted step parameters (unless ``pin_steps``) and the exported KV
-    capacity (unless ``pin_kv``); unchanged when there is no usable fit."""
+    """``declared`` with the fitted step parameters and front-end overhead (unless ``pin_steps``) and
+    the exported KV capacity (unless ``pin_kv``); unchanged when there is no usable fit."""
     changes: dict[str, float | int] = {}
     if fit is not None and fit.ok and not pin_steps:
         changes.update(step_base_ms=fit.step_base_ms, decode_ms_per_seq=fit.decode_ms_per_seq,
-                       prefill_ms_per_token=fit.prefill_ms_per_token)
+                       prefill_ms_per_token=fit.prefill_ms_per_token, ttft_overhead_ms=fit.ttft_overhead_ms)
     if fit is not None and fit.kv_cache_tokens and not pin_kv:
         changes["kv_cache_tokens"] = int(fit.kv_cache_tokens)
     return dataclasses.replace(declared, **changes) if changes else declared

@@ -110,6 +110,7 @@ class Target:
     llm_kv_cache_tokens: int = 0
     llm_profile_source: str = ""  # "calibrated", "calibrated+pinned" or "declared"
     llm_profile_fit_error: float = 0.0  # the calibration's weighted mean relative error (0 = not calibrated)
+    llm_ttft_overhead_ms: float = 0.0  # front-end time outside the engine added to every TTFT
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ def _usable(value: Any) -> bool:
     return is_metrics(value) and len(getattr(value, "rate_history_rpm", ())) > 0
 
 
-_STEP_FIELDS = ("step_base_ms", "decode_ms_per_seq", "prefill_ms_per_token", "kv_cache_tokens")
+_STEP_FIELDS = ("step_base_ms", "decode_ms_per_seq", "prefill_ms_per_token", "kv_cache_tokens", "ttft_overhead_ms")
 
 
 def _llm_fields(spec: Any, metrics: Any) -> dict[str, Any]:
@@ -70,6 +70,7 @@ def _llm_fields(spec: Any, metrics: Any) -> dict[str, Any]:
     return {"llm_step_base_ms": float(profile.step_base_ms), "llm_decode_ms_per_seq": float(profile.decode_ms_per_seq),
             "llm_prefill_ms_per_token": float(profile.prefill_ms_per_token),
             "llm_kv_cache_tokens": int(profile.kv_cache_tokens), "llm_profile_source": source,
+            "llm_ttft_overhead_ms": float(profile.ttft_overhead_ms),
             "llm_profile_fit_error": float(fit.error) if calibrated is not None and fit is not None else 0.0}
 
 

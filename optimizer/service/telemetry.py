@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 DEPLOYMENT = ("namespace", "deployment")
 DEPLOYMENT_PARAMETER = (*DEPLOYMENT, "parameter")
-LLM_PARAMETERS = ("step_base_ms", "decode_ms_per_seq", "prefill_ms_per_token", "kv_cache_tokens")
+LLM_PARAMETERS = ("step_base_ms", "decode_ms_per_seq", "prefill_ms_per_token", "kv_cache_tokens", "ttft_overhead_ms")
 
 
 class Telemetry:
@@ -58,7 +58,8 @@ class Telemetry:
         self.relists = Gauge("faro_optimizer_lists", "Full lists per informer (initial, 410 Gone)", ["resource"],
                              registry=r)
         self.llm_profile = Gauge("faro_optimizer_llm_profile", "Engine profile an LLM Deployment was planned with "
-                                 "(step_base_ms, decode_ms_per_seq, prefill_ms_per_token, kv_cache_tokens)",
+                                 "(step_base_ms, decode_ms_per_seq, prefill_ms_per_token, kv_cache_tokens, "
+                                 "ttft_overhead_ms)",
                                  [*DEPLOYMENT_PARAMETER], registry=r)
         self.llm_fit_error = Gauge("faro_optimizer_llm_profile_fit_error", "Weighted mean relative error of the "
                                    "engine-profile calibration over its windows", DEPLOYMENT, registry=r)

@@ -46,7 +46,7 @@ class Plan(_message.Message):
     def __init__(self, generation: _Optional[int] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., policy: _Optional[str] = ..., objective: _Optional[str] = ..., objective_value: _Optional[float] = ..., solve_ms: _Optional[float] = ..., kind: _Optional[str] = ..., leader: _Optional[str] = ..., solver_status: _Optional[str] = ...) -> None: ...
 
 class Target(_message.Message):
-    __slots__ = ("namespace", "deployment", "desired_replicas", "current_replicas", "forecast_rps", "expected_latency_ms", "expected_utility", "held_reason", "slo_latency_ms", "slo_percentile", "observed_latency_ms", "stale", "observations_age_s", "admission", "ready_replicas", "forecast_quantile", "latency_one_fewer_ms", "steady_latency_ms", "latency_one_more_ms", "binding_quota", "llm_step_base_ms", "llm_decode_ms_per_seq", "llm_prefill_ms_per_token", "llm_kv_cache_tokens", "llm_profile_source", "llm_profile_fit_error")
+    __slots__ = ("namespace", "deployment", "desired_replicas", "current_replicas", "forecast_rps", "expected_latency_ms", "expected_utility", "held_reason", "slo_latency_ms", "slo_percentile", "observed_latency_ms", "stale", "observations_age_s", "admission", "ready_replicas", "forecast_quantile", "latency_one_fewer_ms", "steady_latency_ms", "latency_one_more_ms", "binding_quota", "llm_step_base_ms", "llm_decode_ms_per_seq", "llm_prefill_ms_per_token", "llm_kv_cache_tokens", "llm_profile_source", "llm_profile_fit_error", "llm_ttft_overhead_ms")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     DESIRED_REPLICAS_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,7 @@ class Target(_message.Message):
     LLM_KV_CACHE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     LLM_PROFILE_SOURCE_FIELD_NUMBER: _ClassVar[int]
     LLM_PROFILE_FIT_ERROR_FIELD_NUMBER: _ClassVar[int]
+    LLM_TTFT_OVERHEAD_MS_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     deployment: str
     desired_replicas: int
@@ -99,7 +100,8 @@ class Target(_message.Message):
     llm_kv_cache_tokens: int
     llm_profile_source: str
     llm_profile_fit_error: float
-    def __init__(self, namespace: _Optional[str] = ..., deployment: _Optional[str] = ..., desired_replicas: _Optional[int] = ..., current_replicas: _Optional[int] = ..., forecast_rps: _Optional[float] = ..., expected_latency_ms: _Optional[float] = ..., expected_utility: _Optional[float] = ..., held_reason: _Optional[str] = ..., slo_latency_ms: _Optional[float] = ..., slo_percentile: _Optional[float] = ..., observed_latency_ms: _Optional[float] = ..., stale: _Optional[bool] = ..., observations_age_s: _Optional[float] = ..., admission: _Optional[float] = ..., ready_replicas: _Optional[int] = ..., forecast_quantile: _Optional[float] = ..., latency_one_fewer_ms: _Optional[float] = ..., steady_latency_ms: _Optional[float] = ..., latency_one_more_ms: _Optional[float] = ..., binding_quota: _Optional[str] = ..., llm_step_base_ms: _Optional[float] = ..., llm_decode_ms_per_seq: _Optional[float] = ..., llm_prefill_ms_per_token: _Optional[float] = ..., llm_kv_cache_tokens: _Optional[int] = ..., llm_profile_source: _Optional[str] = ..., llm_profile_fit_error: _Optional[float] = ...) -> None: ...
+    llm_ttft_overhead_ms: float
+    def __init__(self, namespace: _Optional[str] = ..., deployment: _Optional[str] = ..., desired_replicas: _Optional[int] = ..., current_replicas: _Optional[int] = ..., forecast_rps: _Optional[float] = ..., expected_latency_ms: _Optional[float] = ..., expected_utility: _Optional[float] = ..., held_reason: _Optional[str] = ..., slo_latency_ms: _Optional[float] = ..., slo_percentile: _Optional[float] = ..., observed_latency_ms: _Optional[float] = ..., stale: _Optional[bool] = ..., observations_age_s: _Optional[float] = ..., admission: _Optional[float] = ..., ready_replicas: _Optional[int] = ..., forecast_quantile: _Optional[float] = ..., latency_one_fewer_ms: _Optional[float] = ..., steady_latency_ms: _Optional[float] = ..., latency_one_more_ms: _Optional[float] = ..., binding_quota: _Optional[str] = ..., llm_step_base_ms: _Optional[float] = ..., llm_decode_ms_per_seq: _Optional[float] = ..., llm_prefill_ms_per_token: _Optional[float] = ..., llm_kv_cache_tokens: _Optional[int] = ..., llm_profile_source: _Optional[str] = ..., llm_profile_fit_error: _Optional[float] = ..., llm_ttft_overhead_ms: _Optional[float] = ...) -> None: ...
 
 class SolveJob(_message.Message):
     __slots__ = ("name", "namespace", "slo_latency_ms", "slo_percentile", "processing_time_ms", "rate_rps", "resources", "weight", "min_replicas", "max_replicas", "current_replicas")
