@@ -187,3 +187,32 @@ def test_faro_optimizer_takes_the_vllm_preset_as_its_default() -> None:
     assert ServiceConfig(metrics_preset=args.metrics_preset).metrics_preset == "vllm"
     with pytest.raises(Exception, match="must be one of"):
         ServiceConfig(metrics_preset="tgi")
+
+
+def test_faro_optimizer_flags_set_the_calibration_span_and_window(monkeypatch) -> None:
+    import argparse
+
+    from faro.optimizer.cli import HelpFormatter
+    from faro.optimizer.commands import optimizer as command
+    from faro.optimizer.errors import InvalidInputError
+
+    parser = argparse.ArgumentParser(formatter_class=HelpFormatter)
+    command.add_arguments(parser)
+    base = ["--metrics-preset", "vllm", "--prometheus-url", "http://127.0.0.1:9090"]
+    default = command._metrics_source(parser.parse_args(base))
+    assert (default.calibration_span_s, default.calibration_step_s) == (900.0, 30.0)
+    chosen = command._metrics_source(parser.parse_args([*base, "--calibration-span-s", "600",
+                                                        "--calibration-window-s", "15"]))
+    assert (chosen.calibration_span_s, chosen.calibration_step_s) == (600.0, 15.0)
+    monkeypatch.setenv("FARO_CALIBRATION_SPAN_S", "0")  # the chart's env form; 0 turns calibration off
+    fresh = argparse.ArgumentParser()
+    command.add_arguments(fresh)
+    assert command._metrics_source(fresh.parse_args(base)).calibration_span_s == 0.0
+    for flags, named in ((["--calibration-window-s", "0"], "--calibration-window-s"),
+                         (["--calibration-span-s", "-5"], "--calibration-span-s"),
+                         (["--calibration-span-s", "40000", "--calibration-window-s", "30"], "--calibration-span-s")):
+        with pytest.raises(InvalidInputError) as error:
+            command._metrics_source(parser.parse_args([*base, *flags]))
+        assert error.value.where == named
+    span = next(a for a in parser._actions if "--calibration-span-s" in a.option_strings)
+    assert parser._get_formatter()._get_help_string(span).endswith("; default: 900)")  # the shared formatter

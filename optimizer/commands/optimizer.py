@@ -39,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("metrics-source", "prometheus", "where observations come from", choices=("prometheus", "none"))
     add("metrics-preset", "generic", "PromQL preset (annotation faro.dev/metrics-preset overrides)",
         choices=("generic", "ray-serve", "vllm"))  # presets.PRESETS
+    add("calibration-span-s", 900.0, "LLM engine-profile calibration (vllm preset): how far back its windows reach, "
+        "s; 0 turns calibration off (docs/vllm.md)", type=float)
+    add("calibration-window-s", 30.0, "LLM engine-profile calibration: length of one window (one row of the fit), s; "
+        "at most 1000 windows per span", type=float)
     add("policy", "faro-fairsum", "scaling policy", choices=POLICIES)
     add("interval-s", 300.0, "long-horizon solve interval", type=float)
     add("reactive-interval-s", 10.0, "control-loop tick: the fast reactive step cadence", type=float)
@@ -233,7 +237,14 @@ def _metrics_source(args: argparse.Namespace):
         raise InvalidInputError("--prometheus-url", "is required unless --metrics-source none")
     from faro.optimizer.metrics.prometheus import PrometheusClient, PrometheusSource
 
-    return PrometheusSource(PrometheusClient(args.prometheus_url))
+    span_s, window_s = args.calibration_span_s, args.calibration_window_s
+    if not window_s > 0:
+        raise InvalidInputError("--calibration-window-s", f"must be > 0, got {window_s!r}")
+    if not 0 <= span_s <= 1000 * window_s:
+        raise InvalidInputError("--calibration-span-s", f"must be in [0, 1000 x --calibration-window-s = "
+                                f"{1000 * window_s:g}], got {span_s!r}")
+    return PrometheusSource(PrometheusClient(args.prometheus_url), calibration_span_s=span_s,
+                            calibration_step_s=window_s)
 
 
 def _ray_actuator(args: argparse.Namespace):
