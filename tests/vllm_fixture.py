@@ -257,7 +257,9 @@ class LoadGenerator:
 
     Bounds: at most ``max_in_flight`` requests outstanding (further arrivals wait: they count as
     queueing in their TTFT, as they would behind a saturated server), each request at most
-    ``request_timeout_s``, the whole run at most ``max_duration_s``.
+    ``request_timeout_s``, the whole run at most ``max_duration_s``. ``stop`` abandons what is still
+    outstanding (the client disconnects, so vLLM aborts those requests): an overload phase leaves no
+    backlog draining into the next one.
     """
 
     def __init__(self, url: str, model: str, requests: Sequence[RequestSpec], *, max_in_flight: int = 64,
@@ -272,6 +274,8 @@ class LoadGenerator:
         self._rng = random.Random(seed)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task] = []
 
     def start(self) -> LoadGenerator:
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), name="vllm-load", daemon=True)
@@ -284,7 +288,12 @@ class LoadGenerator:
         return self.results
 
     def stop(self) -> None:
+        """Stop sending and abandon the requests still outstanding (recorded with an error)."""
         self._stop.set()
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed: nothing outstanding
+                loop.call_soon_threadsafe(lambda: [t.cancel() for t in self._tasks])
         self.join()
 
     def join(self, timeout_s: float | None = None) -> None:
@@ -298,21 +307,23 @@ class LoadGenerator:
     async def _run(self) -> None:
         import aiohttp
 
+        self._loop = asyncio.get_running_loop()
         limit = asyncio.Semaphore(self.max_in_flight)
         start = time.monotonic()
         timeout = aiohttp.ClientTimeout(total=self.request_timeout_s)
         connector = aiohttp.TCPConnector(limit=self.max_in_flight)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-            tasks = []
             for spec in self.requests:
-                delay = start + spec.at_s - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                while (delay := start + spec.at_s - time.monotonic()) > 0 and not self._stop.is_set():
+                    await asyncio.sleep(min(delay, 0.5))  # wakes up for a stop
                 if self._stop.is_set() or time.monotonic() - start > self.max_duration_s:
                     break
                 prompt = [self._rng.randrange(3, TINY_LLAMA["vocab_size"]) for _ in range(spec.prompt_tokens)]
-                tasks.append(asyncio.create_task(self._one(session, limit, spec, prompt)))
-            await asyncio.gather(*tasks)
+                self._tasks.append(asyncio.create_task(self._one(session, limit, spec, prompt)))
+            if self._stop.is_set():
+                for task in self._tasks:
+                    task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _one(self, session, limit: asyncio.Semaphore, spec: RequestSpec, prompt: list[int]) -> None:
         result = RequestResult(spec=spec, started_s=time.time())
@@ -337,6 +348,9 @@ class LoadGenerator:
                         k = max(1, len(json.loads(line[5:])["choices"][0].get("token_ids") or ()))
                         result.itl_s.extend([(now - last) / k] * k)
                     last = now
+        except asyncio.CancelledError:  # abandoned by stop()
+            result.error = "abandoned (stopped)"
+            raise
         except Exception as exc:  # a killed server, a timeout: recorded, the run goes on
             result.error = f"{type(exc).__name__}: {exc}"
 
