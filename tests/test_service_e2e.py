@@ -18,12 +18,12 @@ from service_fakes import AcceleratedClock, FakeMetrics
 ANN = {"faro.dev/slo-latency-ms": "300", "faro.dev/processing-time-ms": "100"}
 
 
-def start_service(kube_client, metrics, clock, identity, certs, *, leader_elect=True):
+def start_service(kube_client, metrics, clock, identity, certs, *, leader_elect=True, reactive_interval_s=0.25):
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
     args = parser.parse_args([
         "--grpc-address", "127.0.0.1:0", "--metrics-address", "127.0.0.1:0", "--interval-s", "60",
-        "--reactive-interval-s", "0.25", "--identity", identity, "--lease-namespace", "faro-system",
+        "--reactive-interval-s", str(reactive_interval_s), "--identity", identity, "--lease-namespace", "faro-system",
         "--lease-duration-s", "3", "--renew-deadline-s", "2", "--retry-period-s", "1",
         *([] if leader_elect else ["--no-leader-elect"]), *certs.server_flags(),
     ])
@@ -155,6 +155,30 @@ def test_a_second_replica_takes_over_within_one_lease_duration(cluster, kubeapi,
         if second is not None:
             second.stop()
         second_client.close()
+
+
+def test_a_replica_that_wins_the_lease_plans_at_once_not_one_reactive_interval_later(cluster, kubeapi, certs):
+    # The loop looks at leadership once per reactive interval: a replica that won the Lease just after a look sat
+    # idle until the next one (10 s by default). Here the Lease is held by a replica that is gone, so this one wins
+    # it after the Lease's 3 s, well after the loop's first look; with a 600 s interval, a plan within 60 s (room
+    # for a loaded machine) comes only from the service waking the loop on the leadership change.
+    import datetime
+
+    now = datetime.datetime.now(datetime.UTC)
+    client.CoordinationV1Api(cluster).create_namespaced_lease("faro-system", client.V1Lease(
+        metadata=client.V1ObjectMeta(name="faro-optimizer"),
+        spec=client.V1LeaseSpec(holder_identity="opt-gone", lease_duration_seconds=3, acquire_time=now,
+                                renew_time=now, lease_transitions=0)))
+    service = start_service(cluster, FakeMetrics(), AcceleratedClock(factor=60), "opt-1", certs,
+                            reactive_interval_s=600)
+    try:
+        time.sleep(0.5)
+        assert not service.is_leader()  # the loop's first look found no Lease of its own
+        assert wait_leader([service], timeout_s=60) is service
+        [lease] = kubeapi.objects("coordination.k8s.io", "leases", "faro-system")
+        assert lease["spec"]["holderIdentity"] == "opt-1"
+    finally:
+        service.stop()
 
 
 @pytest.mark.parametrize("name", ["faro-sum", "faro-fairsum", "hpa-cpu", "aiad", "oneshot", "mark", "fairshare"])

@@ -179,3 +179,40 @@ def test_the_ray_actuator_scales_the_ray_names_the_deployment_annotations_give(k
         rig.state.stop()
     desired = {t.name: t.desired_replicas for t in plan.targets}
     assert sent == [("vision/deployments/ResNet/scale", desired["resnet-pods"])]
+
+
+def test_the_running_loop_looks_again_within_a_second_while_the_caches_fill(rig):
+    # At start-up the first tick often finds the informers still listing: no plan. The next look came one reactive
+    # interval later (10 s by default). With a 600 s interval, a plan within 60 s (room for a loaded machine) comes
+    # only from the loop looking again soon while the caches are not synced.
+    import dataclasses
+    import threading
+
+    from faro.optimizer.service.loop import UNSYNCED_RETRY_S
+
+    rig.add("a")
+    rig.settle(1)
+    looks = []
+
+    def snapshot():
+        looks.append(time.monotonic())
+        snap = rig.state.snapshot()
+        return dataclasses.replace(snap, synced=False) if len(looks) <= 2 else snap
+
+    loop = ControlLoop(config=ServiceConfig(interval_s=600, reactive_interval_s=600, identity="test"),
+                       policy=make_policy("faro-fairsum", interval_s=60, first_long_s=0), snapshot=snapshot,
+                       metrics_source=rig.metrics, store=rig.store, telemetry=Telemetry(CollectorRegistry()),
+                       clock=lambda: rig.now[0], events=EventRecorder(rig.core, clock=lambda: rig.now[0]))
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while rig.store.current() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert rig.store.current() is not None and len(looks) == 3, looks
+        assert all(b - a >= UNSYNCED_RETRY_S * 0.9 for a, b in pairwise(looks))  # not a busy loop either
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()

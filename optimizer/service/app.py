@@ -84,6 +84,7 @@ class OptimizerService:
         self._metrics_address = metrics_address
         self._http: Any = None
         self._stop = threading.Event()
+        self._wake = threading.Event()  # ends the loop's wait early: leadership changed, or stopping
         self._thread: threading.Thread | None = None
         self._clock = clock
 
@@ -110,6 +111,7 @@ class OptimizerService:
     def _on_leader_change(self, leading: bool) -> None:
         self.grpc.set_leader(leading)
         self.telemetry.is_leader.set(1 if leading else 0)
+        self._wake.set()  # the loop plans at once (or stops planning), not one reactive interval later
 
     def start(self) -> OptimizerService:
         self.state.start()
@@ -120,7 +122,8 @@ class OptimizerService:
             self._http = serve_http(self._metrics_address, self.registry, ready=self.ready)
         if self.elector:
             self.elector.start()
-        self._thread = threading.Thread(target=self.loop.run, args=(self._stop,), kwargs={"is_leader": self.is_leader},
+        self._thread = threading.Thread(target=self.loop.run, args=(self._stop,),
+                                        kwargs={"is_leader": self.is_leader, "wake": self._wake},
                                         name="faro-control-loop", daemon=True)
         self._thread.start()
         log.info("faro optimizer %s started (gRPC :%d)", self.config.identity, self.grpc_port)
@@ -129,6 +132,7 @@ class OptimizerService:
     def stop(self, *, release: bool = True) -> None:
         """Stop everything; ``release=False`` leaves the Lease held, as a crashed replica would."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
         if self.elector:

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 INVALID_REASON = "FaroInvalidSLO"
 HPA_REASON = "FaroHPAMissing"
+UNSYNCED_RETRY_S = 1.0  # while the caches fill at start-up, look again this often, not one reactive interval later
 
 
 def hpa_hint(info: DeploymentInfo) -> str:
@@ -331,19 +332,29 @@ class ControlLoop:
                 self.telemetry.actuator_errors.labels(actuator.name).inc(len(failures))
 
     # ------------------------------------------------------------------------------------------ the loop
-    def run(self, stop: threading.Event, *, is_leader: Callable[[], bool] = lambda: True) -> None:
-        """Tick every ``reactive_interval_s`` while leading, until ``stop`` is set."""
+    def run(self, stop: threading.Event, *, is_leader: Callable[[], bool] = lambda: True,
+            wake: threading.Event | None = None) -> None:
+        """Tick every ``reactive_interval_s`` while leading, until ``stop`` is set.
+
+        ``wake`` (set by the service when leadership changes, and on stop) ends a wait early, so a replica that
+        wins the Lease plans at once rather than up to one reactive interval later; while the caches are not
+        synced yet the loop looks again every ``UNSYNCED_RETRY_S``."""
         leading = False
+        wake = wake or stop
         while not stop.is_set():
             now_leader = is_leader()
             self.telemetry.is_leader.set(1 if now_leader else 0)
             if now_leader and not leading:
                 self.reset()
             leading = now_leader
+            wait_s = self.config.reactive_interval_s
             if leading:
                 try:
-                    self.tick()
+                    if self.tick() is None:  # caches not synced yet
+                        wait_s = min(wait_s, UNSYNCED_RETRY_S)
                 except Exception:
                     log.exception("control cycle failed")
                     self.telemetry.cycle_errors.inc()
-            stop.wait(self.config.reactive_interval_s)
+            wake.wait(wait_s)
+            if wake is not stop:
+                wake.clear()
