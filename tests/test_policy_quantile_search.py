@@ -32,7 +32,7 @@ def view_of(n_jobs: int, *, cpus: float, rate_rpm: float = 1200.0, replicas: int
 
 def decide(search: str, view: ClusterView) -> tuple[float, dict, int]:
     solve = RecordingSolve()
-    policy = make_policy("faro-fairsum", solve_fn=solve, quantile_search=search, quantile=0.6,
+    policy = make_policy("faro-fairsum", solve_fn=solve, quantile_search=search, quantile=0.6, coverage=None,
                          forecaster_factory=lambda: TableForecaster(SCALE))
     d = policy.decide(view, policy.initial_state())
     return d.state.quantile, d.plan.desired(), len(solve.problems)

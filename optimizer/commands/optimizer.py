@@ -13,9 +13,10 @@ import socket
 import threading
 
 from faro.optimizer.errors import InvalidInputError
+from faro.optimizer.policy.names import DEFAULT_POLICY, FARO_POLICY_NAMES
 from faro.optimizer.service.whatif import DEFAULT_SOLVERS
 
-POLICIES = ("faro-fairsum", "faro-sum", "faro-fair", "faro-penaltysum", "faro-penaltyfairsum")
+POLICIES = FARO_POLICY_NAMES
 
 
 def _env(flag: str, default: object) -> object:
@@ -43,12 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "s; 0 turns calibration off (docs/vllm.md)", type=float)
     add("calibration-window-s", 30.0, "LLM engine-profile calibration: length of one window (one row of the fit), s; "
         "at most 1000 windows per span", type=float)
-    add("policy", "faro-fairsum", "scaling policy", choices=POLICIES)
-    add("interval-s", 300.0, "long-horizon solve interval", type=float)
+    add("policy", DEFAULT_POLICY, "scaling policy", choices=POLICIES)
+    # planning defaults are the policy's own, the same as faro simulate's (registry.planning_options)
+    add("interval-s", None, "long-horizon solve interval (default: the policy's, 300)", type=float)
     add("reactive-interval-s", 10.0, "control-loop tick: the fast reactive step cadence", type=float)
-    add("horizon", 7, "forecast steps (minutes)", type=int)
-    add("quantile", 0.9, "forecast quantile fed to the model (the policy starts at min(0.6, q) and raises it "
-        "up to q while resources are left)", type=float)
+    add("horizon", None, "forecast steps in minutes (default: the policy's, 7)", type=int)
+    add("quantile", None, "highest forecast quantile the policy raises its plan to while resources are left "
+        "(default: the policy's, 0.9; its base quantile is lowered to this if higher)", type=float)
     add("hpa-tolerance", None, "HPA dead-band the plan accounts for (default 0.1 with --actuator hpa, else 0)",
         type=float)
     add("cluster-cap", "", "optional cluster-wide cap, e.g. cpu=320,memory=1Ti,nvidia.com/gpu=8 (default: no cap)")
@@ -129,29 +131,46 @@ def _api_client(kubeconfig: str | None):
         raise InvalidInputError("--kubeconfig", f"cannot load a Kubernetes configuration: {exc}") from exc
 
 
+def build_policy(args: argparse.Namespace, *, policy_options=None):
+    """The policy the flags describe: ``faro simulate``'s for the same name (``registry.planning_options``;
+    the planning flags configure Faro's policies only, the baselines take their own options), plus the HPA
+    dead-band when plans go through standard HPAs, plus ``policy_options`` no flag sets."""
+    from faro.optimizer.policy.registry import FARO_POLICY_NAMES, make_policy, planning_options
+
+    def given(value, cast):
+        return None if value is None else cast(value)
+
+    options = dict(policy_options or {})
+    if args.policy in FARO_POLICY_NAMES:
+        options = {**planning_options(args.policy, actuation="direct", interval_s=given(args.interval_s, float),
+                                      horizon=given(args.horizon, int), quantile=given(args.quantile, float)),
+                   **options}
+        tolerance = args.hpa_tolerance if args.hpa_tolerance is not None else (0.1 if args.actuator == "hpa" else 0.0)
+        options.setdefault("hpa_tolerance", float(tolerance))
+    return make_policy(args.policy, **options)
+
+
 def build_service(args: argparse.Namespace, *, api_client=None, metrics_source=None, registry=None, clock=None,
                   solve=None, policy_options=None):
     """The ``OptimizerService`` the flags describe (tests inject the client, metrics source, clock and the
     what-if solve function, and may add policy options no flag sets, e.g. the hpa-cpu baseline's
     ``quota_order``)."""
-    from faro.optimizer.policy.registry import FARO_POLICY_NAMES, make_policy
+    from faro.optimizer.policy.registry import make_policy
     from faro.optimizer.service.app import LeaderSettings, OptimizerService
     from faro.optimizer.service.config import ServiceConfig, parse_cluster_cap
 
+    policy = build_policy(args, policy_options=policy_options)
+    defaults = make_policy(DEFAULT_POLICY)  # the service config's planning fields when a baseline runs
     config = ServiceConfig(
-        policy=args.policy, interval_s=float(args.interval_s), reactive_interval_s=float(args.reactive_interval_s),
-        horizon=int(args.horizon), quantile=float(args.quantile), cluster_cap=parse_cluster_cap(args.cluster_cap),
+        policy=args.policy, interval_s=float(getattr(policy, "interval_s", defaults.interval_s)),
+        reactive_interval_s=float(args.reactive_interval_s), horizon=int(getattr(policy, "horizon", defaults.horizon)),
+        quantile=float(getattr(policy, "max_quantile", defaults.max_quantile)),
+        cluster_cap=parse_cluster_cap(args.cluster_cap),
         plan_ttl_s=float(args.plan_ttl_s), history_minutes=int(args.history_minutes),
         history_backfill_minutes=int(args.history_backfill_minutes),
         max_history_minutes=None if args.max_history_minutes is None else int(args.max_history_minutes),
         metrics_preset=args.metrics_preset, namespace=args.namespace or None, identity=args.identity,
     )
-    tolerance = args.hpa_tolerance if args.hpa_tolerance is not None else (0.1 if args.actuator == "hpa" else 0.0)
-    # The planning flags configure Faro's policies; the baselines take their own options (they would reject these).
-    flag_options = dict(interval_s=config.interval_s, horizon=config.horizon, quantile=min(0.6, config.quantile),
-                        max_quantile=config.quantile, hpa_tolerance=float(tolerance))
-    policy = make_policy(config.policy, **(flag_options if config.policy in FARO_POLICY_NAMES else {}),
-                         **(policy_options or {}))
     if metrics_source is None:
         metrics_source = _metrics_source(args)
     actuators = []

@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-violation", type=float, default=0.01, help="for --capacity-search (default 0.01)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     simulate_llm.add_arguments(parser)  # --workload llm, --gpus, --balancer
+    from faro.optimizer.commands import simulate_suite
+
+    simulate_suite.add_arguments(parser)
 
 
 def _policy_names(arg: str | None) -> list[str]:
@@ -65,16 +68,19 @@ def _policy_names(arg: str | None) -> list[str]:
 
 def _run_one(task: dict[str, Any]) -> dict[str, Any]:
     """Worker: one policy on one configuration. Errors come back as data, never kill the pool."""
-    from faro.optimizer.policy.registry import make_policy
+    from faro.optimizer.policy.registry import make_policy, planning_options
     from faro.optimizer.sim.engine import SimConfig, simulate
-    from faro.optimizer.sim.metrics import summarize
+    from faro.optimizer.sim.metrics import job_minute_stats, summarize, violation_breakdown
 
     started = time.perf_counter()
     try:
         workload = _workload(task)
-        policy = make_policy(task["policy"])
+        # the options `faro optimizer` builds the same policy with (one source of truth)
+        policy = make_policy(task["policy"], **planning_options(task["policy"], actuation=task["config"]["actuation"]))
         result = simulate(workload, policy, SimConfig(**task["config"]), clock=time.perf_counter)
-        row: dict[str, Any] = summarize(result).as_dict()
+        stats = job_minute_stats(result)
+        row: dict[str, Any] = summarize(result, stats).as_dict()
+        row["breakdown"] = violation_breakdown(result, stats)
         row["policy_time_s"] = result.policy_time_s
         row["wall_s"] = time.perf_counter() - started
         return {"policy": task["policy"], "row": row, "result": result if task.get("keep") else None}
@@ -135,6 +141,10 @@ def run(args: argparse.Namespace) -> int:
 
         return run_llm(args)
 
+    if args.suite:
+        from faro.optimizer.commands import simulate_suite
+
+        return simulate_suite.run(args)
     names = _policy_names(args.policies)
     history = args.history or ("none" if args.trace else "bundled")
     base = {"trace": args.trace, "multiplier": args.jobs_multiplier, "minutes": args.minutes, "history": history,

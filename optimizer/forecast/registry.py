@@ -2,7 +2,8 @@
 
 Called by policies, the simulator, ``faro forecast backtest`` and the benchmark. Options are passed
 to the model's constructor; for ``auto`` an option goes to every candidate that accepts it (e.g.
-``season_min``), and ``candidates`` names the models to choose from. Unknown names and options are
+``season_min``), and ``candidates`` names the models to choose from (``profile@1440``: a seasonal model
+with its own season, so one fleet can choose per job between a 6-hour and a daily cycle). Unknown names and options are
 ``InvalidInputError``s that name them. Every model here is deterministic; ``seed`` is accepted (and
 unused) so callers can pass one uniformly.
 """
@@ -65,19 +66,28 @@ def make_forecaster(name: str = "auto", **options: Any) -> Forecaster:
 
     raw = options.pop("candidates", AUTO_CANDIDATES)
     names = tuple(n.strip() for n in raw.split(",")) if isinstance(raw, str) else tuple(raw)
+    seasons: dict[str, int] = {}
     for n in names:
-        if n not in FORECASTERS or n == "auto":
+        model, _, season = n.partition("@")
+        if model not in FORECASTERS or model == "auto":
             raise InvalidInputError("forecaster auto option candidates", f"unknown model {n!r}")
+        if season:  # "profile@1440": the same model with its own season length
+            if "season_min" not in _fields(FORECASTERS[model]) or not season.isdigit():
+                raise InvalidInputError("forecaster auto option candidates",
+                                        f"{n!r}: '@' takes a season in minutes, for a seasonal model")
+            seasons[n] = int(season)
     own = {k: v for k, v in options.items() if k in _AUTO_OWN}
     shared = {k: v for k, v in options.items() if k not in _AUTO_OWN}
-    accepted = set().union(*(_fields(FORECASTERS[n]) for n in names))
+    accepted = set().union(*(_fields(FORECASTERS[n.partition("@")[0]]) for n in names))
     unknown = set(shared) - accepted
     if unknown:
         raise InvalidInputError(
             f"forecaster auto option {sorted(unknown)[0]}",
             f"unknown option; accepted: {', '.join(sorted(accepted | _AUTO_OWN | {'candidates'}))}",
         )
-    candidates = {
-        n: _build(n, {k: v for k, v in shared.items() if k in _fields(FORECASTERS[n])}) for n in names
-    }
+    candidates = {}
+    for n in names:
+        model = n.partition("@")[0]
+        own_options = {k: v for k, v in shared.items() if k in _fields(FORECASTERS[model])}
+        candidates[n] = _build(model, own_options | ({"season_min": seasons[n]} if n in seasons else {}))
     return Auto(candidates=candidates, **own)

@@ -192,6 +192,7 @@ class JobMetrics:
             cpu_utilization=self.cpu_utilization,
             queue_length=self.queue_length,
             llm=self.llm,
+            arrival_rate_rps=self.rate_rps,
         )
 
     @property

@@ -47,6 +47,8 @@ class JobObservation:
     ``cpu_utilization``: busy fraction of the ready replicas over that window (None = no data).
     ``future_rate_rpm``: the true coming minutes — only the simulator's Oracle gets it.
     ``llm``: TTFT/ITL, KV-cache use, queue and token mix of an LLM job (None for other jobs).
+    ``arrival_rate_rps``: requests per second that arrived over the last window (queued and dropped ones
+    included; None = not measured) — what the reactive step sizes a burst from before its minute completes.
     """
 
     rate_history_rpm: tuple[float, ...] = ()
@@ -56,6 +58,7 @@ class JobObservation:
     future_rate_rpm: tuple[float, ...] | None = None
     mean_latency_ms: float | None = None
     llm: LLMObservation | None = None
+    arrival_rate_rps: float | None = None
 
 
 @dataclass(frozen=True)

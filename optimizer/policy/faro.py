@@ -14,8 +14,16 @@ two solves instead of four when the cluster has room, and the same level as the 
 one-at-a-time raise whenever a higher quantile never leaves *more* room; ``"linear"`` is the
 artifact's order exactly.
 
-Between long steps, the reactive +1 (``hybrid.py``). The Oracle is Faro-FairSum fed the true
-coming minutes (``needs_future``). Registered in ``registry.py``.
+Calibrated headroom (``coverage``, default 0.9; ``calibration.py``): every job keeps the scores of
+its own recent misses (busiest minute seen − busiest minute forecast) and the raising tries, after the
+base plan, the base forecast plus that job's conformal headroom at a few levels — insurance for bursty
+jobs out of spare quota, never at another job's expense. The forecaster (``forecasting.py``) chooses per
+job among models with a 6-hour and a daily season.
+
+Between long steps, the reactive step (``hybrid.py``): burst-aware scaling sized from the observed
+arrival rate (on for Faro and the Oracle) and the artifact's +1. The Oracle is Faro-FairSum fed the true
+coming minutes (``needs_future``), with the same planner. Registered in ``registry.py``; defaults shared by
+``faro simulate`` and ``faro optimizer`` (``registry.planning_options``).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from faro.optimizer.model.objective import is_penalty
 from faro.optimizer.model.problem import OBJECTIVES, Job, ModelConfig, Problem
 from faro.optimizer.model.utility import utility_curves
 from faro.optimizer.policy.base import ClusterView, Plan
+from faro.optimizer.policy.calibration import ConformalHeadroom, CoverageState
 from faro.optimizer.policy.common import (
     constraint_matrix,
     current_replicas,
@@ -37,7 +46,7 @@ from faro.optimizer.policy.common import (
     make_plan,
 )
 from faro.optimizer.policy.faro_llm import llm_job, llm_keep, planning_horizon
-from faro.optimizer.policy.forecasting import LoadForecaster, oracle_forecast
+from faro.optimizer.policy.forecasting import LoadForecaster, history_matrix, oracle_forecast
 from faro.optimizer.policy.hybrid import HybridPolicy, HybridState
 from numpy.typing import NDArray
 
@@ -47,6 +56,12 @@ FAIR_QUANTILE = 0.8
 """Default forecast quantile of Faro-Fair/-FairSum/-PenaltyFairSum (the artifact's 0.6 measured worse)."""
 SUM_QUANTILE = 0.6
 """Default forecast quantile of Faro-Sum/-PenaltySum (the artifact's; 0.8 measured worse)."""
+COVERAGE = 0.9
+"""Coverage the per-job calibrated headroom aims at: the job's busiest minute until the next long step
+within plan 90% of the time (``calibration.ConformalHeadroom``)."""
+COVERAGE_OFFSETS = (-0.2, -0.1, 0.0)
+"""The headroom levels (relative to each job's calibrated one) the quantile raising tries when resources
+are left: insurance from spare quota, never at the expense of another job's base plan."""
 
 
 def build_problem(view: ClusterView, rates_rpm: NDArray[np.float64], *, objective: str, model: ModelConfig) -> Problem:
@@ -115,6 +130,33 @@ def has_room(
     return bool(np.any(below & fits))
 
 
+def hold_scale_downs(
+    view: ClusterView, desired: NDArray[np.int64], *, reserve: float, constraints: Matrix | None = None
+) -> NDArray[np.int64]:
+    """Keep replicas a plan would release while the quota stays free anyway: a job keeps its current
+    count (warm for its next burst) as long as every quota row keeps ``reserve`` of its bound free.
+    Largest planned releases are held first, one replica at a time round-robin."""
+    matrix, bound = constraint_matrix(view) if constraints is None else constraints
+    x = np.asarray(desired, dtype=np.int64).copy()
+    cur = current_replicas(view)
+    if matrix.shape[0] == 0:
+        return np.maximum(x, cur)
+    limit = bound - reserve * np.abs(bound) + 1e-9
+    order = sorted(np.flatnonzero(cur > x), key=lambda i: -(cur[i] - x[i]))
+    progressed = True
+    while progressed:
+        progressed = False
+        for i in order:
+            if x[i] >= cur[i]:
+                continue
+            x[i] += 1
+            if np.all(matrix @ x <= limit):
+                progressed = True
+            else:
+                x[i] -= 1
+    return x
+
+
 class FaroPolicy(HybridPolicy):
     """A Faro variant: ``objective`` is one of ``sum``, ``fair``, ``fairsum``, ``penaltysum``,
     ``penaltyfairsum``."""
@@ -146,12 +188,19 @@ class FaroPolicy(HybridPolicy):
         refit_slices: int | None = None,
         solve_fn: SolveFn | None = None,
         quantile_search: str = "bisect",
+        coverage: float | None = COVERAGE,
+        coverage_gamma: float = 0.05,
+        coverage_window: int = 288,
+        coverage_offsets: tuple[float, ...] | None = COVERAGE_OFFSETS,
+        rate_floor: bool = False,
+        keep_warm: float | None = None,
         **hybrid: Any,
     ) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"faro: objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
         self.name = name or f"faro-{objective}"
         hybrid.setdefault("initial_split", True)
+        hybrid.setdefault("burst_scaling", True)
         super().__init__(**hybrid)
         if horizon < 1:
             raise ValueError(f"{self.name}: horizon must be >= 1")
@@ -193,6 +242,19 @@ class FaroPolicy(HybridPolicy):
             min_slice_jobs=1 if refit_slices else 50,
         )
         self._solve_fn = solve_fn
+        # plan at least for the load arriving now over the first minutes (a burst the minutes don't show yet)
+        self.rate_floor = bool(rate_floor)
+        if keep_warm is not None and not 0 <= keep_warm < 1:
+            raise ValueError(f"{self.name}: keep_warm must be in [0, 1) or None")
+        self.keep_warm = None if keep_warm is None else float(keep_warm)
+        # per-job levels calibrated on the job's own misses (None: every job plans at ``quantile``)
+        self.coverage = None if coverage is None else float(coverage)
+        # None: the calibrated headroom is part of every plan (raised by ``quantile_step``); a tuple: the
+        # plan is the base forecast, and base + headroom at the job's level + each offset (never below the
+        # base) are what the quantile raising tries while resources are left — insurance from spare quota
+        self.coverage_offsets = None if coverage_offsets is None else tuple(float(o) for o in coverage_offsets)
+        self._calibrator = None if coverage is None else ConformalHeadroom(
+            target=coverage, gamma=coverage_gamma, window=coverage_window)
 
     # -- pieces -------------------------------------------------------------------------------
     def quantile_levels(self) -> list[float]:
@@ -208,10 +270,40 @@ class FaroPolicy(HybridPolicy):
         return fn(problem, solver=self.solver, time_limit_s=self.time_limit_s)
 
     def forecast_tables(self, view: ClusterView, state: HybridState) -> tuple[dict[float, NDArray], HybridState, str]:
+        quantiles = [self.quantile] if self._calibrator is not None else self.quantile_levels()
         tables, fstate, source = self._forecaster.forecast(
-            view, state.forecast, horizon=planning_horizon(view, self.horizon), quantiles=self.quantile_levels()
+            view, state.forecast, horizon=planning_horizon(view, self.horizon), quantiles=quantiles
         )
         return tables, replace(state, forecast=fstate), source
+
+    def candidate_tables(
+        self, view: ClusterView, state: HybridState
+    ) -> tuple[list[NDArray], list[str], HybridState, str]:
+        """The forecast tables the quantile raising tries, lowest first, with a label each: one level
+        for every job (``quantile_levels``), or each job's base forecast plus its calibrated headroom,
+        the headroom's level raised by the same steps."""
+        tables, state, source = self.forecast_tables(view, state)
+        levels = self.quantile_levels()
+        cal = self._calibrator
+        if cal is None or set(tables) != {self.quantile}:
+            return [tables[q] for q in levels], [f"{q:g}" for q in levels], state, source
+        keys = [jv.spec.key for jv in view.jobs]
+        now_min = int(view.now_s // 60)
+        cstate = cal.score(state.calibration or CoverageState(), history_matrix(view), now_min)
+        base = tables[self.quantile]
+        if self.coverage_offsets is None:
+            offsets = [k * self.quantile_step for k in range(len(levels))]
+            rooms = [cal.headroom(cstate, keys, raise_level=o) for o in offsets]
+            out = [np.maximum(0.0, base + room[:, None]) for room in rooms]
+            cstate = cal.planned(cstate, keys, now_min, base, rooms[0])
+        else:
+            offsets = list(self.coverage_offsets)
+            rooms = [np.maximum(0.0, cal.headroom(cstate, keys, raise_level=o)) for o in offsets]
+            out = [base] + [base + room[:, None] for room in rooms]
+            cstate = cal.planned(cstate, keys, now_min, base, cal.headroom(cstate, keys))
+        labels = ([f"{self.quantile:g}"] if self.coverage_offsets is not None else []) + [
+            f"{self.quantile:g}+headroom@{cal.target:g}{o:+g}" for o in offsets]
+        return out, labels, replace(state, calibration=cstate), source
 
     def _plan_at(self, view: ClusterView, rates_rpm: NDArray) -> tuple[Problem, Any, NDArray[np.int64]]:
         problem = build_problem(view, rates_rpm, objective=self.objective, model=self.model)
@@ -225,8 +317,13 @@ class FaroPolicy(HybridPolicy):
 
     # -- the long-horizon step -------------------------------------------------------------------
     def long_step(self, view: ClusterView, state: HybridState) -> tuple[Plan, HybridState]:
-        tables, state, source = self.forecast_tables(view, state)
-        levels = self.quantile_levels()
+        tables, labels, state, source = self.candidate_tables(view, state)
+        if self.rate_floor:
+            now_rpm = 60.0 * np.array([jv.observation.arrival_rate_rps or 0.0 for jv in view.jobs])
+            steps = min(self.horizon, self.model.cold_start_steps + 1)
+            for t in tables:
+                t[:, :steps] = np.maximum(t[:, :steps], now_rpm[:, None])
+        levels = list(range(len(tables)))
         cons = constraint_matrix(view)  # once per step: has_room asks it up to once per level
         solve_ms = 0.0
         _, result, x = self._plan_at(view, tables[levels[0]])
@@ -277,6 +374,8 @@ class FaroPolicy(HybridPolicy):
             result, x = plans[chosen]
         chosen_q = levels[chosen]
         desired = fit_to_quota(view, x)
+        if self.keep_warm is not None:
+            desired = hold_scale_downs(view, desired, reserve=self.keep_warm, constraints=cons)
         held: dict[int, str] = {}
         if self.hpa_tolerance > 0:
             desired, held = hpa_deadband(view, desired, tolerance=self.hpa_tolerance)
@@ -295,10 +394,11 @@ class FaroPolicy(HybridPolicy):
             admission=admission,
             held=held,
             objective_value=float(result.objective_value),
-            solver_status=f"{result.status} ({result.solver}; q={chosen_q:g}; {source})",
+            solver_status=f"{result.status} ({result.solver}; q={labels[chosen_q]}; {source})",
             solve_ms=solve_ms,
         )
-        return plan, replace(state, quantile=chosen_q)
+        levels_q = self.quantile_levels()
+        return plan, replace(state, quantile=levels_q[min(chosen_q, len(levels_q) - 1)])
 
 
 class OraclePolicy(FaroPolicy):
@@ -308,6 +408,7 @@ class OraclePolicy(FaroPolicy):
 
     def __init__(self, objective: str = "fairsum", **options: Any) -> None:
         options.setdefault("raise_quantile", False)
+        options.setdefault("coverage", None)  # the truth needs no headroom
         super().__init__(objective, name="oracle", **options)
 
     def forecast_tables(self, view: ClusterView, state: HybridState) -> tuple[dict[float, NDArray], HybridState, str]:

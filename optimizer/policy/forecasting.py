@@ -93,6 +93,12 @@ def naive_forecast(history: NDArray[np.float64], horizon: int) -> NDArray[np.flo
     return np.repeat(last[:, None], horizon, axis=1)
 
 
+PLANNING_CANDIDATES = "profile,profile@1440,ewma,holt,last,seasonal_naive,seasonal_naive@1440"
+"""What the planners' ``auto`` forecaster chooses from per job: the usual models plus the seasonal ones
+with a daily season — live load repeats daily (timers, office hours), the bundled paper trace's
+concatenated 6-hour windows every 360 minutes. Measured on the generalisation suite (docs/policies.md)."""
+
+
 class LoadForecaster:
     """Forecasts every job's next ``horizon`` minutes at given quantiles, with refits kept in state.
 
@@ -125,6 +131,8 @@ class LoadForecaster:
             raise ValueError(f"min_slice_jobs must be >= 1, got {min_slice_jobs}")
         self.name = name
         self.options = dict(options or {})
+        if name == "auto":
+            self.options.setdefault("candidates", PLANNING_CANDIDATES)
         self._factory = factory
         self.min_history_min = int(min_history_min)
         self.refit_every_min = int(refit_every_min)

@@ -10,6 +10,11 @@ clears the reactive counters (the artifact clears lower-priority policies). With
 (on for Faro and the Oracle), the very first check before any long step splits the free quota evenly
 (``initial_split``): with no history there is nothing better, and waiting costs a cold start.
 
+With ``burst_scaling`` (on for Faro and the Oracle) the reactive step also raises, at once, any job
+whose observed arrival rate (``JobObservation.arrival_rate_rps``) plus queue needs more replicas than it
+has (``burst_need``), within the free quota: a burst from idle to full load is met at the first check
+whose rate window shows it, not by +1 every three checks.
+
 Subclasses implement ``long_step``. Time comes only from ``view.now_s``.
 """
 
@@ -53,6 +58,7 @@ class HybridState:
     long_steps: int = 0
     warmed: bool = False
     admission: Mapping[Key, float] = field(default_factory=dict)  # the last long step's, until the next
+    calibration: Any = None  # per-job planning levels (``calibration.CoverageState``) when calibrated
 
 
 class HybridPolicy(ABC):
@@ -73,6 +79,9 @@ class HybridPolicy(ABC):
         reactive_skip_scaling: bool = True,
         initial_split: bool = False,
         quota_order: str = "fair",
+        burst_scaling: bool = False,
+        burst_rho: float = 0.9,
+        burst_drain_s: float = 10.0,
     ) -> None:
         if not interval_s > 0:
             raise ValueError(f"{self.name}: interval_s must be > 0")
@@ -91,6 +100,13 @@ class HybridPolicy(ABC):
         self.reactive_skip_scaling = bool(reactive_skip_scaling)
         self.initial_split = bool(initial_split)
         self.quota_order = quota_order_of(self.name, quota_order)
+        if not 0 < burst_rho < 1:
+            raise ValueError(f"{self.name}: burst_rho must be in (0, 1)")
+        if not burst_drain_s > 0:
+            raise ValueError(f"{self.name}: burst_drain_s must be > 0")
+        self.burst_scaling = bool(burst_scaling)
+        self.burst_rho = float(burst_rho)
+        self.burst_drain_s = float(burst_drain_s)
 
     def initial_state(self) -> HybridState:
         return HybridState()
@@ -120,7 +136,13 @@ class HybridPolicy(ABC):
         )
         grow = ups >= self.up_checks
         counters = reset(counters, view, grow, which="up")
-        desired = clip_to_quota(view, cur + grow.astype(np.int64), self.quota_order)
+        want = cur + grow.astype(np.int64)
+        if self.burst_scaling:
+            need = burst_need(view, rho=self.burst_rho, drain_s=self.burst_drain_s)
+            burst = need > want
+            want = np.where(burst, need, want)
+            counters = reset(counters, view, burst, which="up")
+        desired = clip_to_quota(view, want, self.quota_order)
         kind = "reactive" if np.any(desired > cur) else "hold"
         return make_plan(view, desired, kind=kind, admission=admission), replace(state, counters=counters)
 
@@ -142,6 +164,23 @@ class HybridPolicy(ABC):
             return Decision(plan=plan, state=new_state)
         plan, new_state = self.reactive_step(view, state)
         return Decision(plan=plan, state=new_state)
+
+
+def burst_need(view: ClusterView, *, rho: float, drain_s: float) -> NDArray[np.int64]:
+    """Per job, the replicas the load arriving *now* needs: the window's arrival rate plus the queue
+    drained within ``drain_s``, at utilisation ``rho`` — ``ceil((rate + queue/drain_s) × s / rho)``.
+    0 where the arrival rate is not measured. Sized from the observed rate, so a burst from idle to
+    full load is met in one check instead of +1 per ``up_checks`` checks."""
+    out = np.zeros(len(view.jobs), dtype=np.int64)
+    for i, jv in enumerate(view.jobs):
+        obs = jv.observation
+        rate = obs.arrival_rate_rps
+        if rate is None or not math.isfinite(rate) or rate <= 0:
+            continue
+        queue = obs.queue_length if obs.queue_length is not None and math.isfinite(obs.queue_length) else 0.0
+        demand = rate + max(0.0, queue) / drain_s
+        out[i] = math.ceil(demand * jv.spec.processing_time_ms / 1000.0 / rho - 1e-9)
+    return out
 
 
 def initial_split(view: ClusterView) -> NDArray[np.int64]:

@@ -18,7 +18,10 @@ from faro.optimizer.policy.llm_keda import KEDAWaitingPolicy
 from faro.optimizer.policy.llm_kpa import KnativeKPAPolicy
 from faro.optimizer.policy.llm_wva import WVAPolicy
 from faro.optimizer.policy.mark import MArkPolicy
+from faro.optimizer.policy.names import DEFAULT_POLICY, FARO_POLICY_NAMES, POLICY_NAMES
 from faro.optimizer.policy.oneshot import OneshotPolicy
+
+__all__ = ["DEFAULT_POLICY", "FARO_POLICY_NAMES", "HPA_TOLERANCE", "POLICY_NAMES", "make_policy", "planning_options"]
 
 _FACTORIES: dict[str, Callable[..., Any]] = {
     "faro-sum": lambda **o: FaroPolicy("sum", **o),
@@ -42,11 +45,46 @@ _LLM_FACTORIES: dict[str, Callable[..., Any]] = {
     "llm-fairshare": LLMFairSharePolicy,
 }
 
-POLICY_NAMES: tuple[str, ...] = tuple(_FACTORIES)
-FARO_POLICY_NAMES: tuple[str, ...] = tuple(n for n in POLICY_NAMES if n.startswith("faro-"))
 LLM_POLICY_NAMES: tuple[str, ...] = (*FARO_POLICY_NAMES, "oracle", *_LLM_FACTORIES)
 """Policies for LLM jobs: Faro's (they plan ``JobSpec.llm`` jobs with the continuous-batching model), the
 Oracle, and the LLM baselines."""
+
+assert tuple(_FACTORIES) == POLICY_NAMES, "names.py and the registry list the same policies, in order"
+
+HPA_TOLERANCE = 0.1
+"""Kubernetes' default HPA tolerance: plans that reach replicas through standard HPAs account for it."""
+
+
+def planning_options(
+    name: str,
+    *,
+    actuation: str = "direct",
+    interval_s: float | None = None,
+    horizon: int | None = None,
+    quantile: float | None = None,
+) -> dict[str, Any]:
+    """The options ``faro simulate`` and ``faro optimizer`` both build policy ``name`` with — the one
+    place where what they pass differs from the policy's own defaults (tested equal):
+
+    * ``actuation="hpa"``: a Faro variant accounts for the HPA's ±10% dead-band (``HPA_TOLERANCE``);
+    * ``interval_s`` / ``horizon``: the long-step interval and forecast steps, when the user sets them;
+    * ``quantile``: the highest forecast quantile the policy raises to (``max_quantile``); its base
+      quantile is lowered to it if above.
+
+    ``None`` keeps the policy's default. Options that ``name`` does not take are left out."""
+    options: dict[str, Any] = {}
+    planner = name.startswith("faro-") or name == "oracle"
+    if planner and actuation == "hpa":
+        options["hpa_tolerance"] = HPA_TOLERANCE
+    if planner or name == "mark":
+        if interval_s is not None:
+            options["interval_s"] = float(interval_s)
+        if horizon is not None:
+            options["horizon"] = int(horizon)
+    if quantile is not None and name.startswith("faro-"):
+        base = make_policy(name).quantile
+        options.update(quantile=min(base, float(quantile)), max_quantile=float(quantile))
+    return options
 
 
 def make_policy(name: str, **options: Any) -> Any:

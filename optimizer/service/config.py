@@ -11,13 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from faro.optimizer.errors import InvalidInputError
+from faro.optimizer.policy.names import DEFAULT_POLICY, FARO_POLICY_NAMES
 
-POLICIES = ("faro-fairsum", "faro-sum", "faro-fair", "faro-penaltysum", "faro-penaltyfairsum")
+POLICIES = FARO_POLICY_NAMES
 
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    policy: str = "faro-fairsum"
+    policy: str = DEFAULT_POLICY
     interval_s: float = 300.0  # long-horizon solve interval
     reactive_interval_s: float = 10.0  # control-loop tick: the fast reactive step cadence
     horizon: int = 7  # forecast steps (minutes)

@@ -169,6 +169,7 @@ def build_cycle(snapshot: KubeSnapshot, observations: Mapping[tuple[str, str], O
             queue_length=getattr(metrics, "queue_length", None),
             mean_latency_ms=getattr(metrics, "mean_latency_ms", None),
             llm=getattr(metrics, "llm", None),  # LLMObservation from an LLM metrics preset
+            arrival_rate_rps=getattr(metrics, "rate_rps", None),
         )
         jobs.append(JobView(spec=spec, observation=observation, current_replicas=asked.get(info.key, info.replicas),
                             ready_replicas=info.ready_replicas))

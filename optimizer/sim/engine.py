@@ -79,6 +79,7 @@ class SimConfig:
     step_s: float = 5.0
     policy_interval_s: float = 10.0
     observation_window_s: float = 30.0
+    rate_window_s: float = 30.0  # arrivals per second over this window (``JobObservation.arrival_rate_rps``)
     future_minutes: int = 60
     actuation: Literal["direct", "hpa"] = "direct"
     hpa_behavior: HPABehavior | None = field(default_factory=HPABehavior.recommended_for_faro)  # None: no behavior
@@ -97,6 +98,8 @@ class SimConfig:
             raise InvalidInputError("--actuation", f"must be direct or hpa, got {self.actuation!r}")
         if self.initial_replicas < 0 or self.min_replicas < 0 or self.max_replicas < self.min_replicas:
             raise InvalidInputError("replicas", "need 0 <= min_replicas <= max_replicas")
+        if not self.rate_window_s > 0:
+            raise InvalidInputError("rate_window_s", f"must be > 0, got {self.rate_window_s}")
         if not self.step_s > 0 or self.policy_interval_s % self.step_s or self.hpa_sync_period_s % self.step_s:
             raise InvalidInputError(
                 "step_s", "policy_interval_s and hpa_sync_period_s must be multiples of step_s"
@@ -124,6 +127,12 @@ class SimResult:
     max_cpus_used: float
     policy_calls: int
     policy_time_s: float
+    # Per step: replicas starting (pod cold/hot start not over), for the violation breakdown.
+    starting_replicas: NDArray[np.int32] | None = None
+    # Per policy call: time (s), the plan's kind and its per-job forecast peak (req/s; 0 = none given).
+    plan_time_s: NDArray[np.float64] | None = None
+    plan_kind: tuple[str, ...] = ()
+    plan_forecast_rps: NDArray[np.float32] | None = None
 
 
 class _Pods:
@@ -334,6 +343,10 @@ def simulate(
     rec_target = np.zeros((n_steps, num_jobs), dtype=np.int32)
     rec_ready = np.zeros((n_steps, num_jobs), dtype=np.int32)
     rec_pods = np.zeros((n_steps, num_jobs), dtype=np.int32)
+    rec_starting = np.zeros((n_steps, num_jobs), dtype=np.int32)
+    plan_times: list[float] = []
+    plan_kinds: list[str] = []
+    plan_forecasts: list[list[float]] = []
     max_used = 0.0
     policy_calls = 0
     policy_time = 0.0
@@ -342,9 +355,13 @@ def simulate(
     whole_minutes = float(steps_per_minute).is_integer()
     step_ends_s = cfg.step_s * np.arange(1, int(steps_per_minute) + 1)
 
+    recent_minutes: list[deque[np.ndarray]] = [deque(maxlen=2 + math.ceil(cfg.rate_window_s / 60.0))
+                                               for _ in range(num_jobs)]
+
     def _generate_minute(j: int, m: int) -> None:
         count = int(workload.counts_rpm[j, m])
         arr = arrivals_for_minute(arr_rng[j], count, m * 60.0)
+        recent_minutes[j].append(arr)
         # The previous minute's last arrivals may spill past this minute's first: keep time order.
         pending_arr[j] = np.sort(np.concatenate([pending_arr[j], arr])) if pending_arr[j].size else arr
 
@@ -432,7 +449,10 @@ def simulate(
                     busy_s = float(np.add.reduce(busy_pos[busy_start : busy_end[j]]))
                     util[j] = min(1.0, busy_s / (ready[j] * cfg.observation_window_s))
         out = []
+        rate_lo = now_s - cfg.rate_window_s
         for j in range(num_jobs):
+            arrived = sum(int(a.searchsorted(now_s, side="left") - a.searchsorted(rate_lo, side="left"))
+                          for a in recent_minutes[j])
             future = None
             if needs_future:
                 future = tuple(workload.counts_rpm[j, minute : minute + cfg.future_minutes].astype(float).tolist())
@@ -444,6 +464,7 @@ def simulate(
                     cpu_utilization=util[j],
                     queue_length=float(len(servers[j].queue)),
                     future_rate_rpm=future,
+                    arrival_rate_rps=arrived / min(cfg.rate_window_s, now_s) if now_s > 0 else None,
                 )
             )
         return out
@@ -588,6 +609,9 @@ def simulate(
             policy_calls += 1
             state = decision.state
             by_key = {(t.namespace, t.name): t for t in decision.plan.targets}
+            plan_times.append(now)
+            plan_kinds.append(str(getattr(decision.plan, "kind", "")))
+            plan_forecasts.append([float(getattr(by_key.get(spec.key), "forecast_rps", 0.0)) for spec in specs])
             for j, spec in enumerate(specs):
                 t = by_key.get(spec.key)
                 if t is None:
@@ -620,6 +644,7 @@ def simulate(
         rec_pods[k] = pods_now
         rec_target[k] = target
         rec_ready[k] = ready_now
+        rec_starting[k] = [srv.num_pending for srv in servers]
         max_used = max(max_used, sum(pods_now) * cfg.cpu_per_replica)
 
         end = now + cfg.step_s
@@ -730,6 +755,10 @@ def simulate(
         max_cpus_used=max_used,
         policy_calls=policy_calls,
         policy_time_s=policy_time,
+        starting_replicas=rec_starting,
+        plan_time_s=np.asarray(plan_times, dtype=np.float64),
+        plan_kind=tuple(plan_kinds),
+        plan_forecast_rps=np.asarray(plan_forecasts, dtype=np.float32).reshape(len(plan_times), num_jobs),
     )
 
 

@@ -113,3 +113,89 @@ def summarize(result: SimResult, stats: JobMinuteStats | None = None) -> Summary
         mean_latency_ms=float(finite.mean()) if finite.size else float("nan"),
         max_cpus_used=float(result.max_cpus_used),
     )
+
+
+BREAKDOWN_CAUSES = ("burst_onset", "pod_starting", "under_forecast", "quota_full", "other")
+"""Where violations happen, in the order a violating job-minute is attributed (first that applies):
+
+* ``burst_onset``: the job's load rose more than ``burst_factor``× from the previous minute;
+* ``pod_starting``: a replica of the job was starting (cold or hot start) at some step of the minute;
+* ``under_forecast``: the minute's load was above the forecast the last long-horizon plan was sized for
+  (its planning quantile's peak over the horizon) — only for policies whose plans carry a forecast;
+* ``quota_full``: at some step of the minute the cluster had no room for one more pod;
+* ``other``: none of these (e.g. the plan's replicas were too few for a load it did foresee).
+"""
+
+
+def _per_minute_any(per_step: NDArray, step_time_s: NDArray, num_minutes: int) -> NDArray[np.bool_]:
+    """``[step, job]`` truth values → ``[job, minute]``: true if true at any step of the minute."""
+    minute = np.minimum((step_time_s // 60.0).astype(np.int64), num_minutes - 1)
+    out = np.zeros((per_step.shape[1], num_minutes), dtype=bool)
+    rows, cols = np.nonzero(per_step)
+    out[cols, minute[rows]] = True
+    return out
+
+
+def planned_forecast_rpm(result: SimResult, num_minutes: int) -> NDArray[np.float64] | None:
+    """``[job, minute]``: the per-minute load the long-horizon plan in force at the minute's start was sized
+    for (60 × its ``forecast_rps``), NaN before the first such plan; None when the policy never gave one."""
+    if result.plan_forecast_rps is None or result.plan_time_s is None:
+        return None
+    solve = np.array([k == "solve" for k in result.plan_kind], dtype=bool)
+    if not solve.any():
+        return None
+    times = result.plan_time_s[solve]
+    rps = np.asarray(result.plan_forecast_rps, dtype=np.float64)[solve]
+    starts = np.arange(num_minutes) * 60.0
+    idx = np.searchsorted(times, starts + 1e-6, side="right") - 1
+    out = np.full((rps.shape[1], num_minutes), np.nan)
+    have = idx >= 0
+    out[:, have] = 60.0 * rps[idx[have]].T
+    return out
+
+
+def violation_breakdown(
+    result: SimResult, stats: JobMinuteStats | None = None, *, burst_factor: float = 2.0
+) -> dict[str, object]:
+    """The run's SLO violation split by cause (``BREAKDOWN_CAUSES``, each violating job-minute counted
+    once, under the first cause that applies): per cause the share of ``slo_violation`` (fractions that
+    add up to it), violating job-minutes, and per job; plus how many job-minutes each condition flags."""
+    s = stats or job_minute_stats(result)
+    num_jobs, num_minutes = s.arrived.shape
+    has = s.arrived > 0
+    denom = max(1, int(has.sum()))
+    loss = np.where(has, 1.0 - np.nan_to_num(s.satisfaction, nan=1.0), 0.0) / denom
+    # the offered load per minute (a minute's last arrivals may spill into the next one's cell of ``arrived``)
+    load = np.asarray(result.arrivals_rpm, dtype=np.float64)[:, :num_minutes]
+    prev = np.concatenate([np.full((num_jobs, 1), np.inf), load[:, :-1]], axis=1)
+    flags: dict[str, NDArray[np.bool_]] = {"burst_onset": has & (load > burst_factor * prev)}
+    if result.starting_replicas is not None:
+        flags["pod_starting"] = _per_minute_any(result.starting_replicas > 0, result.step_time_s, num_minutes)
+    planned = planned_forecast_rpm(result, num_minutes)
+    if planned is not None:
+        with np.errstate(invalid="ignore"):
+            flags["under_forecast"] = load > planned + 0.5  # counts are integers; plans store float32
+    cfg = result.config
+    used = result.pods.sum(axis=1) * cfg.cpu_per_replica
+    full = (used + cfg.cpu_per_replica > cfg.cpus + 1e-9)[:, None] & np.ones((1, num_jobs), dtype=bool)
+    flags["quota_full"] = _per_minute_any(full, result.step_time_s, num_minutes)
+    left = loss > 0
+    out: dict[str, object] = {}
+    for cause in BREAKDOWN_CAUSES:
+        if cause == "other":
+            mask = left
+        elif cause in flags:
+            mask = left & flags[cause]
+        else:
+            out[cause] = None  # not applicable (e.g. no forecast)
+            continue
+        left = left & ~mask
+        out[cause] = {
+            "violation": float(loss[mask].sum()),
+            "job_minutes": int(mask.sum()),
+            "per_job": [float(v) for v in np.where(mask, loss, 0.0).sum(axis=1)],
+        }
+    out["flagged_job_minutes"] = {k: int(v.sum()) for k, v in flags.items()}
+    out["slo_violation"] = float(loss.sum())
+    out["job_names"] = list(result.job_names)
+    return out
