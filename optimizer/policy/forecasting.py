@@ -93,10 +93,12 @@ def naive_forecast(history: NDArray[np.float64], horizon: int) -> NDArray[np.flo
     return np.repeat(last[:, None], horizon, axis=1)
 
 
-PLANNING_CANDIDATES = "profile,profile@1440,ewma,holt,last,seasonal_naive,seasonal_naive@1440"
+PLANNING_CANDIDATES = "profile,ewma,holt,last,seasonal_naive,profile@1440,seasonal_naive@1440"
 """What the planners' ``auto`` forecaster chooses from per job: the usual models plus the seasonal ones
 with a daily season — live load repeats daily (timers, office hours), the bundled paper trace's
-concatenated 6-hour windows every 360 minutes. Measured on the generalisation suite (docs/policies.md)."""
+concatenated 6-hour windows every 360 minutes. Measured on the generalisation suite (docs/policies.md).
+The daily ones come last: ``auto`` breaks exact ties by order, and on a flat history every model scores 0
+(a flat day fitted by a daily profile keeps forecasting it for hours after the load drops)."""
 
 
 class LoadForecaster:
