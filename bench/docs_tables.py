@@ -535,7 +535,40 @@ def vllm_calibration() -> str:
         "CPU core")
 
 
+def generalization() -> str:
+    """Issue 12's table: per test day and cap, the default Faro variant, the best Faro variant, the best
+    baseline, the Oracle, both ratios and the goal (mean over seeds)."""
+    doc = _load("generalization.json")
+    default = doc.get("default_policy") or "–"
+
+    def x(v: float | None) -> str:
+        return "–" if v is None else ("∞" if v == float("inf") else f"{v:.2f}×")
+
+    out = []
+    for c in doc["cases"]:
+        s = c["score"]
+        goal = c.get("meets_goal_default") if doc.get("default_policy") else c.get("meets_goal_best")
+        goal_text = "–" if not c["goal_applies"] or goal is None else ("met" if goal else "**missed**")
+        out.append([
+            c["name"].replace("azure2019 ", "Azure "), f"{c['cpus']:g}", _pct(s["default_violation"]),
+            f"{s['best_faro']} {_pct(s['best_faro_violation'])}",
+            f"{s['best_baseline']} {_pct(s['best_baseline_violation'])}",
+            _pct(s["oracle_violation"]), x(s["baseline_over_default"]), x(s["default_over_oracle"]),
+            x(s["baseline_over_faro"]), x(s["faro_over_oracle"]), goal_text,
+        ])
+    header = ["test day", "CPUs", f"{default} (default)", "best Faro variant", "best baseline", "Oracle",
+              "baseline / default", "default / Oracle", "baseline / best Faro", "best Faro / Oracle",
+              "goal (default)"]
+    seeds = ", ".join(str(v) for v in doc.get("seeds", []))
+    return _table(header, out, right=1) + _source(
+        "generalization.json", "python bench/generalization.py",
+        f"SLO violation rate, mean of seeds {seeds}; every policy; commit {doc.get('commit', '?')}, load "
+        f"{_load_avg(doc.get('load_avg_before'))}, {doc.get('wall_s', 0) / 60:.0f} min",
+    )
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "generalization": generalization,
     "solver-paper": solver_paper,
     "solver-cluster": solver_cluster,
     "forecast-accuracy": forecast_accuracy,

@@ -131,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     ))
     print(format_breakdown(doc, shown))
     plot_suite(doc, out.with_suffix(".png"))
+    if out == RESULTS / "generalization.json":
+        sys.path.insert(0, str(Path(__file__).parent))
+        import docs_tables  # the docs' benchmark tables are generated from bench/results
+
+        docs_tables.update()
     log = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "label": args.label, "commit": doc["commit"],
            "seeds": seeds, "policies": doc["policies"], "load_avg": list(load_before),
            "cases": {c["label"]: {p: round(v["slo_violation"], 5) for p, v in c["policies"].items()

@@ -10,6 +10,7 @@ import socket
 import pytest
 from faro.optimizer.cli import main
 from faro.optimizer.commands import optimizer as command
+from faro.optimizer.policy.names import DEFAULT_POLICY
 from faro.v1 import plan_pb2
 from kubeapi.objects import deployment, hpa, quota
 from kubernetes import client
@@ -69,7 +70,7 @@ def rows(table: str) -> dict[str, list[str]]:
 def test_status_table_wide_json_watch_and_explain_against_a_running_optimizer(optimizer, capsys):
     code, out, _ = status(capsys, optimizer)
     assert code == 0
-    assert out.splitlines()[0].startswith("plan ") and "policy faro-fairsum" in out and "leader opt-0" in out
+    assert out.splitlines()[0].startswith("plan ") and f"policy {DEFAULT_POLICY}" in out and "leader opt-0" in out
     header = next(line for line in out.splitlines() if line.startswith("NAMESPACE")).split()
     assert header == ["NAMESPACE", "DEPLOYMENT", "DESIRED", "CURRENT", "READY", "FORECAST", "LATENCY/SLO", "UTILITY",
                       "HELD", "AGE"]
@@ -89,7 +90,7 @@ def test_status_table_wide_json_watch_and_explain_against_a_running_optimizer(op
     code, out, _ = status(capsys, optimizer, "-o", "json", "-n", "team-a")
     assert code == 0
     doc = json.loads(out)
-    assert doc["policy"] == "faro-fairsum" and doc["age_s"] >= 0 and int(doc["generation"]) > 0
+    assert doc["policy"] == DEFAULT_POLICY and doc["age_s"] >= 0 and int(doc["generation"]) > 0
     by_name = {t["deployment"]: t for t in doc["targets"]}
     assert set(by_name) == {"broken", "busy", "quiet"}
     assert by_name["busy"]["binding_quota"].startswith("quota team-a/compute requests.cpu: ")

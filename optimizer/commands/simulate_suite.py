@@ -280,6 +280,7 @@ def plot_suite(doc: Mapping[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     from faro.optimizer.sim.metrics import BREAKDOWN_CAUSES
 
     cases = doc["cases"]
@@ -297,7 +298,9 @@ def plot_suite(doc: Mapping[str, Any], path: Path) -> None:
         vals = [100 * (c["score"][key] or np.nan) for c in cases]
         top.bar(x + (i - (len(series) - 1) / 2) * width, vals, width, label=name, color=color)
     top.set_yscale("log")
-    top.set_ylabel("SLO violation (%, log)")
+    top.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    top.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    top.set_ylabel("SLO violation (%, log scale)")
     top.legend(fontsize=8, ncol=len(series))
     top.set_title("Violation per test day and cap (mean over seeds)")
     colors = dict(zip(BREAKDOWN_CAUSES, ("tab:red", "tab:purple", "tab:orange", "tab:brown", "tab:gray"),
