@@ -568,6 +568,7 @@ def generalization() -> str:
 
 
 TABLES: dict[str, Callable[[], str]] = {
+    "generalization": generalization,
     "solver-paper": solver_paper,
     "solver-cluster": solver_cluster,
     "forecast-accuracy": forecast_accuracy,
