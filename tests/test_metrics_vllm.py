@@ -24,8 +24,10 @@ from faro.optimizer.model.profile_fit import fit_step_profile
 from prom_fixture import prometheus_servers
 from vllm_fixture import FIXTURES, exported_series, openmetrics, preset_series, recorded_scrapes
 
-NS = "llm"
+NS, NS_B = "llm", "llm-b"
 TINY = DeploymentRef(NS, "chat", preset="vllm", percentile=99, model="tiny")
+TINY_B = DeploymentRef(NS_B, "chat", preset="vllm", percentile=99, model="tiny")
+OTHER_SHIFT_S = 80.0  # the NS_B copy of the sweep runs this much earlier: two phases on at the same instant
 SWEEP = json.loads((FIXTURES / "sweep.json").read_text())
 WINDOW_S = 10.0
 
@@ -54,12 +56,14 @@ def test_the_name_check_fails_for_a_renamed_series() -> None:
 @pytest.fixture(scope="module")
 def recorded():
     """A real Prometheus holding the recorded sweep, shifted to end 60 s ago, labelled as a Kubernetes pod
-    scrape labels it (``namespace``; ``instance`` = the target); yields (url, shift_s)."""
+    scrape labels it (``namespace``; ``instance`` = the target); yields (url, shift_s). A second copy,
+    ``OTHER_SHIFT_S`` earlier, is another server of the same model in namespace ``NS_B``."""
     scrapes = recorded_scrapes()
     shift_s = time.time() - 60.0 - scrapes[-1][0]
     with prometheus_servers() as start:
         labels = {"namespace": NS, "instance": "10.0.0.7:8000"}
-        server = start([], backfill=openmetrics(scrapes, shift_s=shift_s, labels=labels))
+        other = (shift_s - OTHER_SHIFT_S, {"namespace": NS_B, "instance": "10.0.0.8:8000"})
+        server = start([], backfill=openmetrics(scrapes, shift_s=shift_s, labels=labels, copies=[other]))
         server.wait_for('count(vllm:num_requests_running{namespace="llm"})', timeout_s=60)
         yield server.url, shift_s
 
@@ -173,6 +177,63 @@ def test_the_calibration_windows_come_from_the_same_series(recorded) -> None:
     assert result.llm_profile is not None and result.llm_fit is not None and result.llm_fit.ok
     assert result.llm_profile.kv_cache_tokens == 8192
     assert result.llm_profile.step_base_ms == pytest.approx(result.llm_fit.step_base_ms)
+
+
+def counting_client(url: str) -> PrometheusClient:
+    """A client whose ``asked`` lists every query it sent."""
+    from urllib.parse import parse_qs
+
+    from faro.optimizer.http import urllib_post
+
+    asked: list[str] = []
+
+    def transport(endpoint, body, headers, timeout_s):
+        asked.append(parse_qs(body.decode())["query"][0])
+        return urllib_post(endpoint, body, headers, timeout_s)
+
+    client = PrometheusClient(url, timeout_s=10, transport=transport)
+    client.asked = asked  # type: ignore[attr-defined]
+    return client
+
+
+def test_vllm_deployments_get_from_fleet_wide_queries_what_their_own_queries_give(recorded) -> None:
+    url, shift_s = recorded
+    absent = DeploymentRef(NS, "other", preset="vllm", model="no-such-model")
+    refs = [TINY, TINY_B, absent]
+    now_s = phase_time(4, shift_s, into_s=25.0)  # NS_B's copy is then in phase 6
+    results, asked = {}, {}
+    for name, batch_min in (("batched", 2), ("alone", 0)):
+        client = counting_client(url)
+        source = PrometheusSource(client, window_s=WINDOW_S, calibration_span_s=240.0, calibration_step_s=WINDOW_S,
+                                  batch_min=batch_min)
+        results[name], asked[name] = source.observe(refs, now_s=now_s, history_minutes=3), client.asked
+    for ref in (TINY, TINY_B):
+        a, b = results["batched"][ref.key], results["alone"][ref.key]
+        assert isinstance(a, JobMetrics) and isinstance(b, JobMetrics), (a, b)
+        assert a.llm is not None and b.llm is not None and a.llm.windows is not None
+        for quantity in ("rate_rps", "latency_ms", "mean_latency_ms", "queue_length"):
+            assert getattr(a, quantity) == pytest.approx(getattr(b, quantity), rel=1e-9, nan_ok=True), quantity
+        assert a.rate_history_rpm == pytest.approx(b.rate_history_rpm, rel=1e-9, nan_ok=True)
+        for quantity in ("ttft_ms", "itl_ms", "tpot_ms", "kv_cache_usage", "num_waiting", "num_running"):
+            assert getattr(a.llm, quantity) == pytest.approx(getattr(b.llm, quantity), rel=1e-9), quantity
+        assert a.llm.token_mix.mean_prompt_tokens == pytest.approx(b.llm.token_mix.mean_prompt_tokens, rel=1e-9)
+        for field in ("itl_ms", "batch", "prefill_per_step", "prefill_ms", "prompt_tokens", "ttft_ms", "queue_ms"):
+            np.testing.assert_allclose(getattr(a.llm.windows, field), getattr(b.llm.windows, field), rtol=1e-9,
+                                       err_msg=field)
+        assert a.llm.windows.kv_cache_tokens == b.llm.windows.kv_cache_tokens == 64 * 128
+        assert a.llm_profile == b.llm_profile and a.llm_profile is not None
+    # Split by Deployment: the two servers are in different phases of the sweep at this instant.
+    mine, other = results["batched"][TINY.key], results["batched"][TINY_B.key]
+    assert mine.llm.token_mix.mean_prompt_tokens == pytest.approx(SWEEP["phases"][4]["prompt_tokens"], rel=0.05)
+    assert other.llm.token_mix.mean_prompt_tokens == pytest.approx(SWEEP["phases"][6]["prompt_tokens"], rel=0.05)
+    for name in ("batched", "alone"):
+        error = results[name][absent.key]
+        assert isinstance(error, MetricsError) and error.kind == "missing", error
+    # One query per quantity for the fleet, not one per Deployment: the instant quantities (latency and
+    # ttft are the same query), the per-minute history, the calibration range and the KV size.
+    assert len(asked["alone"]) >= 3 * (len(VLLM.templates) + 1)
+    assert len(asked["batched"]) == len(VLLM.templates) - 1 + 3, asked["batched"]
+    assert all('namespace=~"' in q for q in asked["batched"]), asked["batched"]
 
 
 def test_faro_optimizer_takes_the_vllm_preset_as_its_default() -> None:

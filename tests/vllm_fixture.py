@@ -369,25 +369,27 @@ def recorded_scrapes(path: Path = FIXTURES / "sweep.jsonl.gz") -> list[tuple[flo
 
 
 def openmetrics(scrapes: Sequence[tuple[float, str]], *, shift_s: float = 0.0,
-                labels: dict[str, str] | None = None) -> str:
+                labels: dict[str, str] | None = None,
+                copies: Sequence[tuple[float, dict[str, str]]] = ()) -> str:
     """OpenMetrics text (for ``promtool tsdb create-blocks-from openmetrics``) of the scrapes, every
     sample stamped with its scrape time + ``shift_s`` and given ``labels`` (e.g. the ``namespace`` a
-    Kubernetes scrape job would add). Families are grouped as OpenMetrics requires."""
+    Kubernetes scrape job would add); each of ``copies`` (shift, labels) adds the scrapes once more as
+    another server. Families are grouped as OpenMetrics requires."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    extra = labels or {}
     families: dict[str, tuple[str, list[str]]] = {}
-    for t, text in scrapes:
-        stamp = f"{t + shift_s:.3f}"
-        for family in text_string_to_metric_families(text):
-            kind = family.type if family.type in ("counter", "gauge", "histogram") else "gauge"
-            _, lines = families.setdefault(family.name, (kind, []))
-            for sample in family.samples:
-                if sample.name.endswith("_created"):
-                    continue
-                merged = {**sample.labels, **extra}
-                label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(merged.items()))
-                lines.append(f"{sample.name}{{{label_text}}} {sample.value!r} {stamp}")
+    for shift, extra in ((shift_s, labels or {}), *copies):
+        for t, text in scrapes:
+            stamp = f"{t + shift:.3f}"
+            for family in text_string_to_metric_families(text):
+                kind = family.type if family.type in ("counter", "gauge", "histogram") else "gauge"
+                _, lines = families.setdefault(family.name, (kind, []))
+                for sample in family.samples:
+                    if sample.name.endswith("_created"):
+                        continue
+                    merged = {**sample.labels, **extra}
+                    label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(merged.items()))
+                    lines.append(f"{sample.name}{{{label_text}}} {sample.value!r} {stamp}")
     out = []
     for name, (kind, lines) in families.items():
         out += [f"# TYPE {name} {kind}", *lines]

@@ -38,7 +38,7 @@ from faro.optimizer.metrics.base import (
     JobMetrics,
     MetricsError,
 )
-from faro.optimizer.metrics.presets import GENERIC, PRESETS, RAY_SERVE, REQUIRED, Preset, render
+from faro.optimizer.metrics.presets import GENERIC, PRESETS, RAY_SERVE, REQUIRED, VLLM, Preset, render
 from faro.optimizer.model.llm_profile import LLMObservation
 from faro.optimizer.model.profile_fit import StepWindows
 
@@ -211,9 +211,21 @@ BATCH_PRESETS: Mapping[str, BatchPreset] = {
             "queue": _grouped(_RAY_BY, "ray_serve_deployment_queued_queries", rate=False),
         },
     ),
+    "vllm": BatchPreset(
+        preset=VLLM,
+        by=vllm.BATCH_BY,
+        labels=lambda ref: (ref.namespace, ref.model),
+        templates={
+            **{q: vllm.batch_template(text) for q, text in VLLM.templates.items()},
+            # the calibration range query and the KV size, for every Deployment at once
+            "calibration": vllm.calibration_expr({n: vllm.batch_template(t) for n, t in VLLM.calibration.items()}),
+            "cache_config": vllm.BATCH_CACHE_CONFIG,
+        },
+    ),
 }
 
 HISTORY = "history"  # the batch key's quantity for the per-minute rate range query
+CALIBRATION, CACHE_CONFIG = "calibration", "cache_config"  # the batch keys of the vllm calibration queries
 
 
 def _regex_quote(value: str) -> str:
@@ -227,10 +239,11 @@ class _Batch:
     the error it raised."""
 
     spec: BatchPreset
-    quantity: str  # a quantity, or HISTORY
+    quantity: str  # a quantity, or HISTORY, CALIBRATION, CACHE_CONFIG
     percentile: float
     refs: list[DeploymentRef] = field(default_factory=list)
-    answer: dict[tuple[str, str], object] | None = None
+    quantities: set[str] = field(default_factory=set)  # every quantity this query answers (same template)
+    answer: dict[tuple[str, str], list] | None = None  # Deployment labels -> its samples or series
     error: Exception | None = None
 
     def expr(self, window_s: float) -> str:
@@ -298,7 +311,7 @@ class PrometheusSource:
         batches = self._plan_batches(deployments)
         end_s, start_s = _history_range(now_s, history_minutes)
         self._map(lambda batch: self._run_batch(batch, now_s=now_s, start_s=start_s, end_s=end_s), batches)
-        lookup = {(ref.key, batch.quantity): batch for batch in batches for ref in batch.refs}
+        lookup = {(ref.key, q): batch for batch in batches for q in batch.quantities for ref in batch.refs}
         results = self._map(lambda ref: self._observe_one(ref, now_s, history_minutes, lookup), deployments)
         self.calibrator.forget_except({ref.key for ref in deployments})
         return {ref.key: result for ref, result in zip(deployments, results, strict=True)}
@@ -334,7 +347,18 @@ class PrometheusSource:
         ``batch_min`` Deployments whose template for the quantity is the built-in preset's."""
         if self.batch_min == 0:
             return []
-        groups: dict[tuple[str, str, float], _Batch] = {}
+        groups: dict[tuple[str, str, str, float], _Batch] = {}
+
+        def join(ref: DeploymentRef, spec: BatchPreset, quantity: str) -> None:
+            text = spec.templates["rate" if quantity == HISTORY else quantity]
+            pct = ref.percentile if "${quantile}" in text else 0.0
+            # quantities with the same instant query (vllm's latency and ttft) share one batch
+            kind = quantity if quantity in (HISTORY, CALIBRATION) else "instant"
+            batch = groups.setdefault((ref.preset, kind, text, pct), _Batch(spec, quantity, pct))
+            batch.quantities.add(quantity)
+            if not batch.refs or batch.refs[-1] is not ref:
+                batch.refs.append(ref)
+
         for ref in deployments:
             spec, preset = BATCH_PRESETS.get(ref.preset), self.presets.get(ref.preset)
             if spec is None or preset is None:
@@ -344,20 +368,31 @@ class PrometheusSource:
                 if quantity not in spec.templates or text != spec.preset.templates.get(quantity):
                     continue
                 for q in (quantity, HISTORY) if quantity == "rate" else (quantity,):
-                    pct = ref.percentile if q == "latency" else 0.0
-                    groups.setdefault((ref.preset, q, pct), _Batch(spec, q, pct)).refs.append(ref)
+                    join(ref, spec, q)
+            if (CALIBRATION in spec.templates and self.calibration_span_s > 0 and preset.calibration
+                    and preset.calibration == spec.preset.calibration):
+                join(ref, spec, CALIBRATION)
+                join(ref, spec, CACHE_CONFIG)
         return [batch for batch in groups.values() if len(batch.refs) >= max(self.batch_min, 1)]
 
     def _run_batch(self, batch: _Batch, *, now_s: float, start_s: float, end_s: float) -> None:
         by = batch.spec.by
         try:
+            found: Sequence[Sample | Series]
             if batch.quantity == HISTORY:
                 expr = batch.expr(HISTORY_STEP_S)
                 found = self._history(expr, start_s=start_s, end_s=end_s)
+            elif batch.quantity == CALIBRATION:
+                cal_start_s, cal_end_s, _ = self._calibration_range(now_s)
+                found = self.client.query_range(batch.expr(self.calibration_step_s), start_s=cal_start_s,
+                                                end_s=cal_end_s, step_s=self.calibration_step_s)
             else:
                 expr = batch.expr(self.window_s)
                 found = self.client.query(expr, time_s=now_s)
-            batch.answer = {(x.labels.get(by[0], ""), x.labels.get(by[1], "")): x for x in found}
+            answer: dict[tuple[str, str], list] = {}
+            for x in found:  # one sample or series per Deployment; per bucket (le) or series name for some
+                answer.setdefault((x.labels.get(by[0], ""), x.labels.get(by[1], "")), []).append(x)
+            batch.answer = answer
         except Exception as exc:  # kept for each member: unavailable, or a fall-back to its own query
             batch.error = exc
 
@@ -369,8 +404,7 @@ class PrometheusSource:
             if isinstance(batch.error, PrometheusUnavailable):
                 raise batch.error
             return None  # rejected (or a surprise): this Deployment's own query decides
-        found = batch.answer.get(batch.spec.labels(ref)) if batch.answer is not None else None
-        return [found] if found is not None else []
+        return list(batch.answer.get(batch.spec.labels(ref), ())) if batch.answer is not None else []
 
     def _observe_one(
         self, ref: DeploymentRef, now_s: float, history_minutes: int,
@@ -491,7 +525,7 @@ class PrometheusSource:
             notes.append("stale: no arrival-rate samples in the latest window")
         llm = profile = fit = None
         if any(q in templates for q in LLM_QUANTITIES):
-            llm = self._llm(ref, now_s, values, histograms, notes)
+            llm = self._llm(ref, now_s, values, histograms, notes, lookup)
             if llm.windows is not None:
                 profile, fit = self.calibrator.update(ref, llm.windows)
                 if profile is None and fit is not None:
@@ -514,7 +548,8 @@ class PrometheusSource:
 
     # ------------------------------------------------------------------------------------------ LLM
     def _llm(self, ref: DeploymentRef, now_s: float, values: Mapping[str, float | None],
-             histograms: Mapping[str, list[tuple[float, float]]], notes: list[str]) -> LLMObservation:
+             histograms: Mapping[str, list[tuple[float, float]]], notes: list[str],
+             lookup: Mapping[tuple[tuple[str, str], str], _Batch]) -> LLMObservation:
         """The LLM quantities of one Deployment, plus its calibration windows when the preset has them."""
         mix = None
         if "prompt_tokens" in histograms and "output_tokens" in histograms:
@@ -525,7 +560,7 @@ class PrometheusSource:
         preset = self.presets.get(ref.preset)
         if preset is not None and preset.calibration and self.calibration_span_s > 0:
             try:
-                windows = self._windows(ref, preset, now_s)
+                windows = self._windows(ref, preset, now_s, lookup)
             except (PrometheusUnavailable, PrometheusQueryError, InvalidInputError) as exc:
                 notes.append(f"calibration: {exc}")
         return LLMObservation(
@@ -534,16 +569,29 @@ class PrometheusSource:
             num_waiting=values.get("queue"), num_running=values.get("running"), token_mix=mix, windows=windows,
         )
 
-    def _windows(self, ref: DeploymentRef, preset: Preset, now_s: float) -> StepWindows:
-        """The calibration range query: windows of ``calibration_step_s`` ending at the last whole step."""
+    def _calibration_range(self, now_s: float) -> tuple[float, float, int]:
+        """(start, end, windows) of the calibration range query: windows of ``calibration_step_s``
+        ending at the last whole step."""
         step_s = self.calibration_step_s
         count = max(1, int(self.calibration_span_s // step_s))
         end_s = math.floor(now_s / step_s) * step_s
-        start_s = end_s - (count - 1) * step_s
+        return end_s - (count - 1) * step_s, end_s, count
+
+    def _windows(self, ref: DeploymentRef, preset: Preset, now_s: float,
+                 lookup: Mapping[tuple[tuple[str, str], str], _Batch]) -> StepWindows:
+        """The calibration windows of one Deployment: from the fleet-wide queries, else its own."""
+        step_s = self.calibration_step_s
+        start_s, end_s, count = self._calibration_range(now_s)
         where = f"Deployment {ref.namespace}/{ref.name} calibration"
-        rendered = {name: render(text, ref, window_s=step_s, where=where) for name, text in preset.calibration.items()}
-        found = self.client.query_range(vllm.calibration_expr(rendered), start_s=start_s, end_s=end_s, step_s=step_s)
-        config = self.client.query(render(vllm.CACHE_CONFIG, ref, window_s=step_s, where=where), time_s=now_s)
+        found = self._batched(lookup.get((ref.key, CALIBRATION)), ref)
+        if found is None:
+            rendered = {name: render(text, ref, window_s=step_s, where=where)
+                        for name, text in preset.calibration.items()}
+            found = self.client.query_range(vllm.calibration_expr(rendered), start_s=start_s, end_s=end_s,
+                                            step_s=step_s)
+        config = self._batched(lookup.get((ref.key, CACHE_CONFIG)), ref)
+        if config is None:
+            config = self.client.query(render(vllm.CACHE_CONFIG, ref, window_s=step_s, where=where), time_s=now_s)
         return vllm.step_windows([(x.labels, x.points) for x in found], start_s=start_s, step_s=step_s, count=count,
                                  kv_cache_tokens=vllm.kv_cache_tokens([x.labels for x in config]))
 

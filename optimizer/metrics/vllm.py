@@ -65,6 +65,28 @@ which Prometheus adds to every series) through a series that has it."""
 
 SERIES_LABEL = "faro_series"
 
+BATCH_BY = ("namespace", "model_name")
+"""Labels a fleet-wide (batched) query groups by: a vLLM Deployment is its namespace's ``model_name``."""
+
+BATCH_CACHE_CONFIG = (
+    "vllm:cache_config_info{${scope}} * on (instance) group_left (model_name) "
+    "(0 * max by (instance, model_name) (vllm:num_requests_running{${scope}}) + 1)"
+)
+"""``CACHE_CONFIG`` for every Deployment at once: each server's info series gains its ``model_name``
+from a series of the same scrape target (one server serves one model), value 1."""
+
+
+def batch_template(text: str) -> str:
+    """The fleet-wide form of a ``vllm`` preset (or calibration) template: the Deployment's selector
+    becomes the batch's ``${scope}`` and every aggregation also keeps ``namespace`` and ``model_name``,
+    so one query answers for every Deployment and is split by those labels (``prometheus.py``)."""
+    by = ", ".join(BATCH_BY)
+    out = (text.replace(_SEL, "${scope}").replace("sum by (le)", f"sum by ({by}, le)")
+           .replace("sum(", f"sum by ({by}) (").replace("avg(", f"avg by ({by}) ("))
+    if "${namespace}" in out or "${model}" in out or "${scope}" not in out:
+        raise ValueError(f"not a vllm preset template: {text}")
+    return out
+
 
 def calibration_expr(rendered: Mapping[str, str]) -> str:
     """One expression answering every rendered series at once, each tagged ``faro_series=<name>``."""
