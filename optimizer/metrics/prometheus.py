@@ -9,8 +9,11 @@ annotations) and every failure stays that Deployment's ``MetricsError``.
 Batching: at 1,000 Deployments one query per Deployment and quantity is ~6,000 HTTP requests a
 cycle. Deployments that use a built-in preset's template for a quantity unchanged (no override)
 share one ``sum by (<the preset's two labels>) (...)`` query per preset and quantity (and SLO
-percentile, for the latency quantile), scoped to their namespaces/applications; the answer is split
-by those labels. What each Deployment gets is what its own query would have given: a Deployment
+percentile, for the quantiles), scoped to their namespaces/applications; the answer is split by
+those labels; quantities with the same query share it. The ``vllm`` preset's calibration range query
+and KV-size query are batched the same way (``vllm.batch_template``), so a fleet of vLLM Deployments
+costs 15 queries a cycle, not 15 per Deployment. What each Deployment gets is what its own query
+would have given: a Deployment
 absent from the answer has no series, a failed batch is each member's ``unavailable`` error, and a
 batch Prometheus rejects falls back to per-Deployment queries. Overrides and custom presets are
 always queried per Deployment.
