@@ -1,8 +1,9 @@
 """Benchmark tables in the docs, generated from ``bench/results/*.json`` so they cannot go stale.
 
-Each table sits in a ``docs/*.md`` file between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` markers
-and is rewritten from the JSON the bench scripts write. The bench scripts call ``update()`` after writing
-their JSON; ``tests/test_docs.py`` runs ``check()``, so a table edited by hand or left behind a rerun fails CI.
+Each table sits in ``README.md`` or a ``docs/*.md`` file between ``<!-- bench:NAME -->`` and
+``<!-- /bench:NAME -->`` markers and is rewritten from the JSON the bench scripts write. The bench scripts
+call ``update()`` after writing their JSON; ``tests/test_docs.py`` runs ``check()``, so a table edited by hand
+or left behind a rerun fails CI.
 
     python bench/docs_tables.py            # rewrite every table
     python bench/docs_tables.py --check    # exit 1 and name the stale tables
@@ -569,6 +570,66 @@ def generalization() -> str:
     )
 
 
+# --------------------------------------------------------------------------------------------- README
+def _range(values: list[float], fmt: Callable[[float], str]) -> str:
+    lo, hi = min(values), max(values)
+    return fmt(lo) if fmt(lo) == fmt(hi) else f"{fmt(lo)}–{fmt(hi)}"
+
+
+def readme_results() -> str:
+    """Where Faro stands, one row per workload: the generalisation suite, the paper day and the LLM hour."""
+    gen = _load("generalization.json")
+    default = gen["default_policy"]
+    out = []
+    paper = [c for c in gen["cases"] if c["trace"] == "paper" and c["cap_scale"] == 1]
+    azure = [c for c in gen["cases"] if c["trace"] != "paper"]
+
+    def x(v: float) -> str:
+        return f"{v:.1f}×"
+
+    for c in paper:
+        s = c["score"]
+        out.append([f"paper day, {c['jobs']} jobs, {c['cpus']:g} CPUs", f"`{default}`",
+                    _pct(s["default_violation"]), f"{_pct(s['best_baseline_violation'])} (`{s['best_baseline']}`)",
+                    _pct(s["oracle_violation"]), x(s["baseline_over_default"]), x(s["default_over_oracle"])])
+    if azure:
+        scores = [c["score"] for c in azure]
+        days = sorted({c["day"] for c in azure})
+        out.append([f"Azure Functions days {', '.join(map(str, days))} (never tuned on), paper-style cap and 0.9×",
+                    f"`{default}`",
+                    _range([s["default_violation"] for s in scores], _pct),
+                    _range([s["best_baseline_violation"] for s in scores], _pct),
+                    _range([s["oracle_violation"] for s in scores], _pct),
+                    _range([s["baseline_over_default"] for s in scores], x),
+                    _range([s["default_over_oracle"] for s in scores], x)])
+    llm = _load("llm.json")["table"]
+    for cap in sorted(llm["caps"].values(), key=lambda c: c["gpus"]):
+        r = cap["ratios"]
+        out.append([f"LLM hour, {len(_load('llm.json')['workload']['models'])} models, {cap['gpus']:g} GPUs",
+                    f"`{r['best_faro']['policy']}`", _pct(r["best_faro"]["slo_violation"]),
+                    f"{_pct(r['best_baseline']['slo_violation'])} (`{r['best_baseline']['policy']}`)",
+                    _pct(r["oracle"]["slo_violation"]), x(r["baseline_over_faro"]), x(r["faro_over_oracle"])])
+    header = ["workload", "Faro", "violation", "best per-job autoscaler", "oracle", "baseline / Faro",
+              "Faro / oracle"]
+    return _table(header, out, right=2) + (
+        f"\n\n_SLO violation rate (share of requests over the SLO, per job-minute); from "
+        f"`bench/results/generalization.json` (`python bench/generalization.py`, {len(gen['seeds'])} seeds) and "
+        f"`bench/results/llm.json` (`python bench/llm.py`)._")
+
+
+def readme_security() -> str:
+    """One line per fuzzed surface and the soak, for the README."""
+    fuzz_doc, soak_doc = _load("fuzz.json"), _load("soak.json")
+    out = [[f"fuzz `{r['surface']}`", f"{r['requests']:,} malformed and hostile requests", str(r["server_errors"]),
+            "yes" if r["alive_after"] else "**no**"] for r in fuzz_doc["surfaces"]]
+    out.append([f"soak, {soak_doc['args']['duration_s'] / 60:.0f} min", f"{soak_doc['requests']:,} requests at "
+                f"{soak_doc['achieved_rps']:.0f}/s with optimizer outages", str(soak_doc["errors"]),
+                "yes" if soak_doc["adapter_alive"] else "**no**"])
+    return _table(["run", "what", "server errors", "alive after"], out, right=2) + (
+        f"\n\n_From `bench/results/fuzz.json` (`{fuzz_doc['command']}`) and `bench/results/soak.json` "
+        f"(`{soak_doc['command']}`)._")
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "generalization": generalization,
     "solver-paper": solver_paper,
@@ -591,6 +652,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "fuzz": fuzz,
     "soak": soak,
     "vllm-calibration": vllm_calibration,
+    "readme-results": readme_results,
+    "readme-security": readme_security,
 }
 
 
@@ -611,7 +674,7 @@ def _render(text: str, *, where: str) -> tuple[str, list[str]]:
 def update(*, check: bool = False, docs: Path = DOCS) -> list[str]:
     """Rewrite (or with ``check`` only compare) every marked table; returns the stale ones as ``file:name``."""
     stale = []
-    for path in sorted(docs.glob("*.md")):
+    for path in [docs.parent / "README.md", *sorted(docs.glob("*.md"))]:
         text = path.read_text()
         new, found = _render(text, where=str(path))
         if new != text:
