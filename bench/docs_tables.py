@@ -581,8 +581,8 @@ def readme_results() -> str:
     gen = _load("generalization.json")
     default = gen["default_policy"]
     out = []
-    paper = [c for c in gen["cases"] if c["trace"] == "paper" and c["cap_scale"] == 1]
-    azure = [c for c in gen["cases"] if c["trace"] != "paper"]
+    paper = [c for c in gen["cases"] if c["day"] is None and c["cap_scale"] == 1]
+    azure = [c for c in gen["cases"] if c["day"] is not None]
 
     def x(v: float) -> str:
         return f"{v:.1f}×"
@@ -625,8 +625,9 @@ def readme_security() -> str:
     out.append([f"soak, {soak_doc['args']['duration_s'] / 60:.0f} min", f"{soak_doc['requests']:,} requests at "
                 f"{soak_doc['achieved_rps']:.0f}/s with optimizer outages", str(soak_doc["errors"]),
                 "yes" if soak_doc["adapter_alive"] else "**no**"])
+    commands = "`, `".join(dict.fromkeys(r.get("command", fuzz_doc["command"]) for r in fuzz_doc["surfaces"]))
     return _table(["run", "what", "server errors", "alive after"], out, right=2) + (
-        f"\n\n_From `bench/results/fuzz.json` (`{fuzz_doc['command']}`) and `bench/results/soak.json` "
+        f"\n\n_From `bench/results/fuzz.json` (`{commands}`) and `bench/results/soak.json` "
         f"(`{soak_doc['command']}`)._")
 
 
