@@ -102,34 +102,53 @@ def _workload(task: dict[str, Any]) -> Any:
     return workload.head(task["minutes"]) if task.get("minutes") else workload
 
 
-def _run_all(
-    tasks: list[dict[str, Any]], *, workers: int, progress: bool, worker: Any = None
+def run_tasks(
+    tasks: list[dict[str, Any]],
+    *,
+    worker: Any,
+    workers: int,
+    progress: bool,
+    desc: str = "simulate",
+    label: Any = None,
+    on_result: Any = None,
 ) -> list[dict[str, Any]]:
+    """``worker(task)`` for every task, on ``workers`` processes, with a progress bar; results in completion
+    order. ``label(task_or_result)`` names the run on the bar; ``on_result`` sees each result as it arrives.
+    The one runner of ``faro simulate``, its LLM workload and ``--suite``."""
     from tqdm import tqdm
 
-    run_task = worker or _run_one
-
-    bar = tqdm(total=len(tasks), desc="simulate", unit="run", file=sys.stderr, disable=not progress)
+    name = label or (lambda t: t["policy"])
+    bar = tqdm(total=len(tasks), desc=desc, unit="run", file=sys.stderr, disable=not progress)
     out: list[dict[str, Any]] = []
+
+    def finished(res: dict[str, Any]) -> None:
+        out.append(res)
+        if on_result:
+            on_result(res)
+        bar.update()
+
     try:
-        if workers <= 1 or len(tasks) == 1:
+        if workers <= 1 or len(tasks) <= 1:
             for task in tasks:
-                bar.set_postfix_str(task["policy"])
-                out.append(run_task(task))
-                bar.update()
+                bar.set_postfix_str(name(task))
+                finished(worker(task))
         else:
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(run_task, t) for t in tasks]
-                for fut in as_completed(futures):
+                for fut in as_completed([pool.submit(worker, t) for t in tasks]):
                     res = fut.result()
-                    bar.set_postfix_str(res["policy"])
-                    out.append(res)
-                    bar.update()
+                    bar.set_postfix_str(name(res))
+                    finished(res)
     finally:
         bar.close()
     return out
+
+
+def _run_all(
+    tasks: list[dict[str, Any]], *, workers: int, progress: bool, worker: Any = None
+) -> list[dict[str, Any]]:
+    return run_tasks(tasks, worker=worker or _run_one, workers=workers, progress=progress)
 
 
 def run(args: argparse.Namespace) -> int:

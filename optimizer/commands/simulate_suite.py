@@ -124,7 +124,7 @@ def run_suite(
 
     ``skip(case_label, policy_label, seed)`` may return a row from elsewhere (a cache) instead of running;
     ``done`` sees each fresh result. Returns the suite document (``cases`` with per-policy rows and scores)."""
-    from tqdm import tqdm
+    from faro.optimizer.commands.simulate import run_tasks
 
     tasks = []
     rows: dict[tuple[str, str, int], dict[str, Any]] = {}
@@ -140,30 +140,14 @@ def run_suite(
     # the planners are the slow runs: start them first so the pool's last tasks are short
     tasks.sort(key=lambda t: (t["policy"] != "oracle" and not t["policy"].startswith("faro-")))
     started = time.perf_counter()
-    bar = tqdm(total=len(tasks), desc="suite", unit="run", file=sys.stderr, disable=not progress)
-    try:
-        if workers <= 1 or len(tasks) <= 1:
-            for task in tasks:
-                bar.set_postfix_str(f"{task['case']} {task['policy']} s{task['seed']}")
-                res = _run_task(task)
-                rows[(res["case"], res["policy"], res["seed"])] = res["row"]
-                if done:
-                    done(res)
-                bar.update()
-        else:
-            from concurrent.futures import ProcessPoolExecutor, as_completed
 
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(_run_task, t) for t in tasks]
-                for fut in as_completed(futures):
-                    res = fut.result()
-                    rows[(res["case"], res["policy"], res["seed"])] = res["row"]
-                    if done:
-                        done(res)
-                    bar.set_postfix_str(f"{res['case']} {res['policy']} s{res['seed']}")
-                    bar.update()
-    finally:
-        bar.close()
+    def finished(res: dict[str, Any]) -> None:
+        rows[(res["case"], res["policy"], res["seed"])] = res["row"]
+        if done:
+            done(res)
+
+    run_tasks(tasks, worker=_run_task, workers=workers, progress=progress, desc="suite",
+              label=lambda t: f"{t['case']} {t['policy']} s{t['seed']}", on_result=finished)
     return suite_document(cases, policies, seeds, rows, default=default, wall_s=time.perf_counter() - started)
 
 
