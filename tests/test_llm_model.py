@@ -2,7 +2,16 @@
 
 import numpy as np
 import pytest
-from faro.optimizer.model.llm_latency import U_GRID, U_MAX, LLMCurves, capacity_rps, llm_latency_ms, llm_predict
+from faro.optimizer.model.llm_latency import (
+    U_GRID,
+    U_MAX,
+    LLMCurves,
+    capacity_rps,
+    llm_latency_ms,
+    llm_predict,
+    overload_factor,
+    overload_load,
+)
 from faro.optimizer.model.llm_profile import EngineProfile, TokenMix
 
 
@@ -76,12 +85,20 @@ def test_no_replicas_under_load_is_infinite_and_no_load_is_the_idle_value():
     assert np.isfinite(ttft[0]) and ttft[1] == np.inf and itl[1] == np.inf
 
 
-def test_beyond_u_max_latency_grows_in_proportion_to_load():
+def test_beyond_u_max_latency_doubles_per_five_points_then_grows_in_proportion_to_load():
     prof, mix = profile(), chat_mix()
     cap = capacity_rps(prof, mix)
     at, _ = llm_latency_ms(prof, mix, U_MAX * cap)
-    over, _ = llm_latency_ms(prof, mix, 2 * U_MAX * cap)
-    assert over == pytest.approx(2 * at, rel=1e-9)
+    full, _ = llm_latency_ms(prof, mix, (U_MAX + 0.05) * cap)
+    knee, _ = llm_latency_ms(prof, mix, (U_MAX + 0.15) * cap)
+    double, _ = llm_latency_ms(prof, mix, 2 * (U_MAX + 0.15) * cap)
+    assert full == pytest.approx(2 * at, rel=1e-9)
+    assert knee == pytest.approx(8 * at, rel=1e-9)
+    assert double == pytest.approx(16 * at, rel=1e-9)
+    growth = np.array([1.0, 2.0, 8.0, 16.0])
+    assert overload_load(growth, U_MAX) == pytest.approx([U_MAX, U_MAX + 0.05, U_MAX + 0.15, 2 * (U_MAX + 0.15)])
+    u = np.linspace(0.5, 3.0, 101)
+    assert overload_load(overload_factor(u, U_MAX), U_MAX)[u > U_MAX] == pytest.approx(u[u > U_MAX])
 
 
 def test_single_token_outputs_have_no_itl():

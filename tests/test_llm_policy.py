@@ -1,6 +1,8 @@
 """Faro and the Oracle plan LLM jobs: GPUs under quotas for the forecast load and the observed token mix,
 a horizon that covers the model load, and a reactive step on observed TTFT/ITL."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from faro.optimizer.model.llm_latency import DEFAULT_TOKEN_MIX, capacity_rps
@@ -108,3 +110,27 @@ def test_three_checks_over_the_ttft_slo_add_one_replica_between_long_steps():
         decision = policy.decide(llm_view([0.5], current=2, llm_obs=obs, now_s=t), state)
         state = decision.state
     assert decision.plan.kind == "reactive" and decision.plan.desired()[("gpu", "llm0")] == 3
+
+
+def test_llm_jobs_are_replanned_every_minute_and_cpu_jobs_on_the_long_interval():
+    policy = make_policy("faro-fair", interval_s=300.0)
+    state = replace(policy.initial_state(), last_long_s=0.0)
+    llm = llm_view([0.5], now_s=60.0)
+    cpu_only = ClusterView(now_s=60.0, jobs=llm.jobs[-1:], quotas=llm.quotas)
+    assert policy.decide(llm, state).plan.kind == "solve"
+    assert policy.decide(cpu_only, state).plan.kind != "solve"
+    assert make_policy("faro-fair", interval_s=300.0, llm_interval_s=300.0).decide(llm, state).plan.kind != "solve"
+
+
+def test_an_llm_replica_is_released_only_when_another_job_needs_its_gpus():
+    cap = capacity_rps(PROFILE, MIX)
+    light = llm_view([0.25 * cap], current=3, gpus=8)
+    kept, _ = plan_of(make_policy("faro-fair", reactive=False), light)
+    released, _ = plan_of(make_policy("faro-fair", reactive=False, hold_llm_releases=False), light)
+    assert kept[("gpu", "llm0")] == 3 and released[("gpu", "llm0")] == 1
+    # a second model needs the GPUs the first holds: they move, although the first model keeps its count
+    # where nothing else wants them
+    busy = llm_view([0.25 * cap, 2.5 * cap], current=3, gpus=6)
+    moved, _ = plan_of(make_policy("faro-fair", reactive=False), busy)
+    assert moved[("gpu", "llm0")] < 3 and moved[("gpu", "llm1")] > 3
+    assert moved[("gpu", "llm0")] + moved[("gpu", "llm1")] <= 6

@@ -83,8 +83,33 @@ U_GRID = np.array([0.0, 0.03, 0.08, 0.16, 0.26, 0.38, 0.5, 0.62, 0.72, 0.8, 0.86
 """Per-replica loads ``u = λ/λ_max`` the curves are evaluated at (dense where latency climbs)."""
 
 U_MAX = 0.95
-"""Default load above which latencies are extrapolated linearly in ``u`` (the steady state is not
-trusted there; the M/D/c model's ``ρ_max``). ``ModelConfig.rho_max`` overrides it in the solvers."""
+"""Default load above which latencies are extrapolated (the steady state is not trusted there; the
+M/D/c model's ``ρ_max``). ``ModelConfig.rho_max`` overrides it in the solvers."""
+
+OVERLOAD_DOUBLING_U = 0.05
+OVERLOAD_DOUBLINGS = 3
+"""Above ``u_max`` latencies double every 0.05 of load, three times (×2 at capacity, ×8 at 110%), and
+grow in proportion to the load beyond: past capacity a replica's queue has no steady state and grows
+for as long as the overload lasts (the token-level simulator's TTFT p99 at 110% is 40–130× the one at
+95%), so a count at the edge must not look safe; the proportional tail keeps utilities a slope."""
+
+
+def overload_factor(u: NDArray[np.float64], u_max: float) -> NDArray[np.float64]:
+    """How much latencies grow from ``u_max`` to load ``u`` (1 at or below ``u_max``)."""
+    u_knee = u_max + OVERLOAD_DOUBLINGS * OVERLOAD_DOUBLING_U
+    steep = np.exp2((np.clip(u, u_max, u_knee) - u_max) / OVERLOAD_DOUBLING_U)
+    return steep * np.maximum(u / u_knee, 1.0)
+
+
+def overload_load(growth: NDArray[np.float64], u_max: float) -> NDArray[np.float64]:
+    """The load at which latencies have grown by ``growth`` (≥ 1) from ``u_max``: ``overload_factor``'s
+    inverse."""
+    u_knee = u_max + OVERLOAD_DOUBLINGS * OVERLOAD_DOUBLING_U
+    g = np.maximum(growth, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(g <= 2.0**OVERLOAD_DOUBLINGS, u_max + OVERLOAD_DOUBLING_U * np.log2(g),
+                        u_knee * g / 2.0**OVERLOAD_DOUBLINGS)
+
 
 ATOM_LEVELS = np.array([0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 0.95, 0.98, 0.99, 0.998])
 """Quantile levels that summarise a token mix (dense in the tail, which sets p99 latencies)."""
@@ -248,7 +273,7 @@ class LLMCurves:
 
 def interp_load(table: NDArray[np.float64], u: NDArray[np.float64], u_max: float = U_MAX) -> NDArray[np.float64]:
     """Row-wise value of a curve table (J, G) on ``U_GRID`` at loads ``u`` (J, ...): linear on the grid up
-    to ``u_max``, proportional to ``u`` beyond (what ``LLMCurves.predict`` does per latency)."""
+    to ``u_max``, grown by ``overload_factor`` beyond (what ``LLMCurves.predict`` does per latency)."""
     return _interp_rows(table, np.asarray(u, dtype=float), u_max)
 
 
@@ -263,7 +288,7 @@ def _max_load(table: NDArray[np.float64], limit: NDArray[np.float64], u_max: flo
     k = ok.sum(axis=1)  # a prefix, the rows being non-decreasing
     last = vals[:, -1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        beyond = np.where(last > 0, u_max * limit / last, np.inf)  # latency ∝ u above u_max
+        beyond = np.where(last > 0, overload_load(limit / last, u_max), np.inf)
         km = np.clip(k, 1, knots.size - 1)
         rows = np.arange(table.shape[0])
         v0, v1 = vals[rows, km - 1], vals[rows, km]
@@ -274,8 +299,8 @@ def _max_load(table: NDArray[np.float64], limit: NDArray[np.float64], u_max: flo
 
 
 def _interp_rows(table: NDArray[np.float64], u: NDArray[np.float64], u_max: float) -> NDArray[np.float64]:
-    """Row-wise linear interpolation of ``table`` (J, G) on ``U_GRID`` at ``u`` (J, ...), extrapolated
-    proportionally above ``u_max``; ``inf`` stays ``inf``."""
+    """Row-wise linear interpolation of ``table`` (J, G) on ``U_GRID`` at ``u`` (J, ...), grown by
+    ``overload_factor`` above ``u_max``; ``inf`` stays ``inf``."""
     u_max = float(min(u_max, U_GRID[-1]))
     uc = np.minimum(u, u_max)
     k = np.clip(np.searchsorted(U_GRID, uc, side="right") - 1, 0, U_GRID.size - 2)
@@ -284,7 +309,7 @@ def _interp_rows(table: NDArray[np.float64], u: NDArray[np.float64], u_max: floa
     rows = np.arange(table.shape[0]).reshape((-1,) + (1,) * (u.ndim - 1))
     out = table[rows, k] * (1.0 - frac) + table[rows, k + 1] * frac
     with np.errstate(invalid="ignore"):
-        scaled = np.where(u > u_max, out * (u / u_max), out)
+        scaled = np.where(u > u_max, out * overload_factor(u, u_max), out)
     return np.where(np.isinf(u), np.inf, scaled)
 
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from faro.optimizer.model.llm_latency import U_GRID, LLMCurves, interp_load
+from faro.optimizer.model.llm_latency import U_GRID, LLMCurves, interp_load, overload_factor, overload_load
 from faro.optimizer.model.llm_profile import EngineProfile, TokenMix
 from faro.optimizer.model.problem import Job, ModelConfig
 from faro.optimizer.model.utility import relaxed_utility
@@ -75,7 +75,7 @@ class LLMJobs:
     slo_itl_ms: NDArray[np.float64]
     load_steps: NDArray[np.int64]  # horizon steps a new replica needs before it serves
     grid_utility: NDArray[np.float64]  # (n, G) step utility on U_GRID
-    beyond: NDArray[np.float64]  # (n,) SLO/latency ratio at u_max (utility above it: min(1, beyond·u_max/u)^α)
+    beyond: NDArray[np.float64]  # (n,) SLO/latency ratio at u_max (above it: min(1, beyond/overload_factor)^α)
     u_max: float
     alpha: float
 
@@ -98,7 +98,7 @@ class LLMJobs:
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.minimum(np.where(np.isnan(slo_t), np.inf, slo_t / ttft_max),
                                np.where(np.isnan(slo_i) | (itl_max <= 0), np.inf, slo_i / itl_max))
-        # continuous at u_max: the utility the grid gives there, carried on in proportion to the load
+        # continuous at u_max: the utility the grid gives there, carried on as latencies grow
         u_at = interp_load(grid_utility, at, 2.0)[:, 0] if len(idx) else np.zeros(0)
         beyond = np.where(u_at < 1.0, u_at ** (1.0 / config.alpha), np.maximum(ratio, 1.0))
         return cls(
@@ -128,7 +128,8 @@ class LLMJobs:
 
     def max_load(self) -> NDArray[np.float64]:
         """Per job, the largest per-replica load at which ``utility_at`` is 1 (both SLOs met): the last
-        grid point before the first one below 1, or ``beyond·u_max`` when all up to ``u_max`` are 1."""
+        grid point before the first one below 1, or where the overload growth uses up ``beyond`` when all
+        up to ``u_max`` are 1."""
         inner = self.u_max + 1e-12 >= U_GRID
         grid = U_GRID[inner]
         met = self.grid_utility[:, inner] >= 1.0
@@ -136,17 +137,17 @@ class LLMJobs:
         all_met = met.all(axis=1)
         last_ok = np.where(k > 0, grid[np.maximum(k - 1, 0)], 0.0)
         none = ~met[:, 0]
-        out = np.where(all_met, np.where(self.beyond >= 1.0, self.beyond * self.u_max, grid[-1]), last_ok)
+        out = np.where(all_met, np.where(self.beyond >= 1.0, overload_load(self.beyond, self.u_max), grid[-1]), last_ok)
         return np.where(none, 0.0, out)
 
     def utility_at(self, u: NDArray) -> NDArray[np.float64]:
         """Step utility at per-replica loads ``u`` (jobs on the first axis): the grid's utility
-        interpolated up to ``u_max``, ``min(1, beyond·u_max/u)^α`` above it, 0 at ``inf``."""
+        interpolated up to ``u_max``, ``min(1, beyond/overload_factor(u))^α`` above it, 0 at ``inf``."""
         u = np.asarray(u, dtype=float)
         shape = (-1,) + (1,) * (u.ndim - 1)
         below = interp_load(self.grid_utility, np.minimum(u, self.u_max), 2.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            above = np.minimum(1.0, self.beyond.reshape(shape) * self.u_max / u) ** self.alpha
+            above = np.minimum(1.0, self.beyond.reshape(shape) / overload_factor(u, self.u_max)) ** self.alpha
         return np.where(u > self.u_max, np.where(np.isinf(u), 0.0, above), below)
 
 

@@ -131,14 +131,21 @@ def has_room(
 
 
 def hold_scale_downs(
-    view: ClusterView, desired: NDArray[np.int64], *, reserve: float, constraints: Matrix | None = None
+    view: ClusterView,
+    desired: NDArray[np.int64],
+    *,
+    reserve: float,
+    constraints: Matrix | None = None,
+    only: NDArray[np.bool_] | None = None,
 ) -> NDArray[np.int64]:
-    """Keep replicas a plan would release while the quota stays free anyway: a job keeps its current
-    count (warm for its next burst) as long as every quota row keeps ``reserve`` of its bound free.
-    Largest planned releases are held first, one replica at a time round-robin."""
+    """Keep replicas a plan would release while the quota stays free anyway: a job (of ``only``, default
+    all) keeps its current count (warm for its next burst) as long as every quota row keeps ``reserve``
+    of its bound free. Largest planned releases are held first, one replica at a time round-robin."""
     matrix, bound = constraint_matrix(view) if constraints is None else constraints
     x = np.asarray(desired, dtype=np.int64).copy()
     cur = current_replicas(view)
+    if only is not None:
+        cur = np.where(only, cur, np.minimum(cur, x))
     if matrix.shape[0] == 0:
         return np.maximum(x, cur)
     limit = bound - reserve * np.abs(bound) + 1e-9
@@ -194,6 +201,7 @@ class FaroPolicy(HybridPolicy):
         coverage_offsets: tuple[float, ...] | None = COVERAGE_OFFSETS,
         rate_floor: bool = False,
         keep_warm: float | None = None,
+        hold_llm_releases: bool = True,
         **hybrid: Any,
     ) -> None:
         if objective not in OBJECTIVES:
@@ -247,6 +255,9 @@ class FaroPolicy(HybridPolicy):
         if keep_warm is not None and not 0 <= keep_warm < 1:
             raise ValueError(f"{self.name}: keep_warm must be in [0, 1) or None")
         self.keep_warm = None if keep_warm is None else float(keep_warm)
+        # a GPU budget is paid for used or not, and an LLM replica given up costs a model load (minutes
+        # of missed SLOs) to get back: release one only when the plan needs its GPUs for another job
+        self.hold_llm_releases = bool(hold_llm_releases)
         # per-job levels calibrated on the job's own misses (None: every job plans at ``quantile``)
         self.coverage = None if coverage is None else float(coverage)
         # None: the calibrated headroom is part of every plan (raised by ``quantile_step``); a tuple: the
@@ -376,6 +387,9 @@ class FaroPolicy(HybridPolicy):
         desired = fit_to_quota(view, x)
         if self.keep_warm is not None:
             desired = hold_scale_downs(view, desired, reserve=self.keep_warm, constraints=cons)
+        llm = np.array([jv.spec.llm is not None for jv in view.jobs], dtype=bool)
+        if self.hold_llm_releases and llm.any():
+            desired = hold_scale_downs(view, desired, reserve=0.0, constraints=cons, only=llm)
         held: dict[int, str] = {}
         if self.hpa_tolerance > 0:
             desired, held = hpa_deadband(view, desired, tolerance=self.hpa_tolerance)

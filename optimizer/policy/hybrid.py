@@ -71,6 +71,7 @@ class HybridPolicy(ABC):
         self,
         *,
         interval_s: float = 300.0,
+        llm_interval_s: float = 60.0,
         first_long_s: float = 60.0,
         up_checks: int = 3,
         reactive: bool = True,
@@ -85,6 +86,8 @@ class HybridPolicy(ABC):
     ) -> None:
         if not interval_s > 0:
             raise ValueError(f"{self.name}: interval_s must be > 0")
+        if not llm_interval_s > 0:
+            raise ValueError(f"{self.name}: llm_interval_s must be > 0")
         if first_long_s < 0:
             raise ValueError(f"{self.name}: first_long_s must be >= 0")
         if up_checks < 1:
@@ -92,6 +95,9 @@ class HybridPolicy(ABC):
         if reactive_metric not in ("mean", "percentile"):
             raise ValueError(f"{self.name}: reactive_metric must be 'mean' or 'percentile'")
         self.interval_s = float(interval_s)
+        # a new LLM replica serves minutes after it is asked for (model load), so waiting up to a whole
+        # long interval to act on a rising forecast costs more than the minute-by-minute solves do
+        self.llm_interval_s = float(llm_interval_s)
         self.first_long_s = float(first_long_s)
         self.up_checks = int(up_checks)
         self.reactive = bool(reactive)
@@ -111,12 +117,20 @@ class HybridPolicy(ABC):
     def initial_state(self) -> HybridState:
         return HybridState()
 
-    def long_due(self, now_s: float, state: HybridState) -> bool:
+    def interval_for(self, view: ClusterView) -> float:
+        """The long-step interval: ``interval_s``, or ``llm_interval_s`` when shorter and the view has an
+        LLM job."""
+        if any(jv.spec.llm is not None for jv in view.jobs):
+            return min(self.interval_s, self.llm_interval_s)
+        return self.interval_s
+
+    def long_due(self, now_s: float, state: HybridState, interval_s: float | None = None) -> bool:
         """On the ``interval_s`` grid (0, 300, 600 … s), plus the first step at ``first_long_s``."""
         eps = 1e-6
+        interval = self.interval_s if interval_s is None else interval_s
         if state.last_long_s is None:
-            return now_s + eps >= min(self.first_long_s, self.interval_s)
-        return math.floor((now_s + eps) / self.interval_s) > math.floor((state.last_long_s + eps) / self.interval_s)
+            return now_s + eps >= min(self.first_long_s, interval)
+        return math.floor((now_s + eps) / interval) > math.floor((state.last_long_s + eps) / interval)
 
     @abstractmethod
     def long_step(self, view: ClusterView, state: HybridState) -> tuple[Plan, HybridState]:
@@ -151,11 +165,11 @@ class HybridPolicy(ABC):
             return Decision(plan=Plan(targets=()), state=state)
         if self.initial_split and not state.warmed and state.last_long_s is None:
             state = replace(state, warmed=True)
-            if view.quotas and not self.long_due(view.now_s, state):
+            if view.quotas and not self.long_due(view.now_s, state, self.interval_for(view)):
                 # nothing is known before the first long step (no history yet): rather than wait a
                 # minute plus a cold start on one replica each, split the free quota max-min fairly now
                 return Decision(plan=make_plan(view, initial_split(view), kind="initial"), state=state)
-        if self.long_due(view.now_s, state):
+        if self.long_due(view.now_s, state, self.interval_for(view)):
             plan, new_state = self.long_step(view, state)
             new_state = replace(
                 new_state, last_long_s=view.now_s, counters=CounterState(), long_steps=state.long_steps + 1,
