@@ -341,9 +341,15 @@ def llm_policies() -> str:
     header = ["policy", *[f"{c['gpus']:g} GPUs ({c['gpus'] / need:.0%} of peak need)" for c in caps]]
     return _table(header, out) + _source(
         "llm.json", "python bench/llm.py --sections table",
-        f"SLO violation rate / lost utility / GPU-minutes, {t['minutes']} min, workload seed {t['seed']}; "
+        f"SLO violation rate / lost utility / GPU-minutes, {t['minutes']} min, {_seeds(t)}; "
         f"{t['wall_s'] / 60:.0f} min wall for every run on 2 processes, load average {_load_avg(t['load_avg_before'])}",
     )
+
+
+def _seeds(t: dict) -> str:
+    """Which workload draws a table covers (older results ran one seed)."""
+    seeds = t.get("seeds", [t.get("seed", 0)])
+    return f"workload seed {seeds[0]}" if len(seeds) == 1 else f"mean of workload seeds {', '.join(map(str, seeds))}"
 
 
 def llm_knee() -> str:

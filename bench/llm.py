@@ -1,8 +1,9 @@
 """Benchmark of the LLM simulator and the LLM policies on the bundled multi-model workload (issue 13).
 
 Run: ``python bench/llm.py [--sections engine,need,table] [--fractions 0.65,0.75,0.9] [--policies a,b]
-[--workers 2] [--minutes 60]``. Prints tables and writes ``bench/results/llm.json``; sections not run keep
-their previous results. The machine is shared: every section records the load average, wall and CPU time.
+[--workers 2] [--minutes 60] [--seeds 0,1,2]``. Prints tables and writes ``bench/results/llm.json``;
+sections not run keep their previous results. The machine is shared: every section records the load
+average, wall and CPU time.
 
 Sections
 --------
@@ -17,7 +18,8 @@ need    What the bundled workload's peaks need: per model, the fewest replicas t
         of that sum (default 0.65, 0.75 — the acceptance cap — and 0.9).
 table   Every LLM policy (``LLM_POLICY_NAMES``) at each cap: violations, lost utility, GPU-minutes, wall
         time; and the acceptance ratios — best baseline / best Faro variant (target ≥ 3) and best Faro /
-        oracle (target ≤ 1.3) — at each cap.
+        oracle (target ≤ 1.3) — at each cap; every number is the mean over the workload seeds (``--seeds``:
+        different draws of the scaled traces' extra copies), each seed's violation rate kept in the JSON.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from faro.optimizer.sim.llm.workload import (
     load_llm_trace,
     scale_and_shift,
 )
+from tqdm import tqdm
 
 OUT = Path(__file__).parent / "results" / "llm.json"
 TARGET_VIOLATION = 0.01
@@ -206,7 +209,7 @@ def _run_policy(task: dict[str, Any]) -> dict[str, Any]:
         row = {"error": f"{type(exc).__name__}: {exc}"}
     row["wall_s"] = time.perf_counter() - started
     row["cpu_s"] = time.process_time() - cpu0
-    return {"gpus": task["gpus"], "policy": task["policy"], "row": row}
+    return {"gpus": task["gpus"], "policy": task["policy"], "seed": task["seed"], "row": row}
 
 
 def _ratios(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -233,23 +236,36 @@ def _ratios(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def table(caps: list[float], policies: list[str], *, workers: int, minutes: int, seed: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"load_avg_before": _load(), "minutes": minutes, "seed": seed, "caps": {}}
-    tasks = [{"gpus": g, "policy": p, "minutes": minutes, "seed": seed} for g in caps for p in policies]
+def _mean_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean over workload seeds of one policy's rows (an error in any seed is the row's error)."""
+    errors = [r["error"] for r in rows if "error" in r]
+    if errors:
+        return {"error": errors[0]}
+    out: dict[str, Any] = {k: float(np.mean([r[k] for r in rows])) for k, v in rows[0].items()
+                           if isinstance(v, int | float) and not isinstance(v, bool)}
+    out["models"] = {m: {k: float(np.mean([r["models"][m][k] for r in rows])) for k in rows[0]["models"][m]}
+                     for m in rows[0]["models"]}
+    out["seeds"] = [r["slo_violation"] for r in rows]
+    return out
+
+
+def table(caps: list[float], policies: list[str], *, workers: int, minutes: int, seeds: list[int]) -> dict[str, Any]:
+    out: dict[str, Any] = {"load_avg_before": _load(), "minutes": minutes, "seeds": seeds, "caps": {}}
+    tasks = [{"gpus": g, "policy": p, "minutes": minutes, "seed": s} for g in caps for p in policies for s in seeds]
     # longest first: the Oracle and Faro solve often, queue-based baselines saturate replicas
     tasks.sort(key=lambda t: (not t["policy"].startswith(("oracle", "faro")), t["gpus"]))
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for res in pool.map(_run_policy, tasks):
+        for res in tqdm(pool.map(_run_policy, tasks), total=len(tasks), desc="llm table", unit="run"):
             results.append(res)
             r = res["row"]
             msg = r.get("error") or f"{100 * r['slo_violation']:.2f}% violations"
-            print(f"  {res['gpus']:g} GPUs {res['policy']}: {msg} ({r['wall_s']:.1f} s)", flush=True)
+            tqdm.write(f"  {res['gpus']:g} GPUs {res['policy']} seed {res['seed']}: {msg} ({r['wall_s']:.1f} s)")
     out["wall_s"] = time.perf_counter() - started
     for g in caps:
-        rows = {r["policy"]: r["row"] for r in results if r["gpus"] == g}
-        rows = {p: rows[p] for p in policies if p in rows}
+        rows = {p: _mean_row([r["row"] for r in results if r["gpus"] == g and r["policy"] == p])
+                for p in policies}
         out["caps"][f"{g:g}"] = {"gpus": g, "policies": rows, "ratios": _ratios(rows)}
     out["load_avg_after"] = _load()
     return out
@@ -264,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policies", default=",".join(LLM_POLICY_NAMES))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--minutes", type=int, default=60)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="workload seed of the need section")
+    parser.add_argument("--seeds", default="0,1,2", help="workload seeds the table averages over")
     args = parser.parse_args(argv)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     doc: dict[str, Any] = json.loads(OUT.read_text()) if OUT.exists() else {}
@@ -293,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         fractions = [float(f) for f in args.fractions.split(",")]
         caps = sorted({float(round(f * need_gpus)) for f in fractions})
         policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-        doc["table"] = table(caps, policies, workers=args.workers, minutes=args.minutes, seed=args.seed)
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+        doc["table"] = table(caps, policies, workers=args.workers, minutes=args.minutes, seeds=seeds)
         doc["table"]["fractions"] = fractions
         OUT.write_text(json.dumps(doc, indent=2))
         for cap, entry in doc["table"]["caps"].items():
