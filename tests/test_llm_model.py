@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from faro.optimizer.model.llm_latency import (
+    ATOM_LEVELS,
     U_GRID,
     U_MAX,
     LLMCurves,
@@ -11,8 +12,10 @@ from faro.optimizer.model.llm_latency import (
     llm_predict,
     overload_factor,
     overload_load,
+    token_summaries,
 )
 from faro.optimizer.model.llm_profile import EngineProfile, TokenMix
+from faro.optimizer.model.llm_utility import cached_curves
 
 
 def profile(**kw):
@@ -122,3 +125,29 @@ def test_tpot_is_a_mean_gap_never_above_the_per_gap_itl_and_rising_with_load():
     assert pred.tpot_ms[0] >= prof.step_base_ms + prof.decode_ms_per_seq - 1e-9
     mid = llm_predict(prof, mix, 0.5 * cap)
     assert mid.itl_ms > 2 * mid.tpot_ms  # one long step among a request's many gaps barely moves their mean
+
+
+def test_mixes_summarised_together_match_each_summarised_alone():
+    rng = np.random.default_rng(7)
+    sizes = [1, 256, 40, 256, 3, 40] * 50  # more than one block of mixes, sizes mixed within each
+    samples = [(rng.lognormal(6.0, 0.8, n), np.maximum(1, rng.lognormal(4.0, 1.0, n))) for n in sizes]
+    together = token_summaries([TokenMix(p, o) for p, o in samples])
+    for (p, o), summary in zip(samples, together, strict=True):
+        alone = token_summaries([TokenMix(p, o)])[0]
+        assert np.array_equal(summary.prompt, alone.prompt) and np.array_equal(summary.output, alone.output)
+        assert summary.prompt == pytest.approx(np.quantile(p, ATOM_LEVELS), rel=1e-12)
+        assert summary.mean_prompt == pytest.approx(p.mean(), rel=1e-12)
+        assert summary.decode_kv2 == pytest.approx(((o - 1) * (p + o / 2) ** 2).mean(), rel=1e-12)
+
+
+def test_curves_cached_on_their_mixes_are_the_curves_built_at_once():
+    profiles = [profile(), profile(max_num_seqs=64), profile(kv_cache_tokens=80_000)]
+    mixes = [chat_mix(seed=s) for s in range(3)]
+    built = LLMCurves.build(profiles, mixes, [99.0, 95.0, 99.0])
+    cached_curves(profiles[1:2], [chat_mix(seed=1)], [95.0])  # another mix object: no effect on these
+    cached_curves(profiles[:1], mixes[:1], [99.0])  # one row cached before the rest
+    cached = cached_curves(profiles, mixes, [99.0, 95.0, 99.0])
+    for name in ("capacity_rps", "ttft_ms", "itl_ms", "has_itl", "tpot_ms"):
+        assert np.array_equal(getattr(cached, name), getattr(built, name))
+    assert cached.binding == built.binding
+    assert np.array_equal(cached.take([2, 0]).tpot_ms, built.tpot_ms[[2, 0]])

@@ -5,6 +5,8 @@ import pytest
 from faro.optimizer.errors import InvalidInputError
 from faro.optimizer.model import SLO, Job, ModelConfig, Problem, Quota, utility_curves
 from faro.optimizer.model.llm_profile import LLMSLO, EngineProfile, LLMSpec, TokenMix
+from faro.optimizer.model.llm_utility import LLMJobs, llm_best_admission, llm_horizon_utility
+from faro.optimizer.model.utility import ADMISSION_GRID, ADMISSION_MIN_GAIN, drop_penalty
 from faro.optimizer.solve import solve
 from faro.optimizer.solve.tables import build_tables
 
@@ -106,3 +108,48 @@ def test_cvxpy_and_cobyla_handle_llm_jobs():
     for solver in ("cvxpy", "cobyla"):
         result = solve(problem, solver=solver)
         assert result.ok and problem.constraints().satisfied(result.replicas)
+
+
+def random_llm_jobs(n, seed, horizon):
+    """Varied engines, mixes, SLOs, loads (some idle steps) and current counts."""
+    rng = np.random.default_rng(seed)
+    jobs = []
+    for i in range(n):
+        engine = EngineProfile(
+            step_base_ms=float(rng.uniform(8, 35)), decode_ms_per_seq=float(rng.uniform(0.1, 0.6)),
+            prefill_ms_per_token=float(rng.uniform(0.03, 0.25)), kv_cache_tokens=int(rng.integers(60_000, 400_000)),
+            max_num_seqs=int(rng.choice([64, 256])), max_num_batched_tokens=int(rng.choice([2048, 8192])),
+            gpus=float(rng.choice([1, 2])), model_load_s=float(rng.uniform(30, 240)),
+        )
+        size = int(rng.choice([1, 40, 256]))
+        mix = TokenMix(np.clip(rng.lognormal(np.log(rng.uniform(200, 2000)), 0.7, size), 1, 16_000),
+                       np.clip(rng.lognormal(np.log(rng.uniform(2, 300)), 0.8, size), 1, 4000))
+        slo = LLMSLO(ttft_ms=float(rng.uniform(500, 5000)) if i % 5 else None, itl_ms=float(rng.uniform(100, 800)))
+        rates = np.clip(rng.uniform(0.2, 20.0) * rng.normal(1.0, 0.3, horizon), 0.0, None) * (rng.random(horizon) > 0.1)
+        jobs.append(Job.for_llm(f"j{i}", llm=LLMSpec(slo, engine), token_mix=mix, rate_rps=tuple(rates.tolist()),
+                                current_replicas=int(rng.integers(0, 5)), max_replicas=24))
+    return jobs
+
+
+@pytest.mark.parametrize(("seed", "horizon"), [(0, 7), (1, 12), (2, 1)])
+def test_the_pruned_admission_search_picks_what_trying_every_rate_at_every_count_picks(seed, horizon):
+    jobs = random_llm_jobs(60, seed, horizon)
+    cfg = ModelConfig(rho_max=0.9 if seed else 0.95, alpha=1.0 + seed)
+    llm = LLMJobs.of(jobs, cfg)
+    rates = np.array([j.rate_rps for j in jobs])
+    counts = np.arange(0, 24)
+    current = np.array([j.current_replicas for j in jobs])
+    full = llm_horizon_utility(llm, rates, counts, current, config=cfg)
+    fast = llm_best_admission(llm, rates, counts, current, full)
+    util, ttft, itl, adm = full.utility, full.ttft_ms, full.itl_ms, np.ones(full.utility.shape)
+    for d in ADMISSION_GRID[1:]:  # the definition: every rate at every count, in grid order
+        h = llm_horizon_utility(llm, rates, counts, current, config=cfg, admission=d)
+        u_d = h.utility * (1.0 - drop_penalty(1.0 - d))
+        better = u_d > util + ADMISSION_MIN_GAIN
+        util, adm = np.where(better, u_d, util), np.where(better, d, adm)
+        ttft, itl = np.where(better, h.ttft_ms, ttft), np.where(better, h.itl_ms, itl)
+    assert (adm < 1).sum() > 20 and len(np.unique(adm)) > 8  # the search has something to find
+    np.testing.assert_array_equal(fast.admission, adm)
+    np.testing.assert_allclose(fast.utility, util, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(fast.ttft_ms, ttft, rtol=1e-12)
+    np.testing.assert_allclose(fast.itl_ms, itl, rtol=1e-12)

@@ -67,8 +67,9 @@ only approximately, so errors are larger near ``λ_max``; ``docs/llm.md`` gives 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from faro.optimizer.model.llm_profile import EngineProfile, TokenMix
@@ -152,32 +153,47 @@ def token_summary(mix: TokenMix) -> TokenSummary:
 
 
 def token_summaries(mixes: Sequence[TokenMix]) -> list[TokenSummary]:
-    """Summaries of many mixes, the missing ones computed in one vectorised pass (segment sorts and
-    sums over all samples at once) and remembered on each mix (derived data of a frozen value)."""
-    missing = [i for i, mix in enumerate(mixes) if "_faro_summary" not in mix.__dict__]
-    if missing:
-        todo = [mixes[i] for i in missing]
-        sizes = np.array([m.prompt_tokens.size for m in todo])
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        p = np.concatenate([m.prompt_tokens for m in todo])
-        o = np.concatenate([m.output_tokens for m in todo])
-        dec = o - 1.0
-        pos = ATOM_LEVELS[None, :] * (sizes - 1)[:, None]  # numpy's "linear" quantile positions
-        below = np.floor(pos).astype(np.int64)
-        frac = pos - below
-        above = np.minimum(below + 1, (sizes - 1)[:, None])
-        atoms = []
-        for name in ("prompt_tokens", "output_tokens"):
-            srt = np.concatenate([np.sort(getattr(m, name)) for m in todo])  # n log n per mix: cheap
-            atoms.append(srt[starts[:, None] + below] * (1.0 - frac) + srt[starts[:, None] + above] * frac)
-        p2, dp, kv = p * p, dec * p, p + o / 2.0
-        cols = (p, p2, p2 * p, dec, dec * dec, dp, dec * o, dec * kv * kv)
-        means = (np.stack([np.add.reduceat(c, starts) for c in cols]) / sizes).T.tolist()
-        edges = np.concatenate([[0.0], (ATOM_LEVELS[1:] + ATOM_LEVELS[:-1]) / 2.0, [1.0]])
-        weight = np.diff(edges)
-        for k, i in enumerate(missing):
-            mixes[i].__dict__["_faro_summary"] = TokenSummary(atoms[0][k], weight, atoms[1][k], weight, *means[k])
+    """Summaries of many mixes, the missing ones computed in vectorised passes (segment sorts and sums
+    over the samples of many mixes at once) and remembered on each mix (derived data of a frozen value)."""
+    missing = [mix for mix in mixes if "_faro_summary" not in mix.__dict__]
+    for first in range(0, len(missing), _SUMMARY_BLOCK):
+        _summarise(missing[first : first + _SUMMARY_BLOCK])
     return [mix.__dict__["_faro_summary"] for mix in mixes]
+
+
+_SUMMARY_BLOCK = 256
+"""Mixes summarised per pass: their samples' temporaries stay in cache (one pass over 1,000 mixes took 1.4× as long)."""
+
+
+def _summarise(todo: Sequence[TokenMix]) -> None:
+    sizes = np.array([m.prompt_tokens.size for m in todo])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    p = np.concatenate([m.prompt_tokens for m in todo])
+    o = np.concatenate([m.output_tokens for m in todo])
+    dec = o - 1.0
+    pos = ATOM_LEVELS[None, :] * (sizes - 1)[:, None]  # numpy's "linear" quantile positions
+    below = np.floor(pos).astype(np.int64)
+    frac = pos - below
+    above = np.minimum(below + 1, (sizes - 1)[:, None])
+    atoms = [_sorted_segments(p, sizes, starts), _sorted_segments(o, sizes, starts)]
+    atoms = [srt[starts[:, None] + below] * (1.0 - frac) + srt[starts[:, None] + above] * frac for srt in atoms]
+    p2, dp, kv = p * p, dec * p, p + o / 2.0
+    cols = (p, p2, p2 * p, dec, dec * dec, dp, dec * o, dec * kv * kv)
+    means = (np.stack([np.add.reduceat(c, starts) for c in cols]) / sizes).T.tolist()
+    edges = np.concatenate([[0.0], (ATOM_LEVELS[1:] + ATOM_LEVELS[:-1]) / 2.0, [1.0]])
+    weight = np.diff(edges)
+    for k, mix in enumerate(todo):
+        mix.__dict__["_faro_summary"] = TokenSummary(atoms[0][k], weight, atoms[1][k], weight, *means[k])
+
+
+def _sorted_segments(values: NDArray[np.float64], sizes: NDArray[np.int64], starts: NDArray[np.int64]) -> NDArray:
+    """``values`` with each segment (``starts``/``sizes``) sorted; segments of one size in one 2-D sort."""
+    out = np.empty_like(values)
+    for size in np.unique(sizes):
+        first = starts[sizes == size]
+        at = first[:, None] + np.arange(size)[None, :]
+        out[at] = np.sort(values[at], axis=1)
+    return out
 
 
 @dataclass(frozen=True)
@@ -197,7 +213,8 @@ class LLMCurves:
 
     ``capacity_rps[i]`` is job i's ``λ_max`` per replica (req/s); ``ttft_ms``/``itl_ms``/``tpot_ms`` are
     (J, G) on ``U_GRID``, non-decreasing along the grid; ``binding`` names what limits capacity per job
-    (``max_num_seqs``, ``kv_cache_tokens`` or ``max_num_batched_tokens``).
+    (``max_num_seqs``, ``kv_cache_tokens`` or ``max_num_batched_tokens``). ``tpot_ms`` is computed on first
+    use: the solvers plan on TTFT and ITL only, and TPOT's quantile search costs as much as both.
     """
 
     capacity_rps: NDArray[np.float64]
@@ -205,7 +222,11 @@ class LLMCurves:
     itl_ms: NDArray[np.float64]
     has_itl: NDArray[np.bool_]  # False where no request emits a second token
     binding: tuple[str, ...]
-    tpot_ms: NDArray[np.float64]
+    compute_tpot: Callable[[], NDArray[np.float64]] = field(repr=False, compare=False)
+
+    @cached_property
+    def tpot_ms(self) -> NDArray[np.float64]:
+        return self.compute_tpot()
 
     @classmethod
     def build(
@@ -220,14 +241,33 @@ class LLMCurves:
         pct = np.broadcast_to(np.asarray(percentiles, dtype=float), (len(profiles),))
         if not profiles:
             empty = np.zeros((0, U_GRID.size))
-            return cls(np.zeros(0), empty, empty, np.zeros(0, dtype=bool), (), empty)
+            return cls(np.zeros(0), empty, empty, np.zeros(0, dtype=bool), (), lambda: empty)
         return _build(list(profiles), token_summaries(list(mixes)), pct)
 
     def take(self, rows: ArrayLike) -> LLMCurves:
         idx = np.asarray(rows, dtype=np.int64)
         return LLMCurves(
             self.capacity_rps[idx], self.ttft_ms[idx], self.itl_ms[idx], self.has_itl[idx],
-            tuple(self.binding[i] for i in idx), self.tpot_ms[idx],
+            tuple(self.binding[i] for i in idx), lambda: self.tpot_ms[idx],
+        )
+
+    def row(self, i: int) -> LLMCurves:
+        """Row ``i`` as a one-row view (no copies; ``take`` for many rows)."""
+        return LLMCurves(
+            self.capacity_rps[i : i + 1], self.ttft_ms[i : i + 1], self.itl_ms[i : i + 1], self.has_itl[i : i + 1],
+            self.binding[i : i + 1], lambda: self.tpot_ms[i : i + 1],
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[LLMCurves]) -> LLMCurves:
+        """The rows of ``parts`` in order, in one set of curves."""
+        return cls(
+            capacity_rps=np.concatenate([r.capacity_rps for r in parts]),
+            ttft_ms=np.vstack([r.ttft_ms for r in parts]),
+            itl_ms=np.vstack([r.itl_ms for r in parts]),
+            has_itl=np.concatenate([r.has_itl for r in parts]),
+            binding=tuple(b for r in parts for b in r.binding),
+            compute_tpot=lambda: np.vstack([r.tpot_ms for r in parts]),
         )
 
     def latency_ms(
@@ -454,6 +494,20 @@ def _build(profiles: list[EngineProfile], sums: list[TokenSummary], pct: NDArray
     c0_itl = np.minimum(c0, a + beta * (1.0 + seqs) + delta * kv_cap)
     itl = c0_itl + gam * itl_x
 
+    ttft = np.maximum.accumulate(ttft, axis=1)
+    itl = np.maximum.accumulate(itl, axis=1)
+    has_itl = (eom[:, 0] > 0) & (eom2[:, 0] > 0)
+    tpot_inputs = (ov, ow, first_step, step, rho, c0_itl, gam, budget_left, var_step, beta, delta, kv_run, dispersion,
+                   running, a, tail, itl)
+    return LLMCurves(lam_max[:, 0] * 1000.0, ttft, itl, has_itl, binding, lambda: _tpot(*tpot_inputs))
+
+
+def _tpot(
+    ov: NDArray, ow: NDArray, first_step: NDArray, step: NDArray, rho: NDArray, c0_itl: NDArray, gam: NDArray,
+    budget_left: NDArray, var_step: NDArray, beta: NDArray, delta: NDArray, kv_run: NDArray, dispersion: NDArray,
+    running: NDArray, a: NDArray, tail: NDArray, itl: NDArray,
+) -> NDArray[np.float64]:
+    """TPOT percentiles (J, G) from the steady state ``_build`` found (``itl`` its final ITL curve)."""
     # TPOT: a request's mean gap over its n = O − 1 gaps, over the requests with n ≥ 1
     n = np.maximum(ov - 1.0, 1.0)[:, None, :]  # (J, 1, M)
     wn = np.where(ov > 1.0, ow, 0.0)
@@ -470,12 +524,7 @@ def _build(profiles: list[EngineProfile], sums: list[TokenSummary], pct: NDArray
     var_n = (var_capped * kappa)[:, :, None] / n + slow[:, :, None]
     floor = a + beta
     tpot = _gamma_mixture_quantile(mean_n - floor[:, :, None], var_n * TPOT_VAR, wn, tail) + floor
-
-    ttft = np.maximum.accumulate(ttft, axis=1)
-    itl = np.maximum.accumulate(itl, axis=1)
-    tpot = np.maximum.accumulate(np.minimum(tpot, itl), axis=1)
-    has_itl = (eom[:, 0] > 0) & (eom2[:, 0] > 0)
-    return LLMCurves(lam_max[:, 0] * 1000.0, ttft, itl, has_itl, binding, tpot)
+    return np.maximum.accumulate(np.minimum(tpot, itl), axis=1)
 
 
 _MAX_PROMPTS = 5

@@ -28,7 +28,7 @@ import numpy as np
 from faro.optimizer.model.llm_latency import U_GRID, LLMCurves, interp_load, overload_factor, overload_load
 from faro.optimizer.model.llm_profile import EngineProfile, TokenMix
 from faro.optimizer.model.problem import Job, ModelConfig
-from faro.optimizer.model.utility import relaxed_utility
+from faro.optimizer.model.utility import ADMISSION_GRID, ADMISSION_MIN_GAIN, drop_penalty, relaxed_utility
 from numpy.typing import ArrayLike, NDArray
 
 
@@ -48,20 +48,15 @@ def cached_curves(
         built = LLMCurves.build([profiles[i] for i in missing], [mixes[i] for i in missing],
                                 [percentiles[i] for i in missing])
         for k, i in enumerate(missing):
-            row = built.take([k])
+            row = built.row(k)
             mixes[i].__dict__.setdefault("_faro_curves", {})[(profiles[i], float(percentiles[i]))] = row
             rows[i] = row
+        if len(missing) == len(rows):  # all new (a cold solve): already in order
+            return built
     done = [r for r in rows if r is not None]
     if not done:
         return LLMCurves.build([], [])
-    return LLMCurves(
-        capacity_rps=np.concatenate([r.capacity_rps for r in done]),
-        ttft_ms=np.vstack([r.ttft_ms for r in done]),
-        itl_ms=np.vstack([r.itl_ms for r in done]),
-        has_itl=np.concatenate([r.has_itl for r in done]),
-        binding=tuple(b for r in done for b in r.binding),
-        tpot_ms=np.vstack([r.tpot_ms for r in done]),
-    )
+    return LLMCurves.concat(done)
 
 
 @dataclass(frozen=True)
@@ -116,12 +111,13 @@ class LLMJobs:
     def __len__(self) -> int:
         return int(self.index.size)
 
-    def load(self, rate_rps: NDArray, replicas: NDArray) -> NDArray[np.float64]:
+    def load(self, rate_rps: NDArray, replicas: NDArray, rows: NDArray[np.int64] | None = None) -> NDArray[np.float64]:
         """Per-replica load ``u = rate/(replicas·λ_max)`` with jobs on the first axis (``inf``: load on no
-        replica; 0: no load)."""
+        replica; 0: no load). ``rows``: the job of each entry of the first axis (default: every job in order)."""
         rate = np.asarray(rate_rps, dtype=float)
         c = np.asarray(replicas, dtype=float)
-        cap = self.curves.capacity_rps.reshape((-1,) + (1,) * (max(rate.ndim, c.ndim) - 1))
+        cap = self.curves.capacity_rps if rows is None else self.curves.capacity_rps[rows]
+        cap = cap.reshape((-1,) + (1,) * (max(rate.ndim, c.ndim) - 1))
         with np.errstate(divide="ignore", invalid="ignore"):
             u = np.where(rate > 0, rate / (np.maximum(c, 0.0) * cap), 0.0)
         return np.where((rate > 0) & (c <= 0), np.inf, u)
@@ -140,14 +136,17 @@ class LLMJobs:
         out = np.where(all_met, np.where(self.beyond >= 1.0, overload_load(self.beyond, self.u_max), grid[-1]), last_ok)
         return np.where(none, 0.0, out)
 
-    def utility_at(self, u: NDArray) -> NDArray[np.float64]:
-        """Step utility at per-replica loads ``u`` (jobs on the first axis): the grid's utility
-        interpolated up to ``u_max``, ``min(1, beyond/overload_factor(u))^α`` above it, 0 at ``inf``."""
+    def utility_at(self, u: NDArray, rows: NDArray[np.int64] | None = None) -> NDArray[np.float64]:
+        """Step utility at per-replica loads ``u`` (jobs on the first axis, or the jobs ``rows``): the grid's
+        utility interpolated up to ``u_max``, ``min(1, beyond/overload_factor(u))^α`` above it, 0 at ``inf``.
+        Utility never rises with the load."""
         u = np.asarray(u, dtype=float)
         shape = (-1,) + (1,) * (u.ndim - 1)
-        below = interp_load(self.grid_utility, np.minimum(u, self.u_max), 2.0)
+        grid = self.grid_utility if rows is None else self.grid_utility[rows]
+        beyond = self.beyond if rows is None else self.beyond[rows]
+        below = interp_load(grid, np.minimum(u, self.u_max), 2.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            above = np.minimum(1.0, self.beyond.reshape(shape) / overload_factor(u, self.u_max)) ** self.alpha
+            above = np.minimum(1.0, beyond.reshape(shape) / overload_factor(u, self.u_max)) ** self.alpha
         return np.where(u > self.u_max, np.where(np.isinf(u), 0.0, above), below)
 
 
@@ -204,6 +203,84 @@ def llm_horizon_utility(
     return LLMHorizon(utility=util.mean(axis=1), ttft_ms=ttft, itl_ms=itl, saturated=saturated)
 
 
+@dataclass(frozen=True)
+class LLMAdmission:
+    """Per job and candidate count: the admission rate the Penalty objectives take, the utility with its
+    drop penalty and the worst step's TTFT/ITL at that rate."""
+
+    utility: NDArray[np.float64]
+    ttft_ms: NDArray[np.float64]
+    itl_ms: NDArray[np.float64]
+    admission: NDArray[np.float64]
+
+
+def llm_best_admission(
+    llm: LLMJobs,
+    rates_rps: NDArray,
+    replicas: NDArray,
+    current: ArrayLike,
+    full: LLMHorizon,
+    where: NDArray[np.bool_] | None = None,
+) -> LLMAdmission:
+    """The admission rate per job and count: in ``ADMISSION_GRID`` order, a rate ``d`` replaces the best
+    so far when ``llm_horizon_utility`` at ``d`` times ``1 − P(1 − d)`` beats it by more than
+    ``ADMISSION_MIN_GAIN`` (``full``: the horizon at ``d = 1``). Counts outside ``where`` keep ``full``.
+
+    Gives what evaluating every rate at every count gives, at a fraction of the cost: the utility never
+    rises with the load and the load falls with ``d``, so the utility at the lowest rate bounds every
+    rate's, and a count is evaluated at ``d`` only while that bound times ``1 − P(1 − d)`` could still win
+    (the penalty grows fast, so after the first few rates few counts are left).
+    """
+    rates = np.asarray(rates_rps, dtype=float)
+    n, horizon = rates.shape
+    x = np.broadcast_to(np.asarray(replicas, dtype=float), (n, np.shape(replicas)[-1]))
+    cur = np.asarray(current, dtype=float)
+    best = full.utility.copy()
+    ttft, itl = full.ttft_ms.copy(), full.itl_ms.copy()
+    admission = np.ones(x.shape)
+    mask = np.ones(x.shape, dtype=bool) if where is None else np.asarray(where, dtype=bool)
+    job, col = np.nonzero(mask)
+    # Each (job, count) as a row over the horizon steps: rates and effective replicas, as
+    # ``llm_horizon_utility`` builds them (cold-start steps run on min(x, current)).
+    rate = rates[job]
+    count = x[job, col][:, None]
+    cold = np.arange(horizon)[None, :] < llm.load_steps[job][:, None]
+    eff = np.where(cold, np.minimum(count, cur[job][:, None]), count)
+
+    def mean_utility(d: float, rows: NDArray[np.int64]) -> NDArray[np.float64]:
+        steps = llm.utility_at(llm.load(rate[rows] * d, eff[rows], job[rows]), job[rows])
+        total = steps[:, 0].copy()
+        for h in range(1, horizon):  # step by step: the same sums as the mean over (n, H, X)
+            total += steps[:, h]
+        return total / horizon
+
+    grid = ADMISSION_GRID[1:]
+    bound = mean_utility(float(grid.min()), np.arange(job.size))
+    flat_best = best[job, col]
+    flat_adm = np.ones(job.size)
+    for d in grid:
+        factor = 1.0 - drop_penalty(1.0 - d)
+        # 1e-9 covers rounding in the bound (an interpolation need not be monotone to the last bit)
+        rows = np.nonzero(factor * bound > flat_best + ADMISSION_MIN_GAIN - 1e-9)[0]
+        if rows.size == 0:
+            continue
+        u_d = mean_utility(float(d), rows) * factor
+        better = u_d > flat_best[rows] + ADMISSION_MIN_GAIN
+        flat_best[rows[better]] = u_d[better]
+        flat_adm[rows[better]] = d
+    chose = np.nonzero(flat_adm < 1.0)[0]
+    if chose.size:
+        d = flat_adm[chose][:, None]
+        rows = job[chose]
+        worst = llm.load(rate[chose] * d, eff[chose], rows).max(axis=1)
+        at = (rows, col[chose])
+        ttft[at] = interp_load(llm.curves.ttft_ms[rows], worst, llm.u_max)
+        itl[at] = np.where(llm.curves.has_itl[rows], interp_load(llm.curves.itl_ms[rows], worst, llm.u_max), 0.0)
+    best[job, col] = flat_best
+    admission[job, col] = flat_adm
+    return LLMAdmission(utility=best, ttft_ms=ttft, itl_ms=itl, admission=admission)
+
+
 def llm_saturation_count(
     llm: LLMJobs, rates_rps: NDArray, current: ArrayLike, *, config: ModelConfig
 ) -> NDArray[np.float64]:
@@ -227,6 +304,6 @@ def llm_saturation_count(
     return np.maximum(c_warm, np.where(c_warm < cur, np.minimum(c_all, cur), c_warm))
 
 
-def reported_latency_ms(llm: LLMJobs, horizon: LLMHorizon) -> NDArray[np.float64]:
-    """Worst-step TTFT for jobs with a TTFT SLO, worst-step ITL for ITL-only jobs."""
-    return np.where(np.isnan(llm.slo_ttft_ms)[:, None], horizon.itl_ms, horizon.ttft_ms)
+def reported_latency_ms(llm: LLMJobs, ttft_ms: NDArray, itl_ms: NDArray) -> NDArray[np.float64]:
+    """Worst-step TTFT for jobs with a TTFT SLO, worst-step ITL for ITL-only jobs (jobs × counts)."""
+    return np.where(np.isnan(llm.slo_ttft_ms)[:, None], itl_ms, ttft_ms)

@@ -136,7 +136,7 @@ def utility_curves(
 
 def _mixed_curves(jobs: list[Job], replicas: NDArray, *, config: ModelConfig, penalty: bool) -> UtilityCurves:
     """``utility_curves`` for a job list with LLM jobs: the others as usual, the LLM ones by their model."""
-    from faro.optimizer.model.llm_utility import LLMJobs, llm_horizon_utility, reported_latency_ms
+    from faro.optimizer.model.llm_utility import LLMJobs, llm_best_admission, llm_horizon_utility, reported_latency_ms
 
     n = len(jobs)
     x = np.broadcast_to(np.asarray(replicas, dtype=float), (n, np.shape(replicas)[-1]))
@@ -154,20 +154,11 @@ def _mixed_curves(jobs: list[Job], replicas: NDArray, *, config: ModelConfig, pe
     cur = np.array([jobs[i].current_replicas for i in llm.index], dtype=float)
     xl = x[llm.index]
     best = llm_horizon_utility(llm, rates, xl, cur, config=config)
-    u_best, lat_best = best.utility, reported_latency_ms(llm, best)
-    t_best, i_best = best.ttft_ms, best.itl_ms
-    adm = np.ones(xl.shape)
+    u_best, t_best, i_best, adm = best.utility, best.ttft_ms, best.itl_ms, np.ones(xl.shape)
     if penalty:
-        for d in ADMISSION_GRID[1:]:
-            h = llm_horizon_utility(llm, rates, xl, cur, config=config, admission=d)
-            u_d = h.utility * (1.0 - drop_penalty(1.0 - d))
-            better = u_d > u_best + ADMISSION_MIN_GAIN
-            u_best = np.where(better, u_d, u_best)
-            lat_best = np.where(better, reported_latency_ms(llm, h), lat_best)
-            t_best = np.where(better, h.ttft_ms, t_best)
-            i_best = np.where(better, h.itl_ms, i_best)
-            adm = np.where(better, d, adm)
-    util[llm.index], lat[llm.index], admission[llm.index] = u_best, lat_best, adm
+        chosen = llm_best_admission(llm, rates, xl, cur, best)
+        u_best, t_best, i_best, adm = chosen.utility, chosen.ttft_ms, chosen.itl_ms, chosen.admission
+    util[llm.index], lat[llm.index], admission[llm.index] = u_best, reported_latency_ms(llm, t_best, i_best), adm
     ttft[llm.index], itl[llm.index] = t_best, i_best
     return UtilityCurves(replicas=x, utility=util, latency_ms=lat, admission=admission, ttft_ms=ttft, itl_ms=itl)
 

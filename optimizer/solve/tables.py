@@ -24,7 +24,14 @@ from dataclasses import dataclass
 
 import numpy as np
 from faro.optimizer.model.latency import erlang_c
-from faro.optimizer.model.llm_utility import LLMJobs, llm_horizon_utility, llm_saturation_count
+from faro.optimizer.model.llm_utility import (
+    LLMHorizon,
+    LLMJobs,
+    llm_best_admission,
+    llm_horizon_utility,
+    llm_saturation_count,
+    reported_latency_ms,
+)
 from faro.optimizer.model.objective import is_penalty
 from faro.optimizer.model.problem import Constraints, ModelConfig, Problem
 from faro.optimizer.model.utility import ADMISSION_GRID, ADMISSION_MIN_GAIN, drop_penalty
@@ -228,19 +235,13 @@ def _llm_rows(
     width = int(first.max()) + 1
     counts = counts[:, :width]
     util, ttft, itl = best.utility[:, :width], best.ttft_ms[:, :width], best.itl_ms[:, :width]
-    lat = np.where(np.isnan(llm.slo_ttft_ms)[:, None], itl, ttft)
     admission = np.ones_like(util)
-    if penalty:
-        for d in ADMISSION_GRID[1:]:  # in grid order: the first strictly better rate wins, as in the model
-            h = llm_horizon_utility(llm, arr.rates_rps, counts, arr.current, config=cfg, admission=d)
-            u_d = h.utility * (1.0 - drop_penalty(1.0 - d))
-            better = u_d > util + ADMISSION_MIN_GAIN
-            util = np.where(better, u_d, util)
-            ttft = np.where(better, h.ttft_ms, ttft)
-            itl = np.where(better, h.itl_ms, itl)
-            admission = np.where(better, d, admission)
-        lat = np.where(np.isnan(llm.slo_ttft_ms)[:, None], itl, ttft)
     valid = np.arange(width)[None, :] <= (hi - lo)[:, None]
+    if penalty:
+        cut = LLMHorizon(utility=util, ttft_ms=ttft, itl_ms=itl, saturated=best.saturated[:, :width])
+        chosen = llm_best_admission(llm, arr.rates_rps, counts, arr.current, cut, where=valid)
+        util, ttft, itl, admission = chosen.utility, chosen.ttft_ms, chosen.itl_ms, chosen.admission
+    lat = reported_latency_ms(llm, ttft, itl)
     util = np.where(valid, util, -np.inf)
     lat = np.where(valid, lat, np.inf)
     return hi, util, lat, np.where(valid, admission, 1.0), np.where(valid, ttft, np.nan), np.where(valid, itl, np.nan)
