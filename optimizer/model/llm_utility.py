@@ -203,6 +203,11 @@ def llm_horizon_utility(
     return LLMHorizon(utility=util.mean(axis=1), ttft_ms=ttft, itl_ms=itl, saturated=saturated)
 
 
+_BOUND_RUNGS = (0.1, 0.5, 0.8, 0.95)
+"""Admission rates whose utilities bound the search's (each rate of ``ADMISSION_GRID`` at or above them; the
+grid's lowest always is one)."""
+
+
 @dataclass(frozen=True)
 class LLMAdmission:
     """Per job and candidate count: the admission rate the Penalty objectives take, the utility with its
@@ -255,16 +260,35 @@ def llm_best_admission(
         return total / horizon
 
     grid = ADMISSION_GRID[1:]
-    bound = mean_utility(float(grid.min()), np.arange(job.size))
     flat_best = best[job, col]
     flat_adm = np.ones(job.size)
+    # Bounds from a ladder of rates (lowest first): the utility at rate L bounds every rate d ≥ L. Each rung
+    # is evaluated only where the rung below leaves room to gain, and its values are kept for the search.
+    known: dict[float, tuple[NDArray[np.int64], NDArray[np.float64]]] = {}
+    on_rung = np.isclose(grid[:, None], np.array(_BOUND_RUNGS)[None, :]).any(axis=1) | (grid == grid.min())
+    rungs = [float(r) for r in np.sort(grid[on_rung])]
+    rows = np.arange(job.size)
+    bounds = []
+    for rung in rungs:
+        if bounds:
+            rows = np.nonzero(bounds[-1] > flat_best + ADMISSION_MIN_GAIN - 1e-9)[0]
+        value = mean_utility(rung, rows)
+        known[rung] = (rows, value)
+        bound = np.full(job.size, -np.inf) if bounds else value.copy()
+        bound[rows] = value
+        bounds.append(bound)
     for d in grid:
         factor = 1.0 - drop_penalty(1.0 - d)
+        bound = bounds[int(np.searchsorted(rungs, d, side="right")) - 1]
         # 1e-9 covers rounding in the bound (an interpolation need not be monotone to the last bit)
         rows = np.nonzero(factor * bound > flat_best + ADMISSION_MIN_GAIN - 1e-9)[0]
         if rows.size == 0:
             continue
-        u_d = mean_utility(float(d), rows) * factor
+        if float(d) in known:  # a rung: evaluated on a superset of these rows
+            kept, value = known[float(d)]
+            u_d = value[np.searchsorted(kept, rows)] * factor
+        else:
+            u_d = mean_utility(float(d), rows) * factor
         better = u_d > flat_best[rows] + ADMISSION_MIN_GAIN
         flat_best[rows[better]] = u_d[better]
         flat_adm[rows[better]] = d
