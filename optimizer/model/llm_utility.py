@@ -178,29 +178,64 @@ def llm_horizon_utility(
     *,
     config: ModelConfig,
     admission: ArrayLike = 1.0,
+    where: NDArray[np.bool_] | None = None,
 ) -> LLMHorizon:
     """Mean relaxed utility over the horizon and the worst step's TTFT/ITL, for LLM jobs × candidates.
 
     Shapes: ``rates_rps`` (n, H) for the n LLM jobs; ``replicas`` (n, X) or (X,); ``current`` (n,);
-    ``admission`` broadcastable to (n, X). Returns (n, X) arrays. ``config`` must be the one ``llm`` was
-    built with (its ``rho_max`` and ``alpha`` are in the grid utility).
+    ``admission`` broadcastable to (n, X). Returns (n, X) arrays; with ``where`` (n, X) only those
+    entries are evaluated (the others hold NaN and are not saturated). ``config`` must be the one ``llm``
+    was built with (its ``rho_max`` and ``alpha`` are in the grid utility).
     """
-    rates = np.asarray(rates_rps, dtype=float)
-    n, horizon = rates.shape
-    x = np.broadcast_to(np.asarray(replicas, dtype=float), (n, np.shape(replicas)[-1]))
-    cur = np.asarray(current, dtype=float)[:, None, None]
-    steps = np.arange(horizon)[None, :, None]
-    cold = steps < llm.load_steps[:, None, None]
-    eff = np.where(cold, np.minimum(x[:, None, :], cur), x[:, None, :])  # (n, H, X)
-    adm = np.broadcast_to(np.asarray(admission, dtype=float), x.shape)[:, None, :]
-    u = llm.load(rates[:, :, None] * adm, eff)
-    util = llm.utility_at(u)
-    frozen = cold & (x[:, None, :] >= cur)
-    saturated = np.all((util >= 1.0) | frozen, axis=1)
+    e = _Entries.of(llm, rates_rps, replicas, current, where)
+    adm = np.broadcast_to(np.asarray(admission, dtype=float), e.shape)[e.job, e.col]
+    u = llm.load(e.rate * adm[:, None], e.eff, e.job)
+    steps = llm.utility_at(u, e.job)
     worst = u.max(axis=1)  # latencies rise with the load: the worst step is the most loaded one
-    ttft = interp_load(llm.curves.ttft_ms, worst, llm.u_max)
-    itl = np.where(llm.curves.has_itl[:, None], interp_load(llm.curves.itl_ms, worst, llm.u_max), 0.0)
-    return LLMHorizon(utility=util.mean(axis=1), ttft_ms=ttft, itl_ms=itl, saturated=saturated)
+    utility, ttft, itl = np.full(e.shape, np.nan), np.full(e.shape, np.nan), np.full(e.shape, np.nan)
+    saturated = np.zeros(e.shape, dtype=bool)
+    at = (e.job, e.col)
+    utility[at] = _step_mean(steps)
+    saturated[at] = np.all((steps >= 1.0) | e.frozen, axis=1)
+    ttft[at] = interp_load(llm.curves.ttft_ms[e.job], worst, llm.u_max)
+    itl[at] = np.where(llm.curves.has_itl[e.job], interp_load(llm.curves.itl_ms[e.job], worst, llm.u_max), 0.0)
+    return LLMHorizon(utility=utility, ttft_ms=ttft, itl_ms=itl, saturated=saturated)
+
+
+@dataclass(frozen=True)
+class _Entries:
+    """The (job, count) entries to evaluate, one row each over the horizon steps: rates, effective
+    replicas (``min(x, current)`` in a growing job's cold-start steps) and the frozen cold-start steps."""
+
+    shape: tuple[int, int]  # (n, X)
+    job: NDArray[np.int64]
+    col: NDArray[np.int64]
+    rate: NDArray[np.float64]  # (m, H)
+    eff: NDArray[np.float64]
+    frozen: NDArray[np.bool_]
+
+    @classmethod
+    def of(
+        cls, llm: LLMJobs, rates_rps: NDArray, replicas: NDArray, current: ArrayLike, where: NDArray[np.bool_] | None
+    ) -> _Entries:
+        rates = np.asarray(rates_rps, dtype=float)
+        n, horizon = rates.shape
+        x = np.broadcast_to(np.asarray(replicas, dtype=float), (n, np.shape(replicas)[-1]))
+        cur = np.asarray(current, dtype=float)
+        mask = np.ones(x.shape, dtype=bool) if where is None else np.asarray(where, dtype=bool)
+        job, col = np.nonzero(mask)
+        count = x[job, col][:, None]
+        cold = np.arange(horizon)[None, :] < llm.load_steps[job][:, None]
+        eff = np.where(cold, np.minimum(count, cur[job][:, None]), count)
+        return cls(x.shape, job, col, rates[job], eff, cold & (count >= cur[job][:, None]))
+
+
+def _step_mean(steps: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Mean over the horizon steps (axis 1), summed step by step in order (the same bits for any subset)."""
+    total = steps[:, 0].copy()
+    for h in range(1, steps.shape[1]):
+        total += steps[:, h]
+    return total / steps.shape[1]
 
 
 _BOUND_RUNGS = (0.1, 0.5, 0.8, 0.95)
@@ -236,28 +271,14 @@ def llm_best_admission(
     rate's, and a count is evaluated at ``d`` only while that bound times ``1 − P(1 − d)`` could still win
     (the penalty grows fast, so after the first few rates few counts are left).
     """
-    rates = np.asarray(rates_rps, dtype=float)
-    n, horizon = rates.shape
-    x = np.broadcast_to(np.asarray(replicas, dtype=float), (n, np.shape(replicas)[-1]))
-    cur = np.asarray(current, dtype=float)
+    e = _Entries.of(llm, rates_rps, replicas, current, where)
+    job, col, rate, eff = e.job, e.col, e.rate, e.eff
     best = full.utility.copy()
     ttft, itl = full.ttft_ms.copy(), full.itl_ms.copy()
-    admission = np.ones(x.shape)
-    mask = np.ones(x.shape, dtype=bool) if where is None else np.asarray(where, dtype=bool)
-    job, col = np.nonzero(mask)
-    # Each (job, count) as a row over the horizon steps: rates and effective replicas, as
-    # ``llm_horizon_utility`` builds them (cold-start steps run on min(x, current)).
-    rate = rates[job]
-    count = x[job, col][:, None]
-    cold = np.arange(horizon)[None, :] < llm.load_steps[job][:, None]
-    eff = np.where(cold, np.minimum(count, cur[job][:, None]), count)
+    admission = np.ones(e.shape)
 
     def mean_utility(d: float, rows: NDArray[np.int64]) -> NDArray[np.float64]:
-        steps = llm.utility_at(llm.load(rate[rows] * d, eff[rows], job[rows]), job[rows])
-        total = steps[:, 0].copy()
-        for h in range(1, horizon):  # step by step: the same sums as the mean over (n, H, X)
-            total += steps[:, h]
-        return total / horizon
+        return _step_mean(llm.utility_at(llm.load(rate[rows] * d, eff[rows], job[rows]), job[rows]))
 
     grid = ADMISSION_GRID[1:]
     flat_best = best[job, col]

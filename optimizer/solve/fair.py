@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from faro.optimizer.solve.dp import dp_search
-from faro.optimizer.solve.separable import allocate_priced, allocate_sum, lp_relaxation, shift_rows
+from faro.optimizer.solve.separable import allocate_priced, allocate_sum, lp_relaxation, shift_rows, upper_hull
 from numpy.typing import NDArray
 
 
@@ -127,8 +127,9 @@ def solve_fairsum(
     values = utility[finite]
     high = np.unique(values[values >= max_floor - 1e-12])
     direction = None
+    full_hull = upper_hull(utility)
     if nrows > 1:
-        _, direction = lp_relaxation(utility, matrix, slack)  # one LP: the price direction for every band
+        _, direction = lp_relaxation(utility, matrix, slack, full_hull)  # one LP: the price direction for every band
     if max_evals is None:
         max_evals = int(np.clip(2_000_000 // max(1, n * w), 24, 400))
 
@@ -140,6 +141,14 @@ def solve_fairsum(
     def band(a: int, d: int) -> NDArray:
         inside = (utility >= low[a] - 1e-12) & (utility <= high[d] + 1e-12)
         return np.where(inside, utility, -np.inf)
+
+    def band_hull(cut: NDArray) -> NDArray[np.bool_]:
+        """``upper_hull(cut)``: a band cuts few rows, the others keep the whole table's hull."""
+        hull = full_hull.copy()
+        changed = (np.isfinite(cut) != finite).any(axis=1)
+        if changed.any():
+            hull[changed] = upper_hull(cut[changed])
+        return hull
 
     def band_bound(a: int, d: int) -> float:
         """Upper bound on ΣU over allocations with every utility in [low[a], high[d]]; updates the
@@ -153,7 +162,8 @@ def solve_fairsum(
         if hi_u >= lo_u - 1e-12:
             # The band's allocation only matters if it could beat the incumbent: skip its repair otherwise.
             target = best - n * (lo_u - hi_u + 1.0)
-            alloc = allocate_priced(band(a, d), matrix, slack, direction, repair_above=target)
+            cut = band(a, d)
+            alloc = allocate_priced(cut, matrix, slack, direction, repair_above=target, hull=band_hull(cut))
             if alloc is not None:
                 prices[key] = alloc.prices
                 score = fairsum_value(utility[rows, alloc.k])

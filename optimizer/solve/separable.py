@@ -99,9 +99,12 @@ def lagrangian_bound(
     return float(mu @ slack + best.sum()) if matrix.shape[0] else float(best.sum())
 
 
-def _segments(values: NDArray[np.float64]) -> tuple[NDArray, NDArray, NDArray, NDArray]:
-    """Envelope segments with positive slope: (job, start column, length, slope)."""
-    keep = upper_hull(values)
+def _segments(
+    values: NDArray[np.float64], hull: NDArray[np.bool_] | None = None
+) -> tuple[NDArray, NDArray, NDArray, NDArray]:
+    """Envelope segments with positive slope: (job, start column, length, slope); ``hull``: the
+    ``upper_hull`` of ``values`` when the caller has it."""
+    keep = upper_hull(values) if hull is None else hull
     rows, cols = np.nonzero(keep)
     same = rows[1:] == rows[:-1]
     job = rows[:-1][same]
@@ -114,11 +117,14 @@ def _segments(values: NDArray[np.float64]) -> tuple[NDArray, NDArray, NDArray, N
 
 
 def lp_relaxation(
-    values: NDArray[np.float64], matrix: NDArray[np.float64], slack: NDArray[np.float64]
+    values: NDArray[np.float64],
+    matrix: NDArray[np.float64],
+    slack: NDArray[np.float64],
+    hull: NDArray[np.bool_] | None = None,
 ) -> tuple[NDArray[np.int64], NDArray[np.float64] | None]:
     """Envelope LP: offsets rounded down to envelope vertices, and the dual prices (None if it fails)."""
     n = values.shape[0]
-    job, start, length, slope = _segments(values)
+    job, start, length, slope = _segments(values, hull)
     k = np.zeros(n, dtype=np.int64)
     if job.size == 0:
         return k, np.zeros(matrix.shape[0])
@@ -237,6 +243,7 @@ def allocate_priced(
     *,
     max_moves: int | None = None,
     repair_above: float = -np.inf,
+    hull: NDArray[np.bool_] | None = None,
 ) -> Allocation | None:
     """``allocate_sum`` without an LP solver: the envelope segments are taken in order of gain per
     unit of priced cost ``(μ·A)ᵢ`` with ``μ = t·direction`` for falling ``t``, the longest prefix
@@ -248,7 +255,7 @@ def allocate_priced(
     of a related problem (e.g. the unrestricted tables'). Rows may hold ``-inf`` anywhere (columns a
     job may not take); ``k`` starts at each row's first finite column. None when even those do not
     fit. The repair runs only when the bound exceeds ``repair_above`` (callers that only need the
-    bound of a hopeless problem skip it).
+    bound of a hopeless problem skip it). ``hull``: the ``upper_hull`` of ``values`` when the caller has it.
     """
     n = values.shape[0]
     nrows = matrix.shape[0]
@@ -263,7 +270,7 @@ def allocate_priced(
         return None
     rows = np.arange(n)
     base = float(values[rows, start].sum())
-    job, seg_start, length, slope = _segments(values)
+    job, seg_start, length, slope = _segments(values, hull)
     if nrows == 0:
         k = start.copy()
         np.maximum.at(k, job, seg_start + length)

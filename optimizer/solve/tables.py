@@ -226,9 +226,9 @@ def _llm_rows(
     hi = np.where(np.isfinite(sat), np.minimum(hi, np.maximum(sat + 1, lo)).astype(np.int64), hi)
     width = int((hi - lo).max()) + 1
     counts = lo[:, None] + np.arange(width)[None, :]
-    best = llm_horizon_utility(llm, arr.rates_rps, counts, arr.current, config=cfg)
-    # cut at the first saturated count: utility is flat from there on
     inside = counts <= hi[:, None]
+    best = llm_horizon_utility(llm, arr.rates_rps, counts, arr.current, config=cfg, where=inside)
+    # cut at the first saturated count: utility is flat from there on
     done = best.saturated & inside
     first = np.where(done.any(axis=1), np.argmax(done, axis=1), hi - lo)
     hi = lo + first
