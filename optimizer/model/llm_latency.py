@@ -346,11 +346,15 @@ def _interp_rows(table: NDArray[np.float64], u: NDArray[np.float64], u_max: floa
     k = np.clip(np.searchsorted(U_GRID, uc, side="right") - 1, 0, U_GRID.size - 2)
     lo_u, hi_u = U_GRID[k], U_GRID[k + 1]
     frac = np.clip((uc - lo_u) / (hi_u - lo_u), 0.0, 1.0)
-    rows = np.arange(table.shape[0]).reshape((-1,) + (1,) * (u.ndim - 1))
-    out = table[rows, k] * (1.0 - frac) + table[rows, k + 1] * frac
-    with np.errstate(invalid="ignore"):
-        scaled = np.where(u > u_max, out * overload_factor(u, u_max), out)
-    return np.where(np.isinf(u), np.inf, scaled)
+    flat = np.ascontiguousarray(table).ravel()
+    at = np.arange(table.shape[0]).reshape((-1,) + (1,) * (u.ndim - 1)) * table.shape[1] + k
+    out = flat[at] * (1.0 - frac) + flat[at + 1] * frac
+    over = u > u_max  # the overload growth only where it applies (most lookups are below u_max)
+    if over.any():
+        with np.errstate(invalid="ignore"):
+            out[over] = out[over] * overload_factor(u[over], u_max)
+    out[np.isinf(u)] = np.inf
+    return out
 
 
 def _col(values: Sequence[float]) -> NDArray[np.float64]:

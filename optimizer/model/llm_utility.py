@@ -144,10 +144,14 @@ class LLMJobs:
         shape = (-1,) + (1,) * (u.ndim - 1)
         grid = self.grid_utility if rows is None else self.grid_utility[rows]
         beyond = self.beyond if rows is None else self.beyond[rows]
-        below = interp_load(grid, np.minimum(u, self.u_max), 2.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            above = np.minimum(1.0, beyond.reshape(shape) / overload_factor(u, self.u_max)) ** self.alpha
-        return np.where(u > self.u_max, np.where(np.isinf(u), 0.0, above), below)
+        out = interp_load(grid, np.minimum(u, self.u_max), 2.0)
+        over = u > self.u_max
+        if over.any():
+            u_over = u[over]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                growth = np.broadcast_to(beyond.reshape(shape), u.shape)[over] / overload_factor(u_over, self.u_max)
+                out[over] = np.where(np.isinf(u_over), 0.0, np.minimum(1.0, growth) ** self.alpha)
+        return out
 
 
 def llm_step_utility(
