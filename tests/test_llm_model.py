@@ -145,9 +145,12 @@ def test_curves_cached_on_their_mixes_are_the_curves_built_at_once():
     mixes = [chat_mix(seed=s) for s in range(3)]
     built = LLMCurves.build(profiles, mixes, [99.0, 95.0, 99.0])
     cached_curves(profiles[1:2], [chat_mix(seed=1)], [95.0])  # another mix object: no effect on these
-    cached_curves(profiles[:1], mixes[:1], [99.0])  # one row cached before the rest
+    cached_curves(profiles[1:2], mixes[1:2], [95.0])  # the middle row cached before the others
     cached = cached_curves(profiles, mixes, [99.0, 95.0, 99.0])
     for name in ("capacity_rps", "ttft_ms", "itl_ms", "has_itl", "tpot_ms"):
         assert np.array_equal(getattr(cached, name), getattr(built, name))
     assert cached.binding == built.binding
     assert np.array_equal(cached.take([2, 0]).tpot_ms, built.tpot_ms[[2, 0]])
+    assert cached_curves(profiles, mixes, [99.0, 95.0, 99.0]).ttft_ms.shape == (3, U_GRID.size)
+    fresh = [chat_mix(seed=s) for s in range(3)]
+    assert cached_curves(profiles, fresh, [99.0, 95.0, 99.0]) is cached_curves(profiles, fresh, [99.0, 95.0, 99.0])

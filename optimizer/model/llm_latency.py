@@ -251,13 +251,6 @@ class LLMCurves:
             tuple(self.binding[i] for i in idx), lambda: self.tpot_ms[idx],
         )
 
-    def row(self, i: int) -> LLMCurves:
-        """Row ``i`` as a one-row view (no copies; ``take`` for many rows)."""
-        return LLMCurves(
-            self.capacity_rps[i : i + 1], self.ttft_ms[i : i + 1], self.itl_ms[i : i + 1], self.has_itl[i : i + 1],
-            self.binding[i : i + 1], lambda: self.tpot_ms[i : i + 1],
-        )
-
     @classmethod
     def concat(cls, parts: Sequence[LLMCurves]) -> LLMCurves:
         """The rows of ``parts`` in order, in one set of curves."""
@@ -423,15 +416,15 @@ def _build(profiles: list[EngineProfile], sums: list[TokenSummary], pct: NDArray
 
     # capacity: the largest rate whose steady state fits max_num_seqs, the KV cache and the budget
     ceiling = 1.0 / work
-    fits = []
-    for key, limit in (("running", seqs), ("kv_used", kv_cap), ("tokens", budget)):
-        lo, hi = np.zeros_like(ceiling), ceiling * (1.0 - 1e-9)
-        for _ in range(40):
-            mid = (lo + hi) / 2.0
-            ok = steady(mid)[key] <= limit
-            lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
-        fits.append(lo)
-    limits = np.concatenate(fits, axis=1)
+    keys = ("running", "kv_used", "tokens")
+    cap = np.concatenate([seqs, kv_cap, budget], axis=1)  # (J, 3): one bisection per limit, side by side
+    lo, hi = np.zeros((ceiling.shape[0], 3)), np.repeat(ceiling * (1.0 - 1e-9), 3, axis=1)
+    for _ in range(40):
+        mid = (lo + hi) / 2.0
+        st = steady(mid)
+        ok = np.stack([st[key][:, i] for i, key in enumerate(keys)], axis=1) <= cap
+        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
+    limits = lo
     lam_max = limits.min(axis=1, keepdims=True)  # req/ms per replica
     names = ("max_num_seqs", "kv_cache_tokens", "max_num_batched_tokens")
     binding = tuple(names[i] for i in np.argmin(limits, axis=1))

@@ -36,8 +36,11 @@ def cached_curves(
     profiles: Sequence[EngineProfile], mixes: Sequence[TokenMix], percentiles: Sequence[float]
 ) -> LLMCurves:
     """``LLMCurves.build`` with each row remembered on its (immutable) token mix, so the several
-    solves of one planning step (quantile levels, shrink, admission rates) build each curve once."""
-    rows: list[LLMCurves | None] = []
+    solves of one planning step (quantile levels, shrink, admission rates) build each curve once.
+
+    A mix remembers its row as (curves built together, row index): rows built together are gathered
+    in one ``take``, and a job list whose rows are one build's, in order, gets that build itself."""
+    rows: list[tuple[LLMCurves, int] | None] = []
     missing: list[int] = []
     for i, (profile, mix, pct) in enumerate(zip(profiles, mixes, percentiles, strict=True)):
         found = mix.__dict__.get("_faro_curves", {}).get((profile, float(pct)))
@@ -48,15 +51,23 @@ def cached_curves(
         built = LLMCurves.build([profiles[i] for i in missing], [mixes[i] for i in missing],
                                 [percentiles[i] for i in missing])
         for k, i in enumerate(missing):
-            row = built.row(k)
-            mixes[i].__dict__.setdefault("_faro_curves", {})[(profiles[i], float(percentiles[i]))] = row
-            rows[i] = row
-        if len(missing) == len(rows):  # all new (a cold solve): already in order
-            return built
-    done = [r for r in rows if r is not None]
-    if not done:
+            rows[i] = (built, k)
+            mixes[i].__dict__.setdefault("_faro_curves", {})[(profiles[i], float(percentiles[i]))] = rows[i]
+    if not rows:
         return LLMCurves.build([], [])
-    return LLMCurves.concat(done)
+    batches: dict[int, tuple[LLMCurves, list[int], list[int]]] = {}
+    for position, (batch, k) in enumerate(r for r in rows if r is not None):
+        _, at, index = batches.setdefault(id(batch), (batch, [], []))
+        at.append(position)
+        index.append(k)
+    if len(batches) == 1:
+        batch, _, index = next(iter(batches.values()))
+        if index == list(range(batch.capacity_rps.size)):
+            return batch
+        return batch.take(index)
+    parts = [batch.take(index) for batch, _, index in batches.values()]
+    positions = np.concatenate([at for _, at, _ in batches.values()])
+    return LLMCurves.concat(parts).take(np.argsort(positions))
 
 
 @dataclass(frozen=True)

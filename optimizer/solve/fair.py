@@ -201,7 +201,8 @@ def solve_fairsum(
         nonlocal best, best_k
         cut = band(a, d)
         start = np.argmax(np.isfinite(cut), axis=1).astype(np.int64)
-        alloc = allocate_sum(shift_rows(cut, start), matrix, slack - matrix @ start)
+        # a row's hull moves with its columns
+        alloc = allocate_sum(shift_rows(cut, start), matrix, slack - matrix @ start, shift_rows(band_hull(cut), start))
         k = start + alloc.k
         if _fits(k, matrix, slack):
             score = fairsum_value(utility[rows, k])

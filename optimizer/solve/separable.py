@@ -46,12 +46,13 @@ class Allocation:
     prices: NDArray[np.float64] | None
 
 
-def shift_rows(values: NDArray[np.float64], start: NDArray[np.int64]) -> NDArray[np.float64]:
-    """``out[i, j] = values[i, start_i + j]`` (``-inf`` past the row's end): raises each row's floor."""
+def shift_rows(values: NDArray, start: NDArray[np.int64]) -> NDArray:
+    """``out[i, j] = values[i, start_i + j]`` (``-inf``, or False for a mask, past the row's end): raises
+    each row's floor."""
     w = values.shape[1]
     cols = start[:, None] + np.arange(w)[None, :]
     out = np.take_along_axis(values, np.minimum(cols, w - 1), axis=1)
-    return np.where(cols < w, out, -np.inf)
+    return np.where(cols < w, out, False if values.dtype == bool else -np.inf)
 
 
 def upper_hull(values: NDArray[np.float64]) -> NDArray[np.bool_]:
@@ -216,19 +217,23 @@ def repair(
 
 
 def allocate_sum(
-    values: NDArray[np.float64], matrix: NDArray[np.float64], slack: NDArray[np.float64]
+    values: NDArray[np.float64],
+    matrix: NDArray[np.float64],
+    slack: NDArray[np.float64],
+    hull: NDArray[np.bool_] | None = None,
 ) -> Allocation:
     """Best ``k`` for ``max Σ V[i, kᵢ]`` s.t. ``A k ≤ slack`` (``k`` within each row's finite part):
-    LP on the envelopes, round down, repair; bound from the LP prices."""
+    LP on the envelopes, round down, repair; bound from the LP prices. ``hull``: the ``upper_hull`` of
+    ``values`` when the caller has it."""
     n = values.shape[0]
     if n == 0:
         return Allocation(k=np.zeros(0, dtype=np.int64), value=0.0, bound=0.0, prices=None)
     if matrix.shape[0] <= 1 and np.isfinite(values[:, 0]).all():
         # One row: the envelope LP is a fractional knapsack, solved exactly without an LP solver.
-        alloc = allocate_priced(values, matrix, slack)
+        alloc = allocate_priced(values, matrix, slack, hull=hull)
         if alloc is not None:
             return alloc
-    k, prices = lp_relaxation(values, matrix, slack)
+    k, prices = lp_relaxation(values, matrix, slack, hull)
     k = repair(values, k, matrix, slack, prices)
     value = float(values[np.arange(n), k].sum())
     bound = lagrangian_bound(values, matrix, slack, prices) if prices is not None else None
