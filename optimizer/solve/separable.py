@@ -58,35 +58,37 @@ def shift_rows(values: NDArray, start: NDArray[np.int64]) -> NDArray:
 def upper_hull(values: NDArray[np.float64]) -> NDArray[np.bool_]:
     """Mask of the vertices of each row's upper concave envelope (finite entries only).
 
-    A monotone chain over the columns, all rows at once: each finite point is pushed on its row's
-    stack after popping the points on or below the chord from the one beneath them to it (each popped
-    point lies under a chord of two points of the row, so it is never a vertex).
+    Points on or below the chord of their kept neighbours are dropped until none is; each dropped
+    point lies under a chord of two points of the row, so it is never a vertex (simultaneous drops
+    are safe). A row that dropped nothing in a sweep is done, so each sweep covers only the rows the
+    previous one changed.
     """
     n, w = values.shape
     keep = np.isfinite(values)
     if w <= 2:
         return keep
+    cols = np.arange(w)
     v = np.where(keep, values, 0.0)
-    stack = np.zeros((n, w), dtype=np.int64)
-    top = np.zeros(n, dtype=np.int64)  # points on each row's stack
-    for c in range(w):
-        rows = np.nonzero(keep[:, c])[0]
-        check = rows[top[rows] >= 2]
-        while check.size:
-            p = stack[check, top[check] - 2]
-            b = stack[check, top[check] - 1]
-            vp = v[check, p]
-            chord = vp + (v[check, c] - vp) * (b - p) / (c - p)
-            below = v[check, b] <= chord + 1e-12 * np.maximum(1.0, np.abs(chord))
-            check = check[below]
-            top[check] -= 1
-            check = check[top[check] >= 2]
-        stack[rows, top[rows]] = c
-        top[rows] += 1
-    out = np.zeros((n, w), dtype=bool)
-    on = np.arange(w)[None, :] < top[:, None]
-    out[np.nonzero(on)[0], stack[on]] = True
-    return out
+    active = np.arange(n)
+    while active.size:
+        kept, val = keep[active], v[active]
+        m = active.size
+        prev = np.maximum.accumulate(np.where(kept, cols, -1), axis=1)
+        prev = np.concatenate([np.full((m, 1), -1), prev[:, :-1]], axis=1)
+        nxt = np.minimum.accumulate(np.where(kept, cols, w)[:, ::-1], axis=1)[:, ::-1]
+        nxt = np.concatenate([nxt[:, 1:], np.full((m, 1), w)], axis=1)
+        interior = kept & (prev >= 0) & (nxt < w)
+        p = np.maximum(prev, 0)
+        q = np.minimum(nxt, w - 1)
+        vp = np.take_along_axis(val, p, axis=1)
+        vq = np.take_along_axis(val, q, axis=1)
+        span = np.where(interior, q - p, 1)
+        chord = vp + (vq - vp) * (cols - p) / span
+        drop = interior & (val <= chord + 1e-12 * np.maximum(1.0, np.abs(chord)))
+        changed = drop.any(axis=1)
+        keep[active[changed]] = kept[changed] & ~drop[changed]
+        active = active[changed]
+    return keep
 
 
 def lagrangian_bound(
