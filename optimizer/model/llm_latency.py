@@ -188,6 +188,8 @@ def _summarise(todo: Sequence[TokenMix]) -> None:
 
 def _sorted_segments(values: NDArray[np.float64], sizes: NDArray[np.int64], starts: NDArray[np.int64]) -> NDArray:
     """``values`` with each segment (``starts``/``sizes``) sorted; segments of one size in one 2-D sort."""
+    if np.all(sizes == sizes[0]):  # the usual case: every mix has as many samples
+        return np.sort(values.reshape(sizes.size, int(sizes[0])), axis=1).ravel()
     out = np.empty_like(values)
     for size in np.unique(sizes):
         first = starts[sizes == size]
