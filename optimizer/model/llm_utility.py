@@ -282,9 +282,10 @@ def llm_best_admission(
     ``ADMISSION_MIN_GAIN`` (``full``: the horizon at ``d = 1``). Counts outside ``where`` keep ``full``.
 
     Gives what evaluating every rate at every count gives, at a fraction of the cost: the utility never
-    rises with the load and the load falls with ``d``, so the utility at the lowest rate bounds every
-    rate's, and a count is evaluated at ``d`` only while that bound times ``1 − P(1 − d)`` could still win
-    (the penalty grows fast, so after the first few rates few counts are left).
+    rises with the load and the load falls with ``d``, so the utility at a lower rate bounds a higher
+    one's. The rates of ``_BOUND_RUNGS`` are evaluated first, and a count is evaluated at ``d`` only while
+    the utility at the rung at or below ``d`` times ``1 − P(1 − d)`` could still win (the penalty grows
+    fast, so past the first few rates few counts are left).
     """
     e = _Entries.of(llm, rates_rps, replicas, current, where)
     job, col, rate, eff = e.job, e.col, e.rate, e.eff
