@@ -37,8 +37,14 @@ evaluated at ``u_max`` and scaled by ``u/u_max`` (as the M/D/c model does above 
 
 *TTFT.* An arrival waits for the current step (length-biased ``T*``, uniform position ``U``), then its
 prompt is prefilled in the next step(s) with everything that arrived meanwhile:
-``TTFT = γP + k(P)·c₀ + V + W``, ``V = U·T* + γ·A(T*)``. ``V`` is an atom at 0 plus an exponential tail,
-``f₁·Exp(θ₁)`` with ``θ₁ = E[V²]/(2E[V])``, ``f₁ = E[V]/θ₁`` (moments from ``μ₁…μ₃``; the decode-step part
+``TTFT = γP + k(P)·c₀ + V + W``, ``V = U·T* + γ'·A(T*)``. The prompts ahead of it queue for the step budget
+``B_left = B − decodes`` (FCFS): tokens beyond it spill into further steps, each with its own ``c₀``, so in
+the chain the arrival waits in, a prompt token costs ``γ' = γ + s·c₀/B_left``, ``s = E[(A − B_left)⁺]/E[A]``
+the share of a step's arriving prompt tokens that spill (``A`` over a mean step; Poisson counts over the
+prompt atoms). With ``ρ' = λγ'E[P]``, ``T' = c₀ + γ'·A(T)`` has mean ``c₀/(1 − ρ')`` and its moments follow
+as above; the spill's extra steps are what a 1,024-token budget with ~1,000–2,000-token prompts adds
+(``s`` is 0.3–0.6 there, near 0 with an 8,192-token budget). ``V`` is an atom at 0 plus an exponential tail,
+``f₁·Exp(θ₁)`` with ``θ₁ = E[V²]/(2E[V])``, ``f₁ = E[V]/θ₁`` (moments from the ``γ'`` chain; the decode-step part
 is scaled by the probability that the engine is busy, ``1 − e^{−N}``): most arrivals find a short decode
 step, a few a long prefill step, and that mixture sets the tail. ``W`` is the wait for a running slot or
 for KV space: the running count is over-dispersed (a long prefill step delays every running request at
@@ -436,11 +442,20 @@ def _build(profiles: list[EngineProfile], sums: list[TokenSummary], pct: NDArray
     step, rho, c0, nu, mu1, mu2 = (st[k] for k in ("step", "rho", "c0", "nu", "mu1", "mu2"))
     per_step = lam * step
     decodes = per_step * eom
-    mu3 = (c0**3 + 3 * c0**2 * gam * nu * mu1 + 3 * c0 * gam**2 * (lam * ep2 * mu1 + nu**2 * mu2)
-           + gam**3 * (lam * ep3 * mu1 + 3 * lam * ep2 * nu * mu2)) / (1.0 - rho**3)
-    ts1, ts2 = mu2 / mu1, mu3 / mu1  # length-biased step moments
-    ev = ts1 * (0.5 + rho)
-    ev2 = ts2 * (1.0 / 3.0 + rho + rho**2) + gam**2 * lam * ep2 * ts1
+    dec_cap = seqs * eom / m
+    budget_left = np.maximum(budget - np.minimum(decodes, dec_cap), 1.0)
+    # The chain a waiting prompt sees: tokens beyond a step's budget spill into extra steps, each with its
+    # own c₀, so a prompt token costs γ + s·c₀/B_left (s the spilled share) while prompts queue for it.
+    spill = _spill_share(pv, pw, lam * mu1, budget_left)
+    gv = gam + spill * c0 / budget_left
+    rv = lam * gv * ep
+    m1 = c0 / (1.0 - rv)
+    m2 = (c0**2 + 2 * c0 * gv * nu * m1 + gv**2 * lam * ep2 * m1) / (1.0 - rv**2)
+    mu3 = (c0**3 + 3 * c0**2 * gv * nu * m1 + 3 * c0 * gv**2 * (lam * ep2 * m1 + nu**2 * m2)
+           + gv**3 * (lam * ep3 * m1 + 3 * lam * ep2 * nu * m2)) / (1.0 - rv**3)
+    ts1, ts2 = m2 / m1, mu3 / m1  # length-biased step moments
+    ev = ts1 * (0.5 + rv)
+    ev2 = ts2 * (1.0 / 3.0 + rv + rv**2) + gv**2 * lam * ep2 * ts1
     # The chain steps all the time; a real engine idles when nobody is in it (M/G/∞ occupancy), and
     # then an arrival waits for no decode step. Only the decode-step share of V (c₀/2, c₀²/3 in a chain
     # without prefill) is scaled by the busy probability; waiting behind prompts is not.
@@ -477,8 +492,6 @@ def _build(profiles: list[EngineProfile], sums: list[TokenSummary], pct: NDArray
     ttft = _ttft_quantile(own, pw, f1, theta1, f2, theta2, tail)
 
     # ITL: step durations, including the echo of a request's own prefill step
-    dec_cap = seqs * eom / m
-    budget_left = np.maximum(budget - np.minimum(decodes, dec_cap), 1.0)
     first_step = st["first"]
     r = rho[:, :, None]
     dec_atoms = (ov - 1.0)[:, None, :]
@@ -524,6 +537,30 @@ def _tpot(
     floor = a + beta
     tpot = _gamma_mixture_quantile(mean_n - floor[:, :, None], var_n * TPOT_VAR, wn, tail) + floor
     return np.maximum.accumulate(np.minimum(tpot, itl), axis=1)
+
+
+_SPILL_COUNTS = 7
+"""Prompts per step counted in the spilled share (1 … 7, the last also standing for more): a step that
+spills carries prompts that together exceed its budget, so few of them unless prompts are short."""
+
+
+def _spill_share(pv: NDArray, pw: NDArray, per_step: NDArray, budget_left: NDArray) -> NDArray[np.float64]:
+    """``E[(A − B_left)⁺]/E[A]`` (J, G): the share of the prompt tokens arriving during a step (``A``, compound
+    Poisson with ``per_step`` prompts over the atoms ``pv``; ``k`` prompts carry ``k·E[P] + √k·(P − E[P])``)
+    that the next step's budget ``B_left`` cannot take."""
+    j, g = per_step.shape
+    m = pv.shape[1]
+    ep = (pw * pv).sum(1)[:, None]
+    ks = np.arange(1, _SPILL_COUNTS + 1, dtype=float)
+    log_n = np.log(np.maximum(per_step, 1e-300))[:, :, None]
+    pk = np.exp(ks * log_n - per_step[:, :, None] - gammaln(ks + 1.0))  # Poisson, k ≥ 1 (J, G, K)
+    pk[:, :, -1] += np.maximum(1.0 - np.exp(-per_step) - pk.sum(-1), 0.0)
+    tokens = np.maximum(0.0, ks[:, None] * ep[:, :, None] + np.sqrt(ks)[:, None] * (pv - ep)[:, None, :])  # (J, K, M)
+    excess = tokens[:, None, :, :] - budget_left[:, :, None, None]  # (J, G, K, M)
+    np.maximum(excess, 0.0, out=excess)
+    per_count = np.matmul(excess.reshape(j, -1, m), pw[:, :, None]).reshape(j, g, ks.size)  # E over the atoms
+    spilled = (pk * per_count).sum(-1)
+    return np.where(per_step > 0, spilled / np.maximum(per_step * ep, 1e-300), 0.0)
 
 
 _MAX_PROMPTS = 5
