@@ -134,3 +134,13 @@ def test_an_llm_replica_is_released_only_when_another_job_needs_its_gpus():
     moved, _ = plan_of(make_policy("faro-fair", reactive=False), busy)
     assert moved[("gpu", "llm0")] < 3 and moved[("gpu", "llm1")] > 3
     assert moved[("gpu", "llm0")] + moved[("gpu", "llm1")] <= 6
+
+
+def test_a_waiting_backlog_asks_for_replicas_that_serve_once_loaded():
+    # a saturated replica's observed rate is its throughput: the backlog it left is what says it is short
+    cap = capacity_rps(PROFILE, MIX)
+    policy = make_policy("faro-fair", reactive=False)
+    calm, _ = plan_of(policy, llm_view([0.5 * cap], gpus=8, llm_obs=LLMObservation(num_waiting=0.0, token_mix=MIX)))
+    backlog = LLMObservation(num_waiting=60.0 * cap, token_mix=MIX)  # a minute of one replica's work
+    behind, _ = plan_of(policy, llm_view([0.5 * cap], gpus=8, llm_obs=backlog))
+    assert calm[("gpu", "llm0")] == 1 and behind[("gpu", "llm0")] >= 2

@@ -16,8 +16,10 @@ Because a replica given up costs a model load to get back, LLM jobs are planned 
 way down: the forecast never goes below the busiest of the last ``⌈HOLD_LOADS · model_load_s/60⌉``
 minutes (a dip shorter than that is ridden out, as an HPA's scale-down stabilization window does), and
 the shrink step never drops an LLM replica that is running now unless the solver wanted it elsewhere.
-Requests already waiting (``JobObservation.llm.num_waiting``) are added to the first step's load, so a
-backlog left by an overload is planned for instead of ignored by the steady-state model.
+Requests already waiting (``JobObservation.llm.num_waiting``) are added to the load of every step up to
+the first one a new replica serves in, so a backlog left by an overload is planned for instead of ignored
+by the steady-state model: the replicas running now cannot drain it (they left it), and the observed rate
+of a saturated replica is its throughput, not the arrivals.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ def token_mix_of(jv: JobView) -> TokenMix:
 
 def llm_job(jv: JobView, rates_rps: Sequence[float], *, step_s: float = 60.0) -> Job:
     """The solver's ``Job`` for an LLM job of the view (``rates_rps``: its forecast per step), with the
-    forecast floored at the recent busiest minute and the waiting backlog added to the first step."""
+    forecast floored at the recent busiest minute and the waiting backlog added to the steps up to the
+    first one a new replica serves in."""
     spec = jv.spec
     assert spec.llm is not None
     rates = np.asarray(list(rates_rps) or [0.0], dtype=float)
@@ -60,7 +63,8 @@ def llm_job(jv: JobView, rates_rps: Sequence[float], *, step_s: float = 60.0) ->
         rates = np.maximum(rates, float(np.nanmax(recent)) / 60.0)
     waiting = jv.observation.llm.num_waiting if jv.observation.llm is not None else None
     if waiting is not None and waiting > 0 and math.isfinite(waiting):
-        rates[0] += float(waiting) / step_s
+        first_warm = math.ceil(spec.llm.profile.model_load_s / step_s)
+        rates[: first_warm + 1] += float(waiting) / step_s
     return Job.for_llm(
         spec.name,
         llm=spec.llm,
