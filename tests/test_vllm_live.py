@@ -70,7 +70,12 @@ GPU_QUOTA = 3  # requests.nvidia.com/gpu in the namespace; every replica asks fo
 TTFT_SLO_MS, ITL_SLO_MS = 1500.0, 150.0
 SLO = {"faro.dev/slo-ttft-ms": f"{TTFT_SLO_MS:g}", "faro.dev/slo-itl-ms": f"{ITL_SLO_MS:g}",
        "faro.dev/slo-percentile": "90"}
-LOW_RPS, LOW_S = 0.7, 60.0  # chat-a's light phase; chat-b stays at BACKGROUND_RPS throughout
+# chat-a's light phase (chat-b stays at BACKGROUND_RPS throughout). On a 2-core box loaded by other work
+# 0.7 req/s puts the calibrated replica at 95-100% of the model's capacity, where predicted latencies climb
+# steeply (llm_latency.overload_factor): the plan then asks for a second replica and the TTFT p50 is
+# over-predicted 2.7x; at 0.4-0.55 req/s the batches are too small to calibrate the step base apart from
+# the prefill cost (predicted ITL ~0). Run it on an otherwise idle machine, as CI does.
+LOW_RPS, LOW_S = 0.7, 60.0
 BACKGROUND_RPS = 0.4
 # The heavy phase overloads one replica *on the machine the test runs on*: a fixed rate (10 req/s) did on
 # a loaded 2-core box and was within one replica's capacity on a quiet one (CI: desired stayed 1). Its
@@ -212,7 +217,7 @@ def test_faro_plans_live_vllm_deployments_from_their_own_metrics(live, kube_clie
                 assert t.llm_step_base_ms > 0 and 0 < t.llm_profile_fit_error < 1.0, t
         # The heavy phase did overload the replica (vLLM's own queue), and desired replicas follow.
         assert heavy["waiting"] >= SERVER["max_num_seqs"], heavy
-        assert desired(low)["chat-a"] == 1, desired(low)
+        assert desired(low)["chat-a"] == 1, (desired(low), line(low, "chat-a"))
         assert desired(high)["chat-a"] > desired(low)["chat-a"], (desired(low), desired(high), heavy)
 
         # Model vs measured at the low phase (see P50_FACTOR); the model's TTFT includes the calibrated
