@@ -237,9 +237,10 @@ def test_faro_plans_live_vllm_deployments_from_their_own_metrics(live, kube_clie
             # TTFT: the client's includes loopback HTTP and SSE time in a CPU-starved API-server process
             # that neither vLLM's metrics nor the model see (measured 185-197 ms against 54-171 ms of model
             # + front end in two runs), so the model may fall short by up to 8x; above, it may exceed the
-            # client's by P50_FACTOR (it counts the prompt tokens that spill past the 512-token budget).
+            # client's by up to 4x (it counts the prompt tokens that spill past the 512-token budget; seen
+            # 1.6-2.6x at 77% of the modelled capacity): a ballpark check, as the ITL one.
             ttft_ratio = predicted["ttft_p50_ms"] / measured["ttft_p50_ms"]
-            assert 1 / 8 <= ttft_ratio <= P50_FACTOR, comparison
+            assert 1 / 8 <= ttft_ratio <= 4.0, comparison
 
         # chat-b's server dies: reported (its plan line is stale: Prometheus keeps its history, its present
         # is gone) and held at its count, while chat-a is still planned from fresh metrics. The heavy phase's
