@@ -115,7 +115,9 @@ def llm_deployment(name: str) -> dict:
     annotations = {**SLO, "faro.dev/metrics-preset": "vllm", "faro.dev/model-name": name,
                    "faro.dev/llm-max-num-seqs": str(SERVER["max_num_seqs"]),
                    "faro.dev/llm-max-num-batched-tokens": str(SERVER["max_num_batched_tokens"]),
-                   "faro.dev/llm-model-load-s": "60", "faro.dev/max-replicas": "4"}
+                   "faro.dev/llm-model-load-s": "60",
+                   # the quota headroom is chat-a's: chat-b (background load) stays at one replica
+                   "faro.dev/max-replicas": "4" if name == "chat-a" else "1"}
     body = deployment(name, namespace=NS, annotations=annotations)
     container = body["spec"]["template"]["spec"]["containers"][0]
     container["resources"]["requests"]["nvidia.com/gpu"] = "1"
