@@ -420,10 +420,12 @@ def exported_series(exposition: str) -> set[str]:
 
 
 def trace_requests(*, rate_rps: float, duration_s: float, start_s: float = 0.0, offset: int = 0,
-                   token_scale: float = 0.25, max_prompt: int = 1500, max_output: int = 256) -> list[RequestSpec]:
+                   token_scale: float = 0.25, prompt_scale: float | None = None, max_prompt: int = 1500,
+                   max_output: int = 256) -> list[RequestSpec]:
     """Requests replaying a slice of the bundled Azure LLM conversation trace: its prompt/output token
-    counts (scaled by ``token_scale`` and capped, for the tiny model's 2,048-token context), its arrival
-    pattern rescaled to ``rate_rps`` over ``duration_s``, from request ``offset`` on."""
+    counts (scaled by ``token_scale`` — the prompts by ``prompt_scale`` if given — and capped, for the
+    tiny model's 2,048-token context), its arrival pattern rescaled to ``rate_rps`` over ``duration_s``,
+    from request ``offset`` on."""
     from faro.optimizer.sim.llm.workload import load_llm_trace
 
     trace = load_llm_trace("conv")
@@ -432,7 +434,8 @@ def trace_requests(*, rate_rps: float, duration_s: float, start_s: float = 0.0, 
     gaps = np.diff(trace.arrival_s[idx], prepend=trace.arrival_s[idx][0])
     gaps = gaps / max(gaps.sum(), 1e-9) * duration_s  # the trace's burstiness at the asked mean rate
     at = start_s + np.cumsum(gaps)
-    prompt = np.clip(np.round(trace.prompt_tokens[idx] * token_scale), 1, max_prompt).astype(int)
+    prompt_scale = token_scale if prompt_scale is None else prompt_scale
+    prompt = np.clip(np.round(trace.prompt_tokens[idx] * prompt_scale), 1, max_prompt).astype(int)
     output = np.clip(np.round(trace.output_tokens[idx] * token_scale), 1, max_output).astype(int)
     return [RequestSpec(float(t), int(p), int(o)) for t, p, o in zip(at, prompt, output, strict=True)]
 
