@@ -346,6 +346,35 @@ def llm_policies() -> str:
     )
 
 
+def llm_rotations() -> str:
+    doc = _load("llm.json")
+    r = doc["rotations"]
+    need = doc["need"]["gpus"]
+    caps = sorted(r["caps"].values(), key=lambda c: c["gpus"])
+    policies = list(next(iter(caps[0]["rotations"].values()))["policies"])
+
+    def ratio(x: dict, key: str) -> str:
+        return f"{x[key]:.2f}×" if key in x else "–"
+
+    out = []
+    for c in caps:
+        label = f"{c['gpus']:g} GPUs ({c['gpus'] / need:.0%})"
+        for k, e in c["rotations"].items():
+            out.append([label, k, *[_pct(e["policies"][p]["slo_violation"]) for p in policies],
+                        ratio(e["ratios"], "baseline_over_faro"), ratio(e["ratios"], "faro_over_oracle")])
+            label = ""
+        m = c["mean"]
+        out.append(["", "**mean**", *[f"**{_pct(m['policies'][p].get('slo_violation'))}**" for p in policies],
+                    f"**{ratio(m['ratios'], 'baseline_over_faro')}**", f"**{ratio(m['ratios'], 'faro_over_oracle')}**"])
+    return _table(["cap (of the bundled peak need)", "rotation", *policies, "WVA / best Faro", "best Faro / oracle"],
+                  out, right=2) + _source(
+        "llm.json", "python bench/llm.py --sections rotations",
+        f"SLO violation rate, 60 min, workload seed 0; rotation k moves model i's trace a further "
+        f"k·{r['rotate_s'] / 60:g}·(i+1) min; {r['wall_s'] / 60:.0f} min wall on 2 processes, load average "
+        f"{_load_avg(r['load_avg_before'])}",
+    )
+
+
 def _seeds(t: dict) -> str:
     """Which workload draws a table covers (older results ran one seed)."""
     seeds = t.get("seeds", [t.get("seed", 0)])
@@ -653,6 +682,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "llm-knee": llm_knee,
     "llm-need": llm_need,
     "llm-policies": llm_policies,
+    "llm-rotations": llm_rotations,
     "llm-speed": llm_speed,
     "llm-model-agreement": llm_model_agreement,
     "solver-llm": solver_llm,
