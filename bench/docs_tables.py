@@ -644,12 +644,19 @@ def readme_results() -> str:
                     f"`{r['best_faro']['policy']}`", _pct(r["best_faro"]["slo_violation"]),
                     f"{_pct(r['best_baseline']['slo_violation'])} (`{r['best_baseline']['policy']}`)",
                     _pct(r["oracle"]["slo_violation"]), x(r["baseline_over_faro"]), x(r["faro_over_oracle"])])
+    rotations = _load("llm.json").get("rotations", {"caps": {}})
+    for cap in sorted(rotations["caps"].values(), key=lambda c: c["gpus"]):
+        r = cap["mean"]["ratios"]
+        out.append([f"same, {len(rotations['rotations'])} other alignments of the traces (never tuned on), mean, "
+                    f"{cap['gpus']:g} GPUs", f"`{r['best_faro']['policy']}`", _pct(r["best_faro"]["slo_violation"]),
+                    f"{_pct(r['best_baseline']['slo_violation'])} (`{r['best_baseline']['policy']}`)",
+                    _pct(r["oracle"]["slo_violation"]), x(r["baseline_over_faro"]), x(r["faro_over_oracle"])])
     header = ["workload", "Faro", "violation", "best per-job autoscaler", "oracle", "baseline / Faro",
               "Faro / oracle"]
     return _table(header, out, right=2) + (
         f"\n\n_SLO violation rate (share of requests over the SLO, per job-minute); from "
         f"`bench/results/generalization.json` (`python bench/generalization.py`, {len(gen['seeds'])} seeds) and "
-        f"`bench/results/llm.json` (`python bench/llm.py`)._")
+        f"`bench/results/llm.json` (`python bench/llm.py --sections need,table,rotations`)._")
 
 
 def readme_security() -> str:

@@ -1,6 +1,6 @@
 """Benchmark of the LLM simulator and the LLM policies on the bundled multi-model workload (issue 13).
 
-Run: ``python bench/llm.py [--sections engine,need,table] [--fractions 0.65,0.75,0.9] [--policies a,b]
+Run: ``python bench/llm.py [--sections engine,knee,need,table,rotations] [--fractions 0.65,0.75,0.9] [--policies a,b]
 [--workers 2] [--minutes 60] [--seeds 0,1,2]``. Prints tables and writes ``bench/results/llm.json``;
 sections not run keep their previous results. The machine is shared: every section records the load
 average, wall and CPU time.
