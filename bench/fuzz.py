@@ -344,6 +344,20 @@ class SurfaceResult:
         if len(self.examples) < 10:
             self.examples.append(problem[:300])
 
+    def sample(self, i: int, every: int, pid: int, progress: Callable[[int], None] | None) -> None:
+        """Every ``every``-th request: the target's RSS, and progress."""
+        if i % every == 0:
+            self.rss_mib.append(rss_mib(pid))
+            if progress:
+                progress(i)
+
+    def close(self, statuses: Counter[str], started: float, pid: int) -> None:
+        """The run's totals once the last request is answered."""
+        self.seconds = time.perf_counter() - started
+        self.requests = sum(statuses.values())
+        self.statuses = dict(sorted(statuses.items()))
+        self.rss_mib.append(rss_mib(pid))
+
 
 async def fuzz_https(target: Target, *, requests: int, seed: int, concurrency: int = 16,
                      progress: Callable[[int], None] | None = None) -> SurfaceResult:
@@ -389,16 +403,10 @@ async def fuzz_https(target: Target, *, requests: int, seed: int, concurrency: i
                 if problem:
                     result.nonconforming += 1
                     result.note(f"{case['method']} {case['path'][:160]} headers={list(case['headers'])}: {problem}")
-                if i % sample_every == 0:
-                    result.rss_mib.append(rss_mib(target.pid))
-                    if progress:
-                        progress(i)
+                result.sample(i, sample_every, target.pid, progress)
 
         await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    result.seconds = time.perf_counter() - started
-    result.requests = sum(statuses.values())
-    result.statuses = dict(sorted(statuses.items()))
-    result.rss_mib.append(rss_mib(target.pid))
+    result.close(statuses, started, target.pid)
     result.alive_after = target.alive() and _healthy(target)
     return result
 
@@ -481,16 +489,10 @@ async def fuzz_keda(target: Target, *, requests: int, seed: int, concurrency: in
                     result.server_errors += 1
                 elif code not in KEDA_OK_CODES:
                     result.nonconforming += 1
-                if i % sample_every == 0:
-                    result.rss_mib.append(rss_mib(target.pid))
-                    if progress:
-                        progress(i)
+                result.sample(i, sample_every, target.pid, progress)
 
         await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    result.seconds = time.perf_counter() - started
-    result.requests = sum(statuses.values())
-    result.statuses = dict(sorted(statuses.items()))
-    result.rss_mib.append(rss_mib(target.pid))
+    result.close(statuses, started, target.pid)
     result.alive_after = target.alive() and _healthy(target)
     return result
 
@@ -646,16 +648,10 @@ async def fuzz_plan(target: PlanTarget, *, requests: int, seed: int, concurrency
                     result.nonconforming += 1
                     result.note(f"{method} {payload[:60]!r}: {code} {detail}")
                 statuses[code] += 1
-                if i % sample_every == 0:
-                    result.rss_mib.append(rss_mib(target.pid))
-                    if progress:
-                        progress(i)
+                result.sample(i, sample_every, target.pid, progress)
 
         await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    result.seconds = time.perf_counter() - started
-    result.requests = sum(statuses.values())
-    result.statuses = dict(sorted(statuses.items()))
-    result.rss_mib.append(rss_mib(target.pid))
+    result.close(statuses, started, target.pid)
     # Alive, answering, and the control loop still publishing: a plan newer than the one before the run (a short
     # run can end before the loop's next tick, so wait up to a few intervals for it).
     generation_after = plan_generation(target)
