@@ -11,6 +11,7 @@ from faro.optimizer.model.problem import SLO, Quota
 from faro.optimizer.policy.base import ClusterView, JobObservation, JobSpec, JobView
 from faro.optimizer.policy.faro import build_problem
 from faro.optimizer.policy.faro_llm import equivalent_latency_ms, planning_horizon, token_mix_of
+from faro.optimizer.policy.hybrid import burst_need
 from faro.optimizer.policy.registry import make_policy
 
 PROFILE = EngineProfile(step_base_ms=15.0, decode_ms_per_seq=0.25, prefill_ms_per_token=0.1,
@@ -144,3 +145,40 @@ def test_a_waiting_backlog_asks_for_replicas_that_serve_once_loaded():
     backlog = LLMObservation(num_waiting=60.0 * cap, token_mix=MIX)  # a minute of one replica's work
     behind, _ = plan_of(policy, llm_view([0.5 * cap], gpus=8, llm_obs=backlog))
     assert calm[("gpu", "llm0")] == 1 and behind[("gpu", "llm0")] >= 2
+
+
+def _burst_view(rate_rps: float, *, waiting: float | None = None, gpus: int = 8) -> ClusterView:
+    view = llm_view([rate_rps], gpus=gpus, llm_obs=LLMObservation(token_mix=MIX, num_waiting=waiting))
+    llm_job_view = replace(view.jobs[0], observation=replace(view.jobs[0].observation, arrival_rate_rps=rate_rps))
+    return replace(view, jobs=(llm_job_view, *view.jobs[1:]))
+
+
+@pytest.mark.parametrize("waiting", [None, 120.0])
+def test_burst_need_sizes_an_llm_job_by_the_load_that_meets_its_slos(waiting):
+    """The reactive step's burst need for an LLM job is the fewest replicas at which the latency model meets
+    both SLOs for the rate seen now plus the waiting requests drained in ``drain_s`` — not a step time taken
+    for a service time (which asked for one replica at any load)."""
+    from faro.optimizer.model.llm_utility import LLMJobs
+    from faro.optimizer.model.problem import Job, ModelConfig
+
+    rate = 3.0 * capacity_rps(PROFILE, MIX)
+    view = _burst_view(rate, waiting=waiting)
+    need = int(burst_need(view, rho=0.9, drain_s=10.0)[0])
+    demand = rate + (waiting or 0.0) / 10.0
+    job = Job.for_llm("llm0", llm=view.jobs[0].spec.llm, token_mix=MIX, rate_rps=(demand,))
+    llm = LLMJobs.of([job], ModelConfig(rho_max=0.9))
+
+    def utility(replicas: int) -> float:
+        return float(llm.utility_at(llm.load(np.array([[demand]]), np.array([[replicas]])))[0, 0])
+
+    assert need >= 4 and utility(need) == 1.0 and utility(need - 1) < 1.0
+    assert burst_need(view, rho=0.9, drain_s=10.0)[1] == 0  # the CPU job has no measured rate here
+
+
+def test_the_reactive_step_meets_an_llm_burst_within_the_free_gpus():
+    rate = 3.0 * capacity_rps(PROFILE, MIX)
+    policy = make_policy("faro-fair")
+    state = replace(policy.initial_state(), last_long_s=300.0, warmed=True)  # the next long step at 360 s
+    decision = policy.decide(_burst_view(rate, gpus=3), state)
+    assert decision.plan.kind == "reactive"
+    assert decision.plan.desired()[("gpu", "llm0")] == 3  # what it needs, clipped to the namespace's 3 GPUs

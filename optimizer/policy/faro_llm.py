@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 from faro.optimizer.model.llm_latency import DEFAULT_TOKEN_MIX
 from faro.optimizer.model.llm_profile import TokenMix
-from faro.optimizer.model.problem import Job, Problem
+from faro.optimizer.model.problem import Job, ModelConfig, Problem
 from faro.optimizer.policy.base import ClusterView, JobView
 from numpy.typing import NDArray
 
@@ -78,6 +78,33 @@ def llm_job(jv: JobView, rates_rps: Sequence[float], *, step_s: float = 60.0) ->
         max_replicas=spec.max_replicas,
         current_replicas=max(0, int(jv.current_replicas)),
     )
+
+
+def llm_burst_need(view: ClusterView, *, rho: float, drain_s: float) -> dict[int, int]:
+    """Per LLM job of the view (by position), the replicas its load arriving *now* needs: the window's
+    arrival rate plus the waiting requests drained within ``drain_s``, over the per-replica load that
+    meets both SLOs (at most ``rho``) for the observed token mix. Jobs without a measured rate are left out."""
+    from faro.optimizer.model.llm_utility import LLMJobs
+
+    positions, jobs, demand = [], [], []
+    for i, jv in enumerate(view.jobs):
+        obs = jv.observation
+        rate = obs.arrival_rate_rps
+        if jv.spec.llm is None or rate is None or not math.isfinite(rate) or rate <= 0:
+            continue
+        waiting = obs.llm.num_waiting if obs.llm is not None else None
+        queue = waiting if waiting is not None and math.isfinite(waiting) and waiting > 0 else 0.0
+        positions.append(i)
+        demand.append(rate + queue / drain_s)
+        jobs.append(Job.for_llm(jv.spec.name, llm=jv.spec.llm, token_mix=token_mix_of(jv), rate_rps=(demand[-1],),
+                                namespace=jv.spec.namespace))
+    if not jobs:
+        return {}
+    llm = LLMJobs.of(jobs, ModelConfig(rho_max=rho))
+    per_replica = llm.max_load() * llm.curves.capacity_rps
+    with np.errstate(divide="ignore", invalid="ignore"):
+        need = np.where(per_replica > 0, np.ceil(np.asarray(demand) / per_replica - 1e-9), 0.0)
+    return {i: int(n) for i, n in zip(positions, need, strict=True) if math.isfinite(n)}
 
 
 def llm_keep(problem: Problem, replicas: NDArray[np.int64]) -> NDArray[np.int64]:
