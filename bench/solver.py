@@ -17,6 +17,7 @@ e.g. ``python bench/solver.py --shape llm --sizes 10,100,1000 --solvers auto,gre
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -74,12 +75,17 @@ def cluster_instance(n: int, seed: int, objective: str) -> Problem:
     return Problem(jobs=jobs, quotas=(Quota(name="cluster", hard={"cpu": 3.2 * n}),), objective=objective)
 
 
-def llm_instance(n: int, seed: int, objective: str) -> Problem:
+def llm_instance(n: int, seed: int, objective: str, *, scenarios: bool = False) -> Problem:
     """LLM jobs (continuous-batching model): per job its own engine profile (8B-class to 70B-class on
     1–4 GPUs), its own 256-request token mix and TTFT/ITL SLOs; 7 forecast steps of 0.2–20 req/s; GPUs
-    under 8 namespace quotas (0.45 GPU per job each) and a cluster cap of 3 GPUs per job."""
+    under 8 namespace quotas (0.45 GPU per job each) and a cluster cap of 3 GPUs per job. With
+    ``scenarios``, each job also has the fair objectives' forecast scenarios (``faro.SCENARIO_LEVELS`` of a
+    normal forecast whose spread is 8% of the level per √step), as the Faro policy plans them."""
     from faro.optimizer.model.llm_profile import LLMSLO, EngineProfile, LLMSpec, TokenMix
+    from faro.optimizer.policy.faro import SCENARIO_LEVELS
+    from scipy.stats import norm
 
+    z = norm.ppf(SCENARIO_LEVELS)[:, None] * np.sqrt(np.arange(1, 8))[None, :]
     rng = np.random.default_rng(seed)
     spaces = 8
     jobs = []
@@ -98,6 +104,7 @@ def llm_instance(n: int, seed: int, objective: str) -> Problem:
             f"llm{i}", llm=LLMSpec(slo, profile), token_mix=mix, namespace=f"ns{i % spaces}",
             rate_rps=tuple(float(r) for r in np.clip(level * rng.normal(1.0, 0.08, 7), 0.01, None)),
             min_replicas=1, max_replicas=32, current_replicas=int(rng.integers(1, 4)),
+            rate_spread_rps=tuple(map(tuple, (0.08 * level * z).tolist())) if scenarios else (),
         ))
     quotas = [Quota(name=f"ns{s}", namespace=f"ns{s}", hard={"requests.nvidia.com/gpu": 0.45 * n})
               for s in range(spaces)]
@@ -105,8 +112,9 @@ def llm_instance(n: int, seed: int, objective: str) -> Problem:
     return Problem(jobs=tuple(jobs), quotas=tuple(quotas), objective=objective)
 
 
-SHAPES = {"paper": paper_instance, "cluster": cluster_instance, "llm": llm_instance}
-COLD = {"llm"}
+SHAPES = {"paper": paper_instance, "cluster": cluster_instance, "llm": llm_instance,
+          "llm-scenarios": functools.partial(llm_instance, scenarios=True)}
+COLD = {"llm", "llm-scenarios"}
 """Shapes whose solves are timed cold: LLM curves are remembered on each token mix, so every timed solve
 gets a freshly built problem (new mixes), as a live cycle with newly observed mixes does."""
 
@@ -141,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=str(RESULTS))
     parser.add_argument("--shape", choices=sorted(SHAPES), default="paper",
                         help="paper: cpu+memory+GPU under namespace quotas and a cluster cap; cluster: one CPU cap; "
-                             "llm: LLM jobs (TTFT/ITL SLOs, GPU quotas), timed cold (and warm)")
+                             "llm: LLM jobs (TTFT/ITL SLOs, GPU quotas), timed cold (and warm); llm-scenarios: "
+                             "the same with the forecast scenarios the fair objectives plan LLM jobs over")
     parser.add_argument("--merge", action="store_true", help="keep rows of --output this run does not redo")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]

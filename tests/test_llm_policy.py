@@ -141,9 +141,9 @@ def test_a_waiting_backlog_asks_for_replicas_that_serve_once_loaded():
     # a saturated replica's observed rate is its throughput: the backlog it left is what says it is short
     cap = capacity_rps(PROFILE, MIX)
     policy = make_policy("faro-fair", reactive=False)
-    calm, _ = plan_of(policy, llm_view([0.5 * cap], gpus=8, llm_obs=LLMObservation(num_waiting=0.0, token_mix=MIX)))
+    calm, _ = plan_of(policy, llm_view([0.3 * cap], gpus=8, llm_obs=LLMObservation(num_waiting=0.0, token_mix=MIX)))
     backlog = LLMObservation(num_waiting=60.0 * cap, token_mix=MIX)  # a minute of one replica's work
-    behind, _ = plan_of(policy, llm_view([0.5 * cap], gpus=8, llm_obs=backlog))
+    behind, _ = plan_of(policy, llm_view([0.3 * cap], gpus=8, llm_obs=backlog))
     assert calm[("gpu", "llm0")] == 1 and behind[("gpu", "llm0")] >= 2
 
 
@@ -182,3 +182,57 @@ def test_the_reactive_step_meets_an_llm_burst_within_the_free_gpus():
     decision = policy.decide(_burst_view(rate, gpus=3), state)
     assert decision.plan.kind == "reactive"
     assert decision.plan.desired()[("gpu", "llm0")] == 3  # what it needs, clipped to the namespace's 3 GPUs
+
+
+def test_an_llm_jobs_utility_with_scenarios_is_the_mean_over_its_scenario_rates():
+    from faro.optimizer.model.llm_utility import LLMJobs, llm_horizon_utility
+    from faro.optimizer.model.problem import Job, ModelConfig
+
+    cap = capacity_rps(PROFILE, MIX)
+    spec = llm_view([cap]).jobs[0].spec
+    rates = (0.5 * cap, 0.55 * cap, 0.6 * cap)
+    spread = ((-0.2 * cap,) * 3, (0.0,) * 3, (0.4 * cap, 0.5 * cap, 0.6 * cap))
+    config = ModelConfig(rho_max=0.9)
+    counts = np.arange(1, 5)
+
+    def horizon(job_rates, job_spread=()):
+        job = Job.for_llm("a", llm=spec.llm, token_mix=MIX, rate_rps=job_rates, rate_spread_rps=job_spread,
+                          current_replicas=4)
+        return llm_horizon_utility(LLMJobs.of([job], config), np.array([job_rates]), counts, [4], config=config)
+
+    with_spread = horizon(rates, spread)
+    each = [horizon(tuple(max(0.0, r + o) for r, o in zip(rates, row, strict=True))) for row in spread]
+    assert np.allclose(with_spread.utility, np.mean([h.utility for h in each], axis=0))
+    assert np.array_equal(with_spread.saturated, np.logical_and.reduce([h.saturated for h in each]))
+    plain = horizon(rates)
+    assert np.allclose(with_spread.ttft_ms, plain.ttft_ms)  # latencies reported at the planned rates
+    assert with_spread.utility[0, 0] < plain.utility[0, 0] == 1.0  # one replica: the upper scenario crosses the cliff
+
+
+def test_the_fair_objectives_plan_llm_jobs_over_forecast_scenarios_and_the_sum_ones_do_not():
+    """Half a replica's capacity, 0.62 of it meets the SLOs: the forecast's upper scenarios cross that edge, so
+    with spare GPUs the fair objectives add a replica; planned at one quantile (faro-sum, the Oracle) one is
+    enough."""
+    from faro.optimizer.policy import faro as faro_module
+
+    cap = capacity_rps(PROFILE, MIX)
+    view = llm_view([0.5 * cap], gpus=8, llm_obs=LLMObservation(num_waiting=0.0, token_mix=MIX))
+    seen = {}
+    original = faro_module.build_problem
+
+    def spy(*args, **kwargs):
+        problem = original(*args, **kwargs)
+        seen.setdefault("spread", problem.jobs[0].rate_spread_rps)
+        return problem
+
+    faro_module.build_problem = spy
+    try:
+        fair, _ = plan_of(make_policy("faro-fair", reactive=False), view)
+        spread = seen.pop("spread")
+        total, _ = plan_of(make_policy("faro-sum", reactive=False), view)
+        assert seen.pop("spread") == ()
+        single, _ = plan_of(make_policy("faro-fair", reactive=False, llm_scenarios=False), view)
+    finally:
+        faro_module.build_problem = original
+    assert len(spread) == len(faro_module.SCENARIO_LEVELS) and min(spread[0]) < 0 < min(spread[-1])
+    assert fair[("gpu", "llm0")] == 2 and single[("gpu", "llm0")] == 1 and total[("gpu", "llm0")] == 1

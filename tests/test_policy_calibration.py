@@ -46,7 +46,7 @@ def test_adaptive_levels_reach_their_coverage_on_known_distributions_and_a_level
     state = HybridState()
     for end in range(past, past + test + 1, 5):
         view = _view(end * 60.0, {n: s[:end] for n, s in series.items()})
-        _tables, _labels, state, source = policy.candidate_tables(view, state)
+        _tables, _labels, state, source, _spread = policy.candidate_tables(view, state)
         assert source == "forecaster"
     counts = state.calibration.counts
     for name in series:

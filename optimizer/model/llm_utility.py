@@ -16,6 +16,11 @@ after its model is loaded), the step utility is
 over the declared SLOs, and the job's utility is the mean over h. ``TTFT_p``/``ITL_p`` come from
 ``LLMCurves`` (``llm_latency.py``); both are non-decreasing in the per-replica load, so ``U`` is
 non-decreasing in replicas, and it reaches 1 (saturates) once every step meets both SLOs.
+
+A job with scenarios (``Job.rate_spread_rps``: offsets ``o_s`` per step, the planner's forecast quantiles
+about their median) has the mean of that utility over the scenario rates ``max(0, λ_h + o_{s,h})``: its
+expected utility over the forecast, saturated only when every scenario is; the reported latencies are
+the planned rates'.
 """
 
 from __future__ import annotations
@@ -84,6 +89,7 @@ class LLMJobs:
     beyond: NDArray[np.float64]  # (n,) SLO/latency ratio at u_max (above it: min(1, beyond/overload_factor)^α)
     u_max: float
     alpha: float
+    spread: NDArray[np.float64] | None = None  # (n, S, H) scenario offsets of the rates (req/s)
 
     @classmethod
     def of(cls, jobs: Sequence[Job], config: ModelConfig) -> LLMJobs:
@@ -117,6 +123,7 @@ class LLMJobs:
             beyond=beyond,
             u_max=u_max,
             alpha=float(config.alpha),
+            spread=_spread([jobs[i] for i in idx]),
         )
 
     def __len__(self) -> int:
@@ -165,6 +172,31 @@ class LLMJobs:
         return out
 
 
+def _spread(jobs: Sequence[Job]) -> NDArray[np.float64] | None:
+    """The jobs' ``rate_spread_rps`` as (n, S, H), zero-padded; None when no job has one."""
+    if not any(j.rate_spread_rps for j in jobs):
+        return None
+    s = max(len(j.rate_spread_rps) for j in jobs)
+    h = max(len(row) for j in jobs for row in j.rate_spread_rps)
+    out = np.zeros((len(jobs), s, h))
+    for i, j in enumerate(jobs):
+        for k, row in enumerate(j.rate_spread_rps):
+            out[i, k, : len(row)] = row
+    return out
+
+
+def _scenario_rates(llm: LLMJobs, rate: NDArray, rows: NDArray[np.int64]) -> list[NDArray]:
+    """Each scenario's rates for the entries ``rows`` (jobs of ``rate``'s rows; a spread shorter than the
+    horizon repeats its last step): ``[rate]`` itself when no job has a spread."""
+    if llm.spread is None:
+        return [rate]
+    h = rate.shape[1]
+    spread = llm.spread[rows]
+    if spread.shape[2] < h:
+        spread = np.concatenate([spread, np.repeat(spread[:, :, -1:], h - spread.shape[2], axis=2)], axis=2)
+    return [np.maximum(rate + spread[:, k, :h], 0.0) for k in range(spread.shape[1])]
+
+
 def llm_step_utility(
     ttft_ms: NDArray, itl_ms: NDArray, slo_ttft_ms: NDArray, slo_itl_ms: NDArray, alpha: float = 1.0
 ) -> NDArray[np.float64]:
@@ -205,13 +237,18 @@ def llm_horizon_utility(
     e = _Entries.of(llm, rates_rps, replicas, current, where)
     adm = np.broadcast_to(np.asarray(admission, dtype=float), e.shape)[e.job, e.col]
     u = llm.load(e.rate * adm[:, None], e.eff, e.job)
-    steps = llm.utility_at(u, e.job)
     worst = u.max(axis=1)  # latencies rise with the load: the worst step is the most loaded one
     utility, ttft, itl = np.full(e.shape, np.nan), np.full(e.shape, np.nan), np.full(e.shape, np.nan)
     saturated = np.zeros(e.shape, dtype=bool)
     at = (e.job, e.col)
-    utility[at] = _step_mean(steps)
-    saturated[at] = np.all((steps >= 1.0) | e.frozen, axis=1)
+    total, sat = np.zeros(e.job.size), np.ones(e.job.size, dtype=bool)
+    scenarios = _scenario_rates(llm, e.rate, e.job)
+    for rate in scenarios:
+        steps = llm.utility_at(llm.load(rate * adm[:, None], e.eff, e.job), e.job)
+        total += _step_mean(steps)
+        sat &= np.all((steps >= 1.0) | e.frozen, axis=1)
+    utility[at] = total / len(scenarios)
+    saturated[at] = sat
     ttft[at] = interp_load(llm.curves.ttft_ms[e.job], worst, llm.u_max)
     itl[at] = np.where(llm.curves.has_itl[e.job], interp_load(llm.curves.itl_ms[e.job], worst, llm.u_max), 0.0)
     return LLMHorizon(utility=utility, ttft_ms=ttft, itl_ms=itl, saturated=saturated)
@@ -294,7 +331,9 @@ def llm_best_admission(
     admission = np.ones(e.shape)
 
     def mean_utility(d: float, rows: NDArray[np.int64]) -> NDArray[np.float64]:
-        return _step_mean(llm.utility_at(llm.load(rate[rows] * d, eff[rows], job[rows]), job[rows]))
+        scenarios = _scenario_rates(llm, rate[rows], job[rows])
+        total = sum(_step_mean(llm.utility_at(llm.load(r * d, eff[rows], job[rows]), job[rows])) for r in scenarios)
+        return total / len(scenarios)
 
     grid = ADMISSION_GRID[1:]
     flat_best = best[job, col]
@@ -354,6 +393,7 @@ def llm_saturation_count(
     cap = curves.capacity_rps
     u_ok = llm.max_load()  # the per-replica load meeting both SLOs
     rates = np.asarray(rates_rps, dtype=float)
+    rates = np.max(_scenario_rates(llm, rates, np.arange(n)), axis=0)  # the busiest scenario's
     with np.errstate(divide="ignore", invalid="ignore"):
         need = np.where(rates > 0, rates / (u_ok * cap)[:, None], 0.0)  # (n, H) real counts
     cold = np.arange(rates.shape[1])[None, :] < llm.load_steps[:, None]

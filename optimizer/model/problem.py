@@ -62,6 +62,7 @@ class Job:
     current_replicas: int = 1
     llm: LLMSpec | None = None
     token_mix: TokenMix | None = None  # LLM jobs: the prompt/output lengths to plan for
+    rate_spread_rps: tuple[tuple[float, ...], ...] = ()  # LLM jobs: scenario offsets (S × H) to average over
 
     def __post_init__(self) -> None:
         where = f"job {self.namespace}/{self.name}"

@@ -64,16 +64,38 @@ COVERAGE_OFFSETS = (-0.2, -0.1, 0.0)
 are left: insurance from spare quota, never at the expense of another job's base plan."""
 
 
-def build_problem(view: ClusterView, rates_rpm: NDArray[np.float64], *, objective: str, model: ModelConfig) -> Problem:
+SCENARIO_LEVELS: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
+"""Forecast quantiles whose spread about the median (equal weights: the midpoints of five equal bins of the
+distribution) an LLM job's utility is averaged over, around its planned rates (``llm_scenario_spread``)."""
+
+
+def llm_scenario_spread(tables: dict[float, NDArray]) -> NDArray[np.float64] | None:
+    """(jobs, scenarios, horizon) offsets ``Q_s − Q_0.5`` of the forecast at ``SCENARIO_LEVELS``, or None when
+    the tables lack them (the naive start-up forecast, the Oracle's truth).
+
+    An LLM job's SLO-vs-load curve is a cliff and a replica lent away comes back a model load later, so
+    its utility at a count is the mean over the planned rates shifted by each offset: a count whose
+    replicas would run just under the cliff at the planned rates scores below 1 when the upper scenarios
+    cross it (measured in docs/llm.md)."""
+    if any(q not in tables for q in SCENARIO_LEVELS):
+        return None
+    mid = tables[0.5]
+    if all(np.array_equal(tables[q], mid) for q in SCENARIO_LEVELS):
+        return None
+    return np.stack([tables[q] - mid for q in SCENARIO_LEVELS], axis=1)
+
+
+def build_problem(view: ClusterView, rates_rpm: NDArray[np.float64], *, objective: str, model: ModelConfig,
+                  spread_rpm: NDArray[np.float64] | None = None) -> Problem:
     """A ``Problem`` from the view's jobs and quotas and a (jobs × horizon) requests-per-minute table."""
     table = np.asarray(rates_rpm, dtype=float).reshape(len(view.jobs), -1)
     # one vectorised clean-up and unit change instead of one per job (1,000 jobs × 4 quantiles a step)
     rows = (np.maximum(0.0, np.nan_to_num(table, nan=0.0)) / 60.0).tolist()
     jobs = []
-    for jv, rates in zip(view.jobs, rows, strict=True):
+    for i, (jv, rates) in enumerate(zip(view.jobs, rows, strict=True)):
         spec = jv.spec
         if spec.llm is not None:  # continuous-batching model, GPUs, observed token mix (faro_llm.py)
-            jobs.append(llm_job(jv, rates))
+            jobs.append(llm_job(jv, rates, spread_rps=None if spread_rpm is None else spread_rpm[i] / 60.0))
             continue
         jobs.append(
             Job(
@@ -202,6 +224,7 @@ class FaroPolicy(HybridPolicy):
         rate_floor: bool = False,
         keep_warm: float | None = None,
         hold_llm_releases: bool = True,
+        llm_scenarios: bool | None = None,
         **hybrid: Any,
     ) -> None:
         if objective not in OBJECTIVES:
@@ -258,6 +281,10 @@ class FaroPolicy(HybridPolicy):
         # a GPU budget is paid for used or not, and an LLM replica given up costs a model load (minutes
         # of missed SLOs) to get back: release one only when the plan needs its GPUs for another job
         self.hold_llm_releases = bool(hold_llm_releases)
+        # LLM jobs by expected utility over forecast scenarios (``SCENARIO_LEVELS``) for Fair and FairSum; not
+        # for the sum objectives, for the reason their quantile is lower (pessimism makes them give up whole
+        # jobs), nor the Penalty ones, whose admission search per count would cost five times as much
+        self.llm_scenarios = objective in ("fair", "fairsum") if llm_scenarios is None else bool(llm_scenarios)
         # per-job levels calibrated on the job's own misses (None: every job plans at ``quantile``)
         self.coverage = None if coverage is None else float(coverage)
         # None: the calibrated headroom is part of every plan (raised by ``quantile_step``); a tuple: the
@@ -280,8 +307,14 @@ class FaroPolicy(HybridPolicy):
             from faro.optimizer.solve import solve as fn
         return fn(problem, solver=self.solver, time_limit_s=self.time_limit_s)
 
+    def planned_quantiles(self) -> list[float]:
+        """The forecast levels the plans are made from: the base one when calibrated, else every level."""
+        return [self.quantile] if self._calibrator is not None else self.quantile_levels()
+
     def forecast_tables(self, view: ClusterView, state: HybridState) -> tuple[dict[float, NDArray], HybridState, str]:
-        quantiles = [self.quantile] if self._calibrator is not None else self.quantile_levels()
+        quantiles = self.planned_quantiles()
+        if self.llm_scenarios and any(jv.spec.llm is not None for jv in view.jobs):
+            quantiles += [q for q in SCENARIO_LEVELS if q not in quantiles]
         tables, fstate, source = self._forecaster.forecast(
             view, state.forecast, horizon=planning_horizon(view, self.horizon), quantiles=quantiles
         )
@@ -289,15 +322,18 @@ class FaroPolicy(HybridPolicy):
 
     def candidate_tables(
         self, view: ClusterView, state: HybridState
-    ) -> tuple[list[NDArray], list[str], HybridState, str]:
+    ) -> tuple[list[NDArray], list[str], HybridState, str, NDArray | None]:
         """The forecast tables the quantile raising tries, lowest first, with a label each: one level
         for every job (``quantile_levels``), or each job's base forecast plus its calibrated headroom,
-        the headroom's level raised by the same steps."""
+        the headroom's level raised by the same steps; and the LLM jobs' scenario spread
+        (``llm_scenario_spread``, None without one)."""
         tables, state, source = self.forecast_tables(view, state)
+        spread = llm_scenario_spread(tables) if self.llm_scenarios else None
+        tables = {q: tables[q] for q in self.planned_quantiles() if q in tables}
         levels = self.quantile_levels()
         cal = self._calibrator
         if cal is None or set(tables) != {self.quantile}:
-            return [tables[q] for q in levels], [f"{q:g}" for q in levels], state, source
+            return [tables[q] for q in levels], [f"{q:g}" for q in levels], state, source, spread
         keys = [jv.spec.key for jv in view.jobs]
         now_min = int(view.now_s // 60)
         cstate = cal.score(state.calibration or CoverageState(), history_matrix(view), now_min)
@@ -314,10 +350,12 @@ class FaroPolicy(HybridPolicy):
             cstate = cal.planned(cstate, keys, now_min, base, cal.headroom(cstate, keys))
         labels = ([f"{self.quantile:g}"] if self.coverage_offsets is not None else []) + [
             f"{self.quantile:g}+headroom@{cal.target:g}{o:+g}" for o in offsets]
-        return out, labels, replace(state, calibration=cstate), source
+        return out, labels, replace(state, calibration=cstate), source, spread
 
-    def _plan_at(self, view: ClusterView, rates_rpm: NDArray) -> tuple[Problem, Any, NDArray[np.int64]]:
-        problem = build_problem(view, rates_rpm, objective=self.objective, model=self.model)
+    def _plan_at(
+        self, view: ClusterView, rates_rpm: NDArray, spread_rpm: NDArray | None = None
+    ) -> tuple[Problem, Any, NDArray[np.int64]]:
+        problem = build_problem(view, rates_rpm, objective=self.objective, model=self.model, spread_rpm=spread_rpm)
         result = self._solve(problem)
         if not result.ok:
             return problem, result, current_replicas(view)
@@ -328,7 +366,7 @@ class FaroPolicy(HybridPolicy):
 
     # -- the long-horizon step -------------------------------------------------------------------
     def long_step(self, view: ClusterView, state: HybridState) -> tuple[Plan, HybridState]:
-        tables, labels, state, source = self.candidate_tables(view, state)
+        tables, labels, state, source, spread = self.candidate_tables(view, state)
         if self.rate_floor:
             now_rpm = 60.0 * np.array([jv.observation.arrival_rate_rps or 0.0 for jv in view.jobs])
             steps = min(self.horizon, self.model.cold_start_steps + 1)
@@ -337,7 +375,7 @@ class FaroPolicy(HybridPolicy):
         levels = list(range(len(tables)))
         cons = constraint_matrix(view)  # once per step: has_room asks it up to once per level
         solve_ms = 0.0
-        _, result, x = self._plan_at(view, tables[levels[0]])
+        _, result, x = self._plan_at(view, tables[levels[0]], spread)
         solve_ms += float(getattr(result, "solve_ms", 0.0))
         if not result.ok:
             plan = make_plan(
@@ -359,7 +397,7 @@ class FaroPolicy(HybridPolicy):
                 if np.allclose(tables[levels[k]], tables[levels[chosen]]):
                     plans[k] = plans[chosen]  # same forecast: nothing to re-solve
                     return True
-                _, res, cand = self._plan_at(view, tables[levels[k]])
+                _, res, cand = self._plan_at(view, tables[levels[k]], spread)
                 solve_ms += float(getattr(res, "solve_ms", 0.0))
                 plans[k] = (res, cand)
                 return bool(res.ok) and has_room(view, cand, slack=self.slack_cpus, constraints=cons)

@@ -50,21 +50,29 @@ def token_mix_of(jv: JobView) -> TokenMix:
     return declared if declared is not None else DEFAULT_TOKEN_MIX
 
 
-def llm_job(jv: JobView, rates_rps: Sequence[float], *, step_s: float = 60.0) -> Job:
+def llm_job(jv: JobView, rates_rps: Sequence[float], *, step_s: float = 60.0, spread_rps: NDArray | None = None) -> Job:
     """The solver's ``Job`` for an LLM job of the view (``rates_rps``: its forecast per step), with the
     forecast floored at the recent busiest minute and the waiting backlog added to the steps up to the
-    first one a new replica serves in."""
+    first one a new replica serves in; ``spread_rps`` (scenarios × steps, ``faro.llm_scenario_spread``)
+    becomes the job's ``rate_spread_rps``, each scenario floored and given the backlog the same way."""
     spec = jv.spec
     assert spec.llm is not None
     rates = np.asarray(list(rates_rps) or [0.0], dtype=float)
     hold_min = math.ceil(HOLD_LOADS * spec.llm.profile.model_load_s / 60.0)
     recent = np.asarray(jv.observation.rate_history_rpm[-hold_min:], dtype=float) if hold_min else np.zeros(0)
-    if recent.size and np.isfinite(recent).any():
-        rates = np.maximum(rates, float(np.nanmax(recent)) / 60.0)
+    floor = float(np.nanmax(recent)) / 60.0 if recent.size and np.isfinite(recent).any() else 0.0
+    scenarios = None  # each scenario's rates, floored and given the backlog as the planned rates are
+    if spread_rps is not None:
+        offsets = np.asarray(spread_rps, dtype=float)[:, : rates.size]
+        scenarios = np.maximum(rates[None, : offsets.shape[1]] + offsets, floor)
+    rates = np.maximum(rates, floor)
     waiting = jv.observation.llm.num_waiting if jv.observation.llm is not None else None
     if waiting is not None and waiting > 0 and math.isfinite(waiting):
         first_warm = math.ceil(spec.llm.profile.model_load_s / step_s)
         rates[: first_warm + 1] += float(waiting) / step_s
+        if scenarios is not None:
+            scenarios[:, : first_warm + 1] += float(waiting) / step_s
+    spread = () if scenarios is None else tuple(map(tuple, (scenarios - rates[None, : scenarios.shape[1]]).tolist()))
     return Job.for_llm(
         spec.name,
         llm=spec.llm,
@@ -77,6 +85,7 @@ def llm_job(jv: JobView, rates_rps: Sequence[float], *, step_s: float = 60.0) ->
         min_replicas=spec.min_replicas,
         max_replicas=spec.max_replicas,
         current_replicas=max(0, int(jv.current_replicas)),
+        rate_spread_rps=spread,
     )
 
 
