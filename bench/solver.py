@@ -79,10 +79,10 @@ def llm_instance(n: int, seed: int, objective: str, *, scenarios: bool = False) 
     """LLM jobs (continuous-batching model): per job its own engine profile (8B-class to 70B-class on
     1–4 GPUs), its own 256-request token mix and TTFT/ITL SLOs; 7 forecast steps of 0.2–20 req/s; GPUs
     under 8 namespace quotas (0.45 GPU per job each) and a cluster cap of 3 GPUs per job. With
-    ``scenarios``, each job also has the fair objectives' forecast scenarios (``faro.SCENARIO_LEVELS`` of a
+    ``scenarios``, each job also has the fair objectives' forecast scenarios (``faro_llm.SCENARIO_LEVELS`` of a
     normal forecast whose spread is 8% of the level per √step), as the Faro policy plans them."""
     from faro.optimizer.model.llm_profile import LLMSLO, EngineProfile, LLMSpec, TokenMix
-    from faro.optimizer.policy.faro import SCENARIO_LEVELS
+    from faro.optimizer.policy.faro_llm import SCENARIO_LEVELS
     from scipy.stats import norm
 
     z = norm.ppf(SCENARIO_LEVELS)[:, None] * np.sqrt(np.arange(1, 8))[None, :]

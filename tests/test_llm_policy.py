@@ -10,7 +10,7 @@ from faro.optimizer.model.llm_profile import LLMSLO, EngineProfile, LLMObservati
 from faro.optimizer.model.problem import SLO, Quota
 from faro.optimizer.policy.base import ClusterView, JobObservation, JobSpec, JobView
 from faro.optimizer.policy.faro import build_problem
-from faro.optimizer.policy.faro_llm import equivalent_latency_ms, planning_horizon, token_mix_of
+from faro.optimizer.policy.faro_llm import SCENARIO_LEVELS, equivalent_latency_ms, planning_horizon, token_mix_of
 from faro.optimizer.policy.hybrid import burst_need
 from faro.optimizer.policy.registry import make_policy
 
@@ -234,5 +234,5 @@ def test_the_fair_objectives_plan_llm_jobs_over_forecast_scenarios_and_the_sum_o
         single, _ = plan_of(make_policy("faro-fair", reactive=False, llm_scenarios=False), view)
     finally:
         faro_module.build_problem = original
-    assert len(spread) == len(faro_module.SCENARIO_LEVELS) and min(spread[0]) < 0 < min(spread[-1])
+    assert len(spread) == len(SCENARIO_LEVELS) and min(spread[0]) < 0 < min(spread[-1])
     assert fair[("gpu", "llm0")] == 2 and single[("gpu", "llm0")] == 1 and total[("gpu", "llm0")] == 1

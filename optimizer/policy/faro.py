@@ -45,7 +45,7 @@ from faro.optimizer.policy.common import (
     hpa_deadband,
     make_plan,
 )
-from faro.optimizer.policy.faro_llm import llm_job, llm_keep, planning_horizon
+from faro.optimizer.policy.faro_llm import SCENARIO_LEVELS, llm_job, llm_keep, llm_scenario_spread, planning_horizon
 from faro.optimizer.policy.forecasting import LoadForecaster, history_matrix, oracle_forecast
 from faro.optimizer.policy.hybrid import HybridPolicy, HybridState
 from numpy.typing import NDArray
@@ -62,27 +62,6 @@ within plan 90% of the time (``calibration.ConformalHeadroom``)."""
 COVERAGE_OFFSETS = (-0.2, -0.1, 0.0)
 """The headroom levels (relative to each job's calibrated one) the quantile raising tries when resources
 are left: insurance from spare quota, never at the expense of another job's base plan."""
-
-
-SCENARIO_LEVELS: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
-"""Forecast quantiles whose spread about the median (equal weights: the midpoints of five equal bins of the
-distribution) an LLM job's utility is averaged over, around its planned rates (``llm_scenario_spread``)."""
-
-
-def llm_scenario_spread(tables: dict[float, NDArray]) -> NDArray[np.float64] | None:
-    """(jobs, scenarios, horizon) offsets ``Q_s − Q_0.5`` of the forecast at ``SCENARIO_LEVELS``, or None when
-    the tables lack them (the naive start-up forecast, the Oracle's truth).
-
-    An LLM job's SLO-vs-load curve is a cliff and a replica lent away comes back a model load later, so
-    its utility at a count is the mean over the planned rates shifted by each offset: a count whose
-    replicas would run just under the cliff at the planned rates scores below 1 when the upper scenarios
-    cross it (measured in docs/llm.md)."""
-    if any(q not in tables for q in SCENARIO_LEVELS):
-        return None
-    mid = tables[0.5]
-    if all(np.array_equal(tables[q], mid) for q in SCENARIO_LEVELS):
-        return None
-    return np.stack([tables[q] - mid for q in SCENARIO_LEVELS], axis=1)
 
 
 def build_problem(view: ClusterView, rates_rpm: NDArray[np.float64], *, objective: str, model: ModelConfig,

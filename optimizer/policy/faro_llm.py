@@ -20,6 +20,10 @@ Requests already waiting (``JobObservation.llm.num_waiting``) are added to the l
 the first one a new replica serves in, so a backlog left by an overload is planned for instead of ignored
 by the steady-state model: the replicas running now cannot drain it (they left it), and the observed rate
 of a saturated replica is its throughput, not the arrivals.
+
+For the Fair and FairSum objectives an LLM job's utility is its expected utility over forecast scenarios
+(``SCENARIO_LEVELS``, ``llm_scenario_spread``): its SLO-vs-load curve is a cliff, and a count just under it
+at the planned rates is worth less than 1 when the forecast's upper scenarios cross it.
 """
 
 from __future__ import annotations
@@ -41,6 +45,27 @@ HOLD_LOADS = 2.0
 """An LLM job's forecast is floored at its busiest minute over this many model-load times."""
 
 
+SCENARIO_LEVELS: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
+"""Forecast quantiles whose spread about the median (equal weights: the midpoints of five equal bins of the
+distribution) an LLM job's utility is averaged over, around its planned rates (``llm_scenario_spread``)."""
+
+
+def llm_scenario_spread(tables: dict[float, NDArray]) -> NDArray[np.float64] | None:
+    """(jobs, scenarios, horizon) offsets ``Q_s − Q_0.5`` of the forecast at ``SCENARIO_LEVELS``, or None when
+    the tables lack them (the naive start-up forecast, the Oracle's truth).
+
+    An LLM job's SLO-vs-load curve is a cliff and a replica lent away comes back a model load later, so
+    its utility at a count is the mean over the planned rates shifted by each offset: a count whose
+    replicas would run just under the cliff at the planned rates scores below 1 when the upper scenarios
+    cross it (measured in docs/llm.md)."""
+    if any(q not in tables for q in SCENARIO_LEVELS):
+        return None
+    mid = tables[0.5]
+    if all(np.array_equal(tables[q], mid) for q in SCENARIO_LEVELS):
+        return None
+    return np.stack([tables[q] - mid for q in SCENARIO_LEVELS], axis=1)
+
+
 def token_mix_of(jv: JobView) -> TokenMix:
     """The mix to plan an LLM job for: observed, else declared, else ``DEFAULT_TOKEN_MIX``."""
     observed = jv.observation.llm.token_mix if jv.observation.llm is not None else None
@@ -53,7 +78,7 @@ def token_mix_of(jv: JobView) -> TokenMix:
 def llm_job(jv: JobView, rates_rps: Sequence[float], *, step_s: float = 60.0, spread_rps: NDArray | None = None) -> Job:
     """The solver's ``Job`` for an LLM job of the view (``rates_rps``: its forecast per step), with the
     forecast floored at the recent busiest minute and the waiting backlog added to the steps up to the
-    first one a new replica serves in; ``spread_rps`` (scenarios × steps, ``faro.llm_scenario_spread``)
+    first one a new replica serves in; ``spread_rps`` (scenarios × steps, ``llm_scenario_spread``)
     becomes the job's ``rate_spread_rps``, each scenario floored and given the backlog the same way."""
     spec = jv.spec
     assert spec.llm is not None

@@ -185,8 +185,8 @@ def burst_need(view: ClusterView, *, rho: float, drain_s: float) -> NDArray[np.i
     drained within ``drain_s``, at utilisation ``rho`` — ``ceil((rate + queue/drain_s) × s / rho)``;
     for an LLM job the same demand (its waiting requests as the queue) over the per-replica rate that
     meets both its SLOs for the observed token mix (``faro_llm.llm_burst_need``: a step's time is no
-    service time). 0 where the arrival rate is not measured. Sized from the observed rate, so a burst from idle to
-    full load is met in one check instead of +1 per ``up_checks`` checks."""
+    service time). 0 where the arrival rate is not measured. Sized from the observed rate, so a burst
+    from idle to full load is met in one check instead of +1 per ``up_checks`` checks."""
     from faro.optimizer.policy.faro_llm import llm_burst_need
 
     out = np.zeros(len(view.jobs), dtype=np.int64)
