@@ -137,6 +137,30 @@ def test_an_llm_replica_is_released_only_when_another_job_needs_its_gpus():
     assert moved[("gpu", "llm0")] + moved[("gpu", "llm1")] <= 6
 
 
+def _after_a_burst(current: int, burst_load: float | None) -> ClusterView:
+    """An LLM job at 0.3 of a replica's capacity (and, for the Oracle, so in the coming minutes) that ran
+    ``burst_load`` × capacity three minutes ago."""
+    cap = capacity_rps(PROFILE, MIX)
+    view = llm_view([0.3 * cap], current=current, gpus=8, future=True)
+    history = list(view.jobs[0].observation.rate_history_rpm)
+    if burst_load is not None:
+        history[-3] = burst_load * cap * 60.0
+    job = replace(view.jobs[0], observation=replace(view.jobs[0].observation, rate_history_rpm=tuple(history)))
+    return replace(view, jobs=(job, *view.jobs[1:]))
+
+
+def test_the_recent_busiest_minute_holds_an_llm_jobs_replicas_but_adds_none():
+    """The forecast floor (the busiest of the last two model loads' minutes) keeps the replicas a job runs
+    through a dip, but a burst that has passed asks for no new replica: it would serve a model load later.
+    The Oracle knows the coming minutes are calm, so only the floor can move its plan."""
+    policy = make_policy("oracle", reactive=False, hold_llm_releases=False)
+    held, _ = plan_of(policy, _after_a_burst(3, 2.4))
+    calm, _ = plan_of(policy, _after_a_burst(3, None))
+    grown, _ = plan_of(policy, _after_a_burst(1, 3.0))
+    assert held[("gpu", "llm0")] == 3 and calm[("gpu", "llm0")] == 1
+    assert grown[("gpu", "llm0")] == 1  # the floor grew it to 4 before
+
+
 def test_a_waiting_backlog_asks_for_replicas_that_serve_once_loaded():
     # a saturated replica's observed rate is its throughput: the backlog it left is what says it is short
     cap = capacity_rps(PROFILE, MIX)

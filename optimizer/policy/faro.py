@@ -45,7 +45,14 @@ from faro.optimizer.policy.common import (
     hpa_deadband,
     make_plan,
 )
-from faro.optimizer.policy.faro_llm import SCENARIO_LEVELS, llm_job, llm_keep, llm_scenario_spread, planning_horizon
+from faro.optimizer.policy.faro_llm import (
+    SCENARIO_LEVELS,
+    llm_job,
+    llm_keep,
+    llm_replica_slo_rps,
+    llm_scenario_spread,
+    planning_horizon,
+)
 from faro.optimizer.policy.forecasting import LoadForecaster, history_matrix, oracle_forecast
 from faro.optimizer.policy.hybrid import HybridPolicy, HybridState
 from numpy.typing import NDArray
@@ -70,11 +77,15 @@ def build_problem(view: ClusterView, rates_rpm: NDArray[np.float64], *, objectiv
     table = np.asarray(rates_rpm, dtype=float).reshape(len(view.jobs), -1)
     # one vectorised clean-up and unit change instead of one per job (1,000 jobs × 4 quantiles a step)
     rows = (np.maximum(0.0, np.nan_to_num(table, nan=0.0)) / 60.0).tolist()
+    llm_rows = [i for i, jv in enumerate(view.jobs) if jv.spec.llm is not None]
+    replica_slo_rps = dict(zip(llm_rows, llm_replica_slo_rps([view.jobs[i] for i in llm_rows], model).tolist(),
+                               strict=True))
     jobs = []
     for i, (jv, rates) in enumerate(zip(view.jobs, rows, strict=True)):
         spec = jv.spec
         if spec.llm is not None:  # continuous-batching model, GPUs, observed token mix (faro_llm.py)
-            jobs.append(llm_job(jv, rates, spread_rps=None if spread_rpm is None else spread_rpm[i] / 60.0))
+            jobs.append(llm_job(jv, rates, replica_slo_rps=replica_slo_rps[i],
+                                spread_rps=None if spread_rpm is None else spread_rpm[i] / 60.0))
             continue
         jobs.append(
             Job(

@@ -14,8 +14,10 @@ the horizon is extended to cover the load plus ``SERVING_STEPS`` steps in which 
 
 Because a replica given up costs a model load to get back, LLM jobs are planned conservatively on the
 way down: the forecast never goes below the busiest of the last ``⌈HOLD_LOADS · model_load_s/60⌉``
-minutes (a dip shorter than that is ridden out, as an HPA's scale-down stabilization window does), and
-the shrink step never drops an LLM replica that is running now unless the solver wanted it elsewhere.
+minutes, up to what the replicas asked for now serve within both SLOs (a dip shorter than that is ridden
+out, as an HPA's scale-down stabilization window does, but a burst that has passed adds no replica: it
+would serve a model load later), and the shrink step never drops an LLM replica that is running now
+unless the solver wanted it elsewhere.
 Requests already waiting (``JobObservation.llm.num_waiting``) are added to the load of every step up to
 the first one a new replica serves in, so a backlog left by an overload is planned for instead of ignored
 by the steady-state model: the replicas running now cannot drain it (they left it), and the observed rate
@@ -34,6 +36,7 @@ from collections.abc import Sequence
 import numpy as np
 from faro.optimizer.model.llm_latency import DEFAULT_TOKEN_MIX
 from faro.optimizer.model.llm_profile import TokenMix
+from faro.optimizer.model.llm_utility import LLMJobs
 from faro.optimizer.model.problem import Job, ModelConfig, Problem
 from faro.optimizer.policy.base import ClusterView, JobView
 from numpy.typing import NDArray
@@ -75,17 +78,23 @@ def token_mix_of(jv: JobView) -> TokenMix:
     return declared if declared is not None else DEFAULT_TOKEN_MIX
 
 
-def llm_job(jv: JobView, rates_rps: Sequence[float], *, step_s: float = 60.0, spread_rps: NDArray | None = None) -> Job:
+def llm_job(
+    jv: JobView, rates_rps: Sequence[float], *, replica_slo_rps: float, step_s: float = 60.0,
+    spread_rps: NDArray | None = None,
+) -> Job:
     """The solver's ``Job`` for an LLM job of the view (``rates_rps``: its forecast per step), with the
-    forecast floored at the recent busiest minute and the waiting backlog added to the steps up to the
-    first one a new replica serves in; ``spread_rps`` (scenarios × steps, ``llm_scenario_spread``)
+    forecast floored at the recent busiest minute — at most what its current replicas serve at
+    ``replica_slo_rps`` each (``llm_replica_slo_rps``) — and the waiting backlog added to the steps up to
+    the first one a new replica serves in; ``spread_rps`` (scenarios × steps, ``llm_scenario_spread``)
     becomes the job's ``rate_spread_rps``, each scenario floored and given the backlog the same way."""
     spec = jv.spec
     assert spec.llm is not None
     rates = np.asarray(list(rates_rps) or [0.0], dtype=float)
     hold_min = math.ceil(HOLD_LOADS * spec.llm.profile.model_load_s / 60.0)
     recent = np.asarray(jv.observation.rate_history_rpm[-hold_min:], dtype=float) if hold_min else np.zeros(0)
-    floor = float(np.nanmax(recent)) / 60.0 if recent.size and np.isfinite(recent).any() else 0.0
+    busiest = float(np.nanmax(recent)) / 60.0 if recent.size and np.isfinite(recent).any() else 0.0
+    # the floor holds replicas through a dip; it does not grow the job for a burst that has passed
+    floor = min(busiest, max(0, int(jv.current_replicas)) * replica_slo_rps)
     scenarios = None  # each scenario's rates, floored and given the backlog as the planned rates are
     if spread_rps is not None:
         offsets = np.asarray(spread_rps, dtype=float)[:, : rates.size]
@@ -114,13 +123,24 @@ def llm_job(jv: JobView, rates_rps: Sequence[float], *, step_s: float = 60.0, sp
     )
 
 
+def llm_replica_slo_rps(views: Sequence[JobView], config: ModelConfig) -> NDArray[np.float64]:
+    """Per LLM job view (in order), the requests per second one replica serves within both SLOs for the mix
+    it is planned for (``token_mix_of``), as the plan's model sees it: the largest per-replica load meeting
+    both (``LLMJobs.max_load``, at most ``config.rho_max``) times the replica's capacity."""
+    if not views:
+        return np.zeros(0)
+    jobs = [Job.for_llm(jv.spec.name, llm=jv.spec.llm, token_mix=token_mix_of(jv), rate_rps=(0.0,),  # type: ignore[arg-type]
+                        namespace=jv.spec.namespace) for jv in views]
+    llm = LLMJobs.of(jobs, config)
+    return llm.max_load() * llm.curves.capacity_rps
+
+
 def llm_burst_need(view: ClusterView, *, rho: float, drain_s: float) -> dict[int, int]:
     """Per LLM job of the view (by position), the replicas its load arriving *now* needs: the window's
     arrival rate plus the waiting requests drained within ``drain_s``, over the per-replica load that
-    meets both SLOs (at most ``rho``) for the observed token mix. Jobs without a measured rate are left out."""
-    from faro.optimizer.model.llm_utility import LLMJobs
-
-    positions, jobs, demand = [], [], []
+    meets both SLOs (at most ``rho``, ``llm_replica_slo_rps``) for the observed token mix. Jobs without a
+    measured rate are left out."""
+    positions, views, demand = [], [], []
     for i, jv in enumerate(view.jobs):
         obs = jv.observation
         rate = obs.arrival_rate_rps
@@ -129,13 +149,11 @@ def llm_burst_need(view: ClusterView, *, rho: float, drain_s: float) -> dict[int
         waiting = obs.llm.num_waiting if obs.llm is not None else None
         queue = waiting if waiting is not None and math.isfinite(waiting) and waiting > 0 else 0.0
         positions.append(i)
+        views.append(jv)
         demand.append(rate + queue / drain_s)
-        jobs.append(Job.for_llm(jv.spec.name, llm=jv.spec.llm, token_mix=token_mix_of(jv), rate_rps=(demand[-1],),
-                                namespace=jv.spec.namespace))
-    if not jobs:
+    if not views:
         return {}
-    llm = LLMJobs.of(jobs, ModelConfig(rho_max=rho))
-    per_replica = llm.max_load() * llm.curves.capacity_rps
+    per_replica = llm_replica_slo_rps(views, ModelConfig(rho_max=rho))
     with np.errstate(divide="ignore", invalid="ignore"):
         need = np.where(per_replica > 0, np.ceil(np.asarray(demand) / per_replica - 1e-9), 0.0)
     return {i: int(n) for i, n in zip(positions, need, strict=True) if math.isfinite(n)}
