@@ -73,6 +73,7 @@ only approximately, so errors are larger near ``λ_max``; ``docs/llm.md`` gives 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -637,7 +638,9 @@ def _gamma_mixture_quantile(mean: NDArray, var: NDArray, weight: NDArray, tail: 
     z = np.sqrt(2.0) * erfcinv(2.0 * target)[:, :, None]
     comp = mean * np.maximum(1.0 - c + z * np.sqrt(c), 0.0) ** 3
     comp = np.where(weight > 0, comp, np.nan)
-    lo, hi = np.nanmin(comp, axis=-1), np.nanmax(comp, axis=-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # no weighted component (no decode step): NaN, no ITL
+        lo, hi = np.nanmin(comp, axis=-1), np.nanmax(comp, axis=-1)
     for _ in range(_MIXTURE_STEPS):
         mid = (lo + hi) / 2.0
         surv = (weight * erfc(np.cbrt(mid)[:, :, None] * scale - shift)).sum(-1) / 2.0
