@@ -49,7 +49,7 @@ from faro.optimizer.policy.faro_llm import (
     SCENARIO_LEVELS,
     llm_job,
     llm_keep,
-    llm_replica_slo_rps,
+    llm_replica_slo_rps_by_position,
     llm_scenario_spread,
     planning_horizon,
 )
@@ -72,14 +72,15 @@ are left: insurance from spare quota, never at the expense of another job's base
 
 
 def build_problem(view: ClusterView, rates_rpm: NDArray[np.float64], *, objective: str, model: ModelConfig,
-                  spread_rpm: NDArray[np.float64] | None = None) -> Problem:
-    """A ``Problem`` from the view's jobs and quotas and a (jobs × horizon) requests-per-minute table."""
+                  spread_rpm: NDArray[np.float64] | None = None,
+                  replica_slo_rps: dict[int, float] | None = None) -> Problem:
+    """A ``Problem`` from the view's jobs and quotas and a (jobs × horizon) requests-per-minute table
+    (``replica_slo_rps``: ``llm_replica_slo_rps_by_position``, computed when not given)."""
     table = np.asarray(rates_rpm, dtype=float).reshape(len(view.jobs), -1)
     # one vectorised clean-up and unit change instead of one per job (1,000 jobs × 4 quantiles a step)
     rows = (np.maximum(0.0, np.nan_to_num(table, nan=0.0)) / 60.0).tolist()
-    llm_rows = [i for i, jv in enumerate(view.jobs) if jv.spec.llm is not None]
-    replica_slo_rps = dict(zip(llm_rows, llm_replica_slo_rps([view.jobs[i] for i in llm_rows], model).tolist(),
-                               strict=True))
+    if replica_slo_rps is None:
+        replica_slo_rps = llm_replica_slo_rps_by_position(view, model)
     jobs = []
     for i, (jv, rates) in enumerate(zip(view.jobs, rows, strict=True)):
         spec = jv.spec
@@ -343,9 +344,11 @@ class FaroPolicy(HybridPolicy):
         return out, labels, replace(state, calibration=cstate), source, spread
 
     def _plan_at(
-        self, view: ClusterView, rates_rpm: NDArray, spread_rpm: NDArray | None = None
+        self, view: ClusterView, rates_rpm: NDArray, spread_rpm: NDArray | None = None,
+        replica_slo_rps: dict[int, float] | None = None,
     ) -> tuple[Problem, Any, NDArray[np.int64]]:
-        problem = build_problem(view, rates_rpm, objective=self.objective, model=self.model, spread_rpm=spread_rpm)
+        problem = build_problem(view, rates_rpm, objective=self.objective, model=self.model, spread_rpm=spread_rpm,
+                                replica_slo_rps=replica_slo_rps)
         result = self._solve(problem)
         if not result.ok:
             return problem, result, current_replicas(view)
@@ -364,8 +367,9 @@ class FaroPolicy(HybridPolicy):
                 t[:, :steps] = np.maximum(t[:, :steps], now_rpm[:, None])
         levels = list(range(len(tables)))
         cons = constraint_matrix(view)  # once per step: has_room asks it up to once per level
+        slo_rps = llm_replica_slo_rps_by_position(view, self.model)  # once per step, like the constraints
         solve_ms = 0.0
-        _, result, x = self._plan_at(view, tables[levels[0]], spread)
+        _, result, x = self._plan_at(view, tables[levels[0]], spread, slo_rps)
         solve_ms += float(getattr(result, "solve_ms", 0.0))
         if not result.ok:
             plan = make_plan(
@@ -387,7 +391,7 @@ class FaroPolicy(HybridPolicy):
                 if np.allclose(tables[levels[k]], tables[levels[chosen]]):
                     plans[k] = plans[chosen]  # same forecast: nothing to re-solve
                     return True
-                _, res, cand = self._plan_at(view, tables[levels[k]], spread)
+                _, res, cand = self._plan_at(view, tables[levels[k]], spread, slo_rps)
                 solve_ms += float(getattr(res, "solve_ms", 0.0))
                 plans[k] = (res, cand)
                 return bool(res.ok) and has_room(view, cand, slack=self.slack_cpus, constraints=cons)

@@ -129,10 +129,20 @@ def llm_replica_slo_rps(views: Sequence[JobView], config: ModelConfig) -> NDArra
     both (``LLMJobs.max_load``, at most ``config.rho_max``) times the replica's capacity."""
     if not views:
         return np.zeros(0)
-    jobs = [Job.for_llm(jv.spec.name, llm=jv.spec.llm, token_mix=token_mix_of(jv), rate_rps=(0.0,),  # type: ignore[arg-type]
-                        namespace=jv.spec.namespace) for jv in views]
+    jobs = []
+    for jv in views:
+        assert jv.spec.llm is not None
+        jobs.append(Job.for_llm(jv.spec.name, llm=jv.spec.llm, token_mix=token_mix_of(jv), rate_rps=(0.0,),
+                                namespace=jv.spec.namespace))
     llm = LLMJobs.of(jobs, config)
     return llm.max_load() * llm.curves.capacity_rps
+
+
+def llm_replica_slo_rps_by_position(view: ClusterView, config: ModelConfig) -> dict[int, float]:
+    """``llm_replica_slo_rps`` for the view's LLM jobs, by their position in the view (once per long step:
+    every quantile the step tries plans the same replicas)."""
+    rows = [i for i, jv in enumerate(view.jobs) if jv.spec.llm is not None]
+    return dict(zip(rows, llm_replica_slo_rps([view.jobs[i] for i in rows], config).tolist(), strict=True))
 
 
 def llm_burst_need(view: ClusterView, *, rho: float, drain_s: float) -> dict[int, int]:
