@@ -19,7 +19,7 @@ Format::
         namespace: team-a         # default "default"
         slo: {latency_ms: 720, percentile: 99}
         processing_time_ms: 180
-        rate_rps: [15.9, 16.4, 17.0]   # or one number
+        rate_rps: [15.9, 16.4, 17.0]   # or one number; held at the last value out to the step a new replica serves
         resources: {cpu: "1", memory: 1Gi}
         weight: 1
         min_replicas: 1
@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ import numpy as np
 import yaml
 from faro.optimizer.errors import InvalidInputError
 from faro.optimizer.model.llm_profile import LLMSLO, EngineProfile, LLMSpec, TokenMix
-from faro.optimizer.model.problem import OBJECTIVES, SLO, Job, ModelConfig, Problem, Quota
+from faro.optimizer.model.problem import OBJECTIVES, SLO, Job, ModelConfig, Problem, Quota, serving_horizon
 
 _JOB_KEYS = {
     "name", "namespace", "slo", "processing_time_ms", "rate_rps", "resources", "limits", "weight",
@@ -118,7 +119,17 @@ def problem_from_dict(data: Any, *, objective: str | None = None, base_dir: str 
         hard = _quantities(data["cluster"], "cluster")
         quotas.append(Quota(name="cluster", hard=hard, namespace=None))
     model = _model(data.get("model") or {}, "model")
-    return Problem(jobs=jobs, quotas=tuple(quotas), objective=obj, model=model)
+    return Problem(jobs=_hold_rates(jobs, serving_horizon(jobs, model)), quotas=tuple(quotas), objective=obj,
+                   model=model)
+
+
+def _hold_rates(jobs: tuple[Job, ...], steps: int) -> tuple[Job, ...]:
+    """Jobs whose rates are held at their last value out to ``steps`` when the file's longest is shorter
+    (one number is a steady rate): a new replica must serve in some step for a plan to weigh it."""
+    if max(len(job.rate_rps) for job in jobs) >= steps:
+        return jobs
+    return tuple(replace(job, rate_rps=job.rate_rps + (job.rate_rps[-1],) * (steps - len(job.rate_rps)))
+                 for job in jobs)
 
 
 def _no_unknown(raw: Mapping, allowed: set[str], where: str) -> None:

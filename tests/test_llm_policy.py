@@ -86,6 +86,7 @@ def test_the_horizon_reaches_past_the_model_load():
     spec = jv.spec.__class__(**{**jv.spec.__dict__, "llm": LLMSpec(jv.spec.llm.slo, slow)})
     slow_view = ClusterView(now_s=0.0, jobs=(JobView(spec, jv.observation, 1, 1),))
     assert planning_horizon(slow_view, 7) == 14
+    assert planning_horizon(ClusterView(now_s=0.0, jobs=()), 1) == 2  # a CPU job's 35 s cold start + a step
 
 
 @pytest.mark.parametrize(("ttft", "itl", "over"), [

@@ -117,6 +117,33 @@ def test_the_table_separates_steady_state_latency_from_the_cold_start_step(capsy
     assert f"{grown[0]['steady_latency_ms']:.0f}ms" in row and f"{grown[0]['cold_start_latency_ms']:.0f}ms" in row
 
 
+def steady_problem(**vision):
+    """Two jobs under a 2-CPU quota (4 replicas of 500m), each rate one number: text is idle, vision needs 3."""
+    def one(name, rate, current):
+        return {"name": name, "namespace": "ray", "slo": {"latency_ms": 1000, "percentile": 99},
+                "processing_time_ms": 200, "rate_rps": rate, "resources": {"cpu": "500m"},
+                "current_replicas": current, "min_replicas": 1, "max_replicas": 4}
+    return {"objective": "sum", "quotas": [{"namespace": "ray", "hard": {"requests.cpu": "2"}}],
+            "jobs": [one("text", 0.5, 1), {**one("vision", 9.0, 2), **vision}]}
+
+
+def test_one_rate_is_a_steady_rate_held_until_a_new_replica_serves(capsys, tmp_path):
+    """One number per job used to make a one-step horizon, all of it cold start: adding a replica changed
+    nothing the objective saw, so vision stayed at 2 replicas (p99 2.4 s, utility 0.41) with a replica's
+    worth of quota free. Held to the step a new replica serves, the plan fills the quota."""
+    assert main(["plan", write(tmp_path, steady_problem()), "--output", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    vision = next(j for j in doc["jobs"] if j["name"] == "vision")
+    assert vision["replicas"] == 3 and vision["steady_latency_ms"] < 1000 < vision["cold_start_latency_ms"]
+    assert doc["horizon_steps"] == 2  # 35 s cold start in 60 s steps: the second step is served by 3
+    # A slower start-up holds the rate longer; a file that already reaches past it is left as written.
+    slow = {**steady_problem(), "model": {"cold_start_s": 150}}
+    assert main(["plan", write(tmp_path, slow), "--output", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["horizon_steps"] == 4
+    assert main(["plan", write(tmp_path, steady_problem(rate_rps=[9.0] * 5)), "--output", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["horizon_steps"] == 5
+
+
 def test_resources_are_kubernetes_quantities_in_the_table_and_numbers_with_units_in_json(capsys):
     assert main(["plan", str(EXAMPLE), "--output", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)

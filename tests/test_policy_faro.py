@@ -133,6 +133,16 @@ def test_solve_sees_forecast_in_requests_per_second_with_quotas_and_current_repl
     assert problem.model.cold_start_s == 35.0
 
 
+def test_a_one_step_horizon_still_plans_a_step_in_which_new_replicas_serve():
+    """``horizon=1`` would be all cold start (35 s in a 60 s step): no scale-up could raise the objective."""
+    solve = RecordingSolve()
+    policy = faro(solve_fn=solve, raise_quantile=False, horizon=1)
+    view = cluster(job("a", replicas=2, rate_rpm=1200.0), cpus=20)  # 20 req/s of 180 ms: 2 replicas saturate
+    decision = policy.decide(view, policy.initial_state())
+    assert len(solve.problems[0].jobs[0].rate_rps) == 2
+    assert decision.plan.targets[0].desired_replicas > 4
+
+
 @pytest.mark.parametrize("name", FARO_POLICY_NAMES)
 def test_every_faro_variant_passes_its_objective(name):
     solve = RecordingSolve()

@@ -158,6 +158,7 @@ def plan_report(problem: Any, result: Any) -> dict[str, Any]:
         "message": result.message,
         "cold_start_s": problem.model.cold_start_s,
         "step_s": problem.model.step_s,
+        "horizon_steps": max(len(job.rate_rps) for job in problem.jobs),
         "jobs": jobs,
         "quotas": quotas,
     }
@@ -233,7 +234,7 @@ def format_table(report: dict[str, Any]) -> str:
     lines.append(f"(latency at the SLO percentile: the worst forecast step once every planned replica serves; "
                  f"while scaling up: the first {window_s:g} s, when new replicas are still starting "
                  f"({report['cold_start_s']:g} s) and the ones running now serve the load; utility: mean over the "
-                 "steps)")
+                 f"{report['horizon_steps']} steps of {report['step_s']:g} s)")
     if any("llm" in j for j in report["jobs"]):
         lines.append("(LLM jobs: TTFT and inter-token latency at the SLO percentile by the continuous-batching "
                      "model; while scaling up: until new replicas have loaded their model, model_load_s)")

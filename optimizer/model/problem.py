@@ -8,7 +8,7 @@ cores, memory in bytes, GPUs and pods as counts; rates in requests per second.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -173,6 +173,21 @@ class ModelConfig:
     @property
     def cold_start_steps(self) -> int:
         return math.ceil(self.cold_start_s / self.step_s)
+
+    def startup_steps(self, job: Job) -> int:
+        """Horizon steps before a new replica of ``job`` serves: its model load (LLM jobs), else the cold start."""
+        if job.llm is not None:
+            return math.ceil(job.llm.profile.model_load_s / self.step_s)
+        return self.cold_start_steps
+
+
+def serving_horizon(jobs: Sequence[Job], config: ModelConfig) -> int:
+    """The fewest horizon steps in which a new replica of every job serves in at least one.
+
+    A plan is judged by its mean utility over the horizon, and a growing job keeps its current count
+    until its new replicas start; on a shorter horizon adding a replica changes nothing the objective
+    sees, so no plan would ever scale up."""
+    return 1 + max((config.startup_steps(job) for job in jobs), default=0)
 
 
 @dataclass(frozen=True)

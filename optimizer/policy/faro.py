@@ -307,7 +307,7 @@ class FaroPolicy(HybridPolicy):
         if self.llm_scenarios and any(jv.spec.llm is not None for jv in view.jobs):
             quantiles += [q for q in SCENARIO_LEVELS if q not in quantiles]
         tables, fstate, source = self._forecaster.forecast(
-            view, state.forecast, horizon=planning_horizon(view, self.horizon), quantiles=quantiles
+            view, state.forecast, horizon=planning_horizon(view, self.horizon, self.model), quantiles=quantiles
         )
         return tables, replace(state, forecast=fstate), source
 
@@ -458,6 +458,6 @@ class OraclePolicy(FaroPolicy):
         super().__init__(objective, name="oracle", **options)
 
     def forecast_tables(self, view: ClusterView, state: HybridState) -> tuple[dict[float, NDArray], HybridState, str]:
-        table, complete = oracle_forecast(view, planning_horizon(view, self.horizon))
+        table, complete = oracle_forecast(view, planning_horizon(view, self.horizon, self.model))
         source = "oracle" if complete else "oracle (future missing for some jobs: last minute used)"
         return {q: table for q in self.quantile_levels()}, state, source

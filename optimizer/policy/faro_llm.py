@@ -178,13 +178,16 @@ def llm_keep(problem: Problem, replicas: NDArray[np.int64]) -> NDArray[np.int64]
     return np.asarray(keep, dtype=np.int64)
 
 
-def planning_horizon(view: ClusterView, horizon: int, *, step_s: float = 60.0) -> int:
+def planning_horizon(view: ClusterView, horizon: int, config: ModelConfig | None = None) -> int:
     """``horizon`` steps, or more when an LLM job's model load would leave fewer than ``SERVING_STEPS``
-    steps in which a new replica serves."""
+    steps in which a new replica serves, and never a horizon that ends before a new replica of any
+    job serves (``serving_horizon``: a 1-step horizon would never scale up a job with a cold start)."""
+    config = config or ModelConfig()
+    horizon = max(horizon, config.cold_start_steps + 1)
     loads = [jv.spec.llm.profile.model_load_s for jv in view.jobs if jv.spec.llm is not None]
     if not loads:
         return horizon
-    return max(horizon, math.ceil(max(loads) / step_s) + SERVING_STEPS)
+    return max(horizon, math.ceil(max(loads) / config.step_s) + SERVING_STEPS)
 
 
 def equivalent_latency_ms(jv: JobView) -> float | None:
