@@ -208,23 +208,8 @@ def _job(raw: Any, where: str, base: Path) -> Job:
     if not pct < 100:
         raise InvalidInputError(f"{where}.slo.percentile", "must be in (0, 100)")
     proc = _number(raw.get("processing_time_ms"), f"{where}.processing_time_ms", positive=True)
-    rates_raw = raw.get("rate_rps")
-    rates_list = rates_raw if isinstance(rates_raw, list) else [rates_raw]
-    if not rates_list:
-        raise InvalidInputError(f"{where}.rate_rps", "needs at least one horizon step")
-    rates = tuple(_number(r, f"{where}.rate_rps", minimum=0.0) for r in rates_list)
-    resources = _quantities(raw.get("resources", {"cpu": "1"}), f"{where}.resources")
-    limits = _quantities(raw.get("limits", {}), f"{where}.limits")
-    weight = _number(raw.get("weight", 1), f"{where}.weight", minimum=0.0)
-    lo = _integer(raw.get("min_replicas", 1), f"{where}.min_replicas")
-    hi = _integer(raw.get("max_replicas", 100), f"{where}.max_replicas")
-    if hi < lo:
-        raise InvalidInputError(f"{where}.max_replicas", f"{hi} is below min_replicas {lo}")
-    cur = _integer(raw.get("current_replicas", lo), f"{where}.current_replicas")
-    return Job(
-        name=name, namespace=namespace, slo=SLO(latency, pct), processing_time_ms=proc, rate_rps=rates,
-        resources=resources, limits=limits, weight=weight, min_replicas=lo, max_replicas=hi, current_replicas=cur,
-    )
+    common = _common(raw, where, default_resources={"cpu": "1"})
+    return Job(name=name, namespace=namespace, slo=SLO(latency, pct), processing_time_ms=proc, **common)
 
 
 def _common(raw: Mapping, where: str, *, default_resources: Mapping[str, str]) -> dict[str, Any]:
