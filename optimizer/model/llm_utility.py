@@ -118,7 +118,7 @@ class LLMJobs:
             curves=curves,
             slo_ttft_ms=slo_t,
             slo_itl_ms=slo_i,
-            load_steps=np.array([math.ceil(s.profile.model_load_s / config.step_s) for s in specs], dtype=np.int64),  # type: ignore[union-attr]
+            load_steps=np.array([config.startup_steps(jobs[i]) for i in idx], dtype=np.int64),
             grid_utility=grid_utility,
             beyond=beyond,
             u_max=u_max,
