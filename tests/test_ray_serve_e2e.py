@@ -7,12 +7,12 @@ on free loopback ports, token authentication on) with ``external_scaler_enabled:
 request at a time for 200 ms without using a CPU (like a model server waiting on its accelerator), so what a
 replica can serve does not depend on how busy the shared 2-core machine is. Each is a Deployment in the test
 Kubernetes API server, annotated with its SLO, the ``ray-serve`` preset and its Ray names, under a 2-CPU quota
-(0.5 CPU per replica: 4 replicas in all). An open-loop Poisson generator sends 9 req/s to vision (1.8 busy
+(0.5 CPU per replica: 4 replicas in all). An open-loop Poisson generator sends 10 req/s to vision (2 busy
 replicas' worth) and 0.5 req/s to text; the SLO is p99 ≤ 1 s.
 
 Three runs on the same load, each from the same start (2 replicas each, the quota split evenly):
 
-* **fixed** — that even split, kept (a fixed allocation of the same CPUs): vision runs at utilisation 0.9,
+* **fixed** — that even split, kept (a fixed allocation of the same CPUs): vision runs at utilisation 1.0,
   beyond what its two replicas sustain once Ray's own per-request overhead is added;
 * **faro** — ``faro optimizer --policy faro-sum --actuator ray-serve`` (the product's loop, in this process);
 * **hpa-cpu** — the same loop with the ``hpa-cpu`` policy (Kubernetes' HPA rule at 70% utilisation, fed each
@@ -60,7 +60,10 @@ QUOTA_CPU = 2.0  # at most 4 replicas in all
 SERVICE_MS = 200.0
 SLO_MS = 1000.0
 APPS = {"vision": "Classifier", "text": "Embedder"}  # app -> Ray deployment
-LOAD_RPS = {"vision": 9.0, "text": 0.5}  # Ray's Python HTTP proxy shares the 2 cores: keep it light
+# Ray's Python HTTP proxy shares the 2 cores: keep it light. Vision's load sits 27% above what Faro plans 2
+# replicas for (7.3 req/s): each of the loop's minutes is a 20 s window (200 requests, ±7% Poisson noise, 3x a
+# real minute's), and at 9 req/s (19% above) a 2.4-sigma low window made the plan release a replica (measured).
+LOAD_RPS = {"vision": 10.0, "text": 0.5}
 ACCELERATION = 12.0  # the loop's minute passes every 5 s of wall time
 TICK_S = 60.0 / ACCELERATION
 RATE_WINDOW_S = 20.0
@@ -455,12 +458,11 @@ def test_faros_control_loop_beats_a_fixed_split_of_the_same_cpus_and_hpa_cpu_on_
     print("\nray e2e:", summary)
     # Faro moves the quota to where the load is, at every plan while measuring: 3 replicas for vision, 1 for text
     # (2 for vision only once it forecasts <= 7.3 req/s: `faro plan` on this problem). A plan may differ only
-    # when the loop measured vision's load well below what was sent: a stall of the shared 2-core machine
-    # (the generator's thread or Ray's proxy) delays requests, so fewer reach Ray in a 20 s window — the plan
-    # then follows what the loop measured, which is right, and is no evidence against it.
+    # when the loop measured vision's load near that boundary (a low 20 s window, or a stall of the shared
+    # machine delaying requests): the plan then follows what the loop measured, which is no evidence against it.
     unexplained = [(plan, round(rate, 2)) for plan, rate in zip(planned["faro-sum"], measured_before_plan["faro-sum"],
                                                                  strict=True)
-                   if plan != (1, 3) and rate >= 0.85 * LOAD_RPS["vision"]]
+                   if plan != (1, 3) and rate >= 7.3 * 1.1]
     assert not unexplained, (unexplained, summary)
     assert sum(plan == (1, 3) for plan in planned["faro-sum"]) >= 0.75 * len(planned["faro-sum"]), summary
     assert replicas_seen["faro-sum"][-1] == {"vision": 3, "text": 1}, summary
@@ -469,7 +471,8 @@ def test_faros_control_loop_beats_a_fixed_split_of_the_same_cpus_and_hpa_cpu_on_
     # busy the shared 2-core machine is (end-to-end Faro/fixed medians measured 0.17 on a quiet machine and 1.27
     # under a load average of ~25 from other jobs). Replica-side medians measured 0.18-0.50 on a quiet machine
     # (0.50 in a clean CI run: Faro's windows at 0.88-0.97 of the SLO, the split's at 1.66-1.97) and 0.66-0.92
-    # under a load average of 7-14: Faro must cut the split's p99 by at least 30%.
+    # under a load average of 7-14, all at 9 req/s; at 10 req/s the split saturates (0.10 on a quiet machine):
+    # Faro must cut the split's p99 by at least 30%.
     assert inside_vs_fixed < 0.7, summary
     # hpa-cpu sees ~90% utilisation and also moves vision to 3 once the quota lets it (its scale-down of text
     # waits for the 5-minute stabilization window), so the two end close: Faro must not be worse, beyond the
