@@ -48,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # planning defaults are the policy's own, the same as faro simulate's (registry.planning_options)
     add("interval-s", None, "long-horizon solve interval (default: the policy's, 300)", type=float)
     add("reactive-interval-s", 10.0, "control-loop tick: the fast reactive step cadence", type=float)
-    add("horizon", None, "forecast steps in minutes (default: the policy's, 7)", type=int)
+    add("horizon", None, "forecast steps in minutes (default: the policy's, 7; raised to reach past a new "
+        "replica's start-up)", type=int)
     add("quantile", None, "highest forecast quantile the policy raises its plan to while resources are left "
         "(default: the policy's, 0.9; its base quantile is lowered to this if higher)", type=float)
     add("hpa-tolerance", None, "HPA dead-band the plan accounts for (default 0.1 with --actuator hpa, else 0)",
