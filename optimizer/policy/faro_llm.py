@@ -180,8 +180,8 @@ def llm_keep(problem: Problem, replicas: NDArray[np.int64]) -> NDArray[np.int64]
 
 def planning_horizon(view: ClusterView, horizon: int, config: ModelConfig | None = None) -> int:
     """``horizon`` steps, or more when an LLM job's model load would leave fewer than ``SERVING_STEPS``
-    steps in which a new replica serves, and never a horizon that ends before a new replica of any
-    job serves (``serving_horizon``: a 1-step horizon would never scale up a job with a cold start)."""
+    steps in which a new replica serves; never one that ends before a new replica serves after its cold
+    start (as ``serving_horizon`` does for problem files: a 1-step horizon would never scale a job up)."""
     config = config or ModelConfig()
     horizon = max(horizon, config.cold_start_steps + 1)
     loads = [jv.spec.llm.profile.model_load_s for jv in view.jobs if jv.spec.llm is not None]
