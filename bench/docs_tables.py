@@ -196,6 +196,23 @@ def forecast_history() -> str:
     )
 
 
+def forecast_cold() -> str:
+    doc = _load("forecast_cold.json")
+    old, new = doc["variants"]
+    out = []
+    for r in doc["rows"]:
+        a, b = r[old], r[new]
+        change = f"{100 * (b['pinball'] / a['pinball'] - 1):+.0f}%"
+        out.append([r["group"], str(r["series"]), f"{a['pinball']:.3f} / {a['coverage_q09']:.2f}",
+                    f"{b['pinball']:.3f} / {b['coverage_q09']:.2f}", change])
+    return _table(["first hour of", "series", "last value: pinball / coverage q0.9",
+                   "default: pinball / coverage q0.9", "pinball change"], out) + _source(
+        "forecast_cold.json", "python bench/forecast_cold.py",
+        f"profile fitted at minute {doc['fit_at_min']}, {doc['horizon']}-minute forecasts every minute; "
+        "pinball over q 0.1–0.9 relative to the series' mean",
+    )
+
+
 # --------------------------------------------------------------------------------------------- simulator
 def simulate_policies() -> str:
     doc = _load("simulate.json")
@@ -683,6 +700,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "forecast-accuracy": forecast_accuracy,
     "forecast-speed": forecast_speed,
     "forecast-history": forecast_history,
+    "forecast-cold": forecast_cold,
     "simulate-policies": simulate_policies,
     "simulate-fidelity": simulate_fidelity,
     "simulate-speed": simulate_speed,

@@ -98,6 +98,46 @@ def test_profile_learns_a_repeating_day_shape_that_the_last_value_cannot_see():
     assert losses["profile"] < 0.7 * losses["last"]
 
 
+def cold_series(kind, n_jobs=40, minutes=20, seed=3):
+    """Short histories (a cold start): bursty minutes about a level, or a ramp."""
+    rng = np.random.default_rng(seed)
+    if kind == "bursty":  # a code assistant's minutes: mostly ~150, now and then a burst
+        rate = np.where(rng.random((n_jobs, minutes + 8)) < 0.2, 700.0, 150.0)
+    else:
+        rate = np.tile(300.0 + 25.0 * np.arange(minutes + 8), (n_jobs, 1))
+    return rng.poisson(rate).astype(float)
+
+
+def test_a_cold_start_takes_a_burst_minute_as_a_burst_not_as_the_new_level():
+    series = cold_series("bursty")
+    series[:, 19] = 700.0  # the last minute seen is a burst
+    fc = make_forecaster("profile").fit(series[:, :20]).forecast(6, (0.5, 0.9))
+    walk = make_forecaster("profile", cold_reverting_rho=0.0).fit(series[:, :20]).forecast(6, (0.5, 0.9))
+    level = np.mean(series[:, :19], axis=1)
+    # the median a few minutes on is near the level, not the burst (a random walk repeats 700)
+    assert np.all(np.abs(fc.quantile(0.5)[:, 3:] - level[:, None]) < 0.35 * (700.0 - level[:, None]))
+    np.testing.assert_allclose(walk.quantile(0.5), 700.0)
+    # its 0.9 quantile still allows for bursts, without a random walk's widening from one
+    assert np.all(fc.quantile(0.9)[:, 5] > level + 100.0)
+    assert np.all(fc.quantile(0.9)[:, 5] < walk.quantile(0.9)[:, 5])
+
+
+def test_a_cold_start_keeps_a_ramps_last_value():
+    series = cold_series("ramp")
+    fc = make_forecaster("profile").fit(series[:, :20]).forecast(6, (0.5,))
+    np.testing.assert_allclose(fc.quantile(0.5), np.repeat(series[:, 19:20], 6, axis=1))
+
+
+@pytest.mark.parametrize("kind", ["bursty", "ramp"])
+def test_the_cold_start_forecast_scores_at_least_as_well_as_the_last_value(kind):
+    series = cold_series(kind, minutes=40)
+    losses = {}
+    for name in ("profile", "last"):
+        rf = rolling_forecasts(make_forecaster(name), series, start=20, horizon=6, quantiles=(0.1, 0.5, 0.9))
+        losses[name] = float(np.mean([np.mean(score(rf).pinball[q]) for q in (0.1, 0.5, 0.9)]))
+    assert losses["profile"] <= (0.9 if kind == "bursty" else 1.0) * losses["last"] + 1e-9
+
+
 def test_ets_intervals_are_statsmodels_own():
     pd = pytest.importorskip("pandas")
     from faro.optimizer.forecast.ets import interval_sigmas

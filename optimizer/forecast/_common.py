@@ -83,6 +83,22 @@ def fallback_sigma(history: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.maximum(np.nan_to_num(sd), np.sqrt(np.maximum(level, 1.0)))
 
 
+def lag1_autocorrelation(history: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per job, the lag-1 autocorrelation of its observed minutes (clipped to [0, 0.99]; 1 for a flat or
+    empty row) and their standard deviation (at least Poisson's √level), for cold-start AR(1) shapes.
+    Pairs with a missing minute add nothing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows are handled below
+        mean = np.nanmean(history, axis=1, keepdims=True) if history.shape[1] else np.zeros((len(history), 1))
+        sd = np.nan_to_num(np.nanstd(history, axis=1)) if history.shape[1] else np.zeros(len(history))
+    dev = np.nan_to_num(history - mean)
+    num = np.sum(dev[:, 1:] * dev[:, :-1], axis=1)
+    den = np.sum(dev * dev, axis=1)
+    rho = np.divide(num, den, out=np.ones_like(den), where=den > 0)
+    level = np.nan_to_num(mean[:, 0])
+    return np.clip(rho, 0.0, 0.99), np.maximum(sd, np.sqrt(np.maximum(level, 1.0)))
+
+
 def residual_grid(
     residuals: NDArray[np.float64], sigma: NDArray[np.float64], *, min_residuals: int = MIN_RESIDUALS
 ) -> NDArray[np.float64]:

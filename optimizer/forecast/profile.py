@@ -13,7 +13,12 @@ in-sample h-step residuals. Training uses the profile *as it was known* at each 
 days only), so the fitted weights and residuals are honest.
 
 Cold start: without a complete season the profile terms are dropped; with fewer than
-``min_train_rows`` usable minutes the job falls back to its last value with normal quantiles.
+``min_train_rows`` usable minutes the job's shape comes from its lag-1 autocorrelation ρ. A persistent
+series (ρ ≥ ``cold_reverting_rho``, 0.5: ramps, smooth load) keeps its last value with normal
+quantiles that widen like a random walk's; a mean-reverting one (bursty minutes: a code assistant's
+trace, a timer-driven function) is an AR(1) about its slowest EWMA — ρʰ·last + (1 − ρʰ)·level, with
+normal quantiles as wide as that forecast's own h-step errors over the history — so one burst minute
+is not taken as the new level for the whole horizon (``bench/forecast_cold.py``).
 ``update`` advances the EWMAs and folds each completed season into the profile: O(jobs · minutes).
 """
 
@@ -25,13 +30,16 @@ from dataclasses import dataclass
 import numpy as np
 from faro.optimizer.errors import InvalidInputError
 from numpy.typing import NDArray
+from scipy.stats import norm
 
 from ._common import (
+    GRID,
     WARMUP_MIN,
     as_history,
     check_request,
     check_update,
     fallback_sigma,
+    lag1_autocorrelation,
     make_forecast,
     residual_grid,
 )
@@ -65,6 +73,24 @@ def _ridge(
     A = A + 1e-9 * np.eye(k)[None]
     coef = np.linalg.solve(A, b[..., None])[..., 0]
     return coef / scale
+
+
+def _reverting_widths(
+    y: NDArray[np.float64], last: NDArray[np.float64], level: NDArray[np.float64], keep: NDArray[np.float64],
+    spread: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """(J, H) normal widths of the cold-start AR(1) forecast ``keep·last + (1 − keep)·level``: the RMS of its
+    own h-step errors over the history (the level moves, so the stationary σ·√(1 − ρ²ʰ) is too narrow), at
+    least Poisson's √mean; that stationary width where fewer than two errors exist."""
+    width = spread[:, None] * np.sqrt(1.0 - keep**2)
+    poisson = np.sqrt(np.maximum(np.nan_to_num(np.nanmean(y, axis=1)), 1.0))
+    n_min = y.shape[1]
+    for h in range(1, min(keep.shape[1], n_min - 1) + 1):
+        err = y[:, h:] - (keep[:, h - 1, None] * last[:, :-h] + (1.0 - keep[:, h - 1, None]) * level[:, :-h])
+        count = np.isfinite(err).sum(axis=1)
+        rms = np.sqrt(np.nansum(err * err, axis=1) / np.maximum(count, 1))
+        width[:, h - 1] = np.where(count >= 2, np.maximum(rms, poisson), width[:, h - 1])
+    return width
 
 
 @dataclass(frozen=True)
@@ -121,7 +147,7 @@ class FittedProfile:
     coef: NDArray[np.float64]  # (N, Hc, k) — full model; reduced jobs have zero profile weights
     grid: NDArray[np.float64]  # (N, Hc, G)
     state: _State
-    mode: NDArray[np.int8]  # per job: 2 = with profile, 1 = without, 0 = cold start (last value)
+    mode: NDArray[np.int8]  # per job: 2 = with profile, 1 = without, 0 = cold start (last value or AR(1))
 
     def update(self, new_counts: NDArray[np.float64]) -> FittedProfile:
         new = check_update(new_counts, self.coef.shape[0])
@@ -147,6 +173,9 @@ class ProfileRegression:
     ridge: float = 1e-3
     min_train_rows: int = 60
     max_horizon: int = 7  # weights per step up to here; beyond, the last step's weights and √h-wider quantiles
+    # a cold-start series whose lag-1 autocorrelation is below this reverts to its level (a minute's deviation
+    # keeps less than half its weight a minute later); at or above it its last value persists (0: always)
+    cold_reverting_rho: float = 0.5
     name: str = "profile"
 
     def __post_init__(self) -> None:
@@ -158,6 +187,8 @@ class ProfileRegression:
             )
         if self.train_stride < 1:
             raise InvalidInputError("profile.train_stride", f"must be ≥ 1, got {self.train_stride}")
+        if not 0 <= self.cold_reverting_rho <= 1:
+            raise InvalidInputError("profile.cold_reverting_rho", f"must be in [0, 1], got {self.cold_reverting_rho}")
         if not self.alphas or any(not 0 < a <= 1 for a in self.alphas):
             raise InvalidInputError("profile.alphas", f"each must be in (0, 1], got {self.alphas}")
 
@@ -244,6 +275,16 @@ class ProfileRegression:
         cold = mode == 0
         if cold.any():  # too few rows for honest residuals: normal shape
             grid[cold] = residual_grid(np.full((int(cold.sum()), 1, H), np.nan), sigma[cold])
+            rho, spread = lag1_autocorrelation(hist)
+            reverting = np.flatnonzero(cold & (rho < self.cold_reverting_rho))
+            if reverting.size:
+                keep = rho[reverting, None] ** np.arange(1, H + 1)[None, :]  # (J, H): weight left on the last value
+                level_col = 2 + int(np.argmin(alphas))  # the slowest EWMA: the series' running level
+                coef[reverting, :, 1] = keep
+                coef[reverting, :, level_col] = 1.0 - keep
+                width = _reverting_widths(hist[reverting], last_seq[reverting], ewma_seq[reverting, :, level_col - 2],
+                                          keep, spread[reverting])
+                grid[reverting] = width[..., None] * norm.ppf(GRID)[None, None, :]
 
         # Online state at the end of the history.
         end_day = (start + n_min) // S  # index of the season in progress
