@@ -71,21 +71,29 @@ def last_finite(history: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.where(mask.any(axis=1), out, np.nan)
 
 
+def poisson_sd(history: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Per job, Poisson's √level of its observed minutes (at least 1): the least spread a forecast of
+    request counts may claim, so a short flat history does not claim certainty."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: level 0
+        level = np.nan_to_num(np.nanmean(history, axis=1), nan=0.0) if history.shape[1] else np.zeros(len(history))
+    return np.sqrt(np.maximum(level, 1.0))
+
+
 def fallback_sigma(history: NDArray[np.float64]) -> NDArray[np.float64]:
     """A one-step noise scale per job for cold starts: the spread of minute-to-minute changes, at
-    least Poisson's √level, so a short flat history does not claim certainty."""
+    least ``poisson_sd``."""
     diffs = np.diff(history, axis=1)
     n = np.isfinite(diffs).sum(axis=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows are handled below
         sd = np.where(n >= 2, np.nanstd(diffs, axis=1) / np.sqrt(2.0), 0.0)
-        level = np.nan_to_num(np.nanmean(history, axis=1), nan=0.0) if history.shape[1] else np.zeros(len(history))
-    return np.maximum(np.nan_to_num(sd), np.sqrt(np.maximum(level, 1.0)))
+    return np.maximum(np.nan_to_num(sd), poisson_sd(history))
 
 
 def lag1_autocorrelation(history: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Per job, the lag-1 autocorrelation of its observed minutes (clipped to [0, 0.99]; 1 for a flat or
-    empty row) and their standard deviation (at least Poisson's √level), for cold-start AR(1) shapes.
+    empty row) and their standard deviation (at least ``poisson_sd``), for cold-start AR(1) shapes.
     Pairs with a missing minute add nothing."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows are handled below
@@ -95,8 +103,7 @@ def lag1_autocorrelation(history: NDArray[np.float64]) -> tuple[NDArray[np.float
     num = np.sum(dev[:, 1:] * dev[:, :-1], axis=1)
     den = np.sum(dev * dev, axis=1)
     rho = np.divide(num, den, out=np.ones_like(den), where=den > 0)
-    level = np.nan_to_num(mean[:, 0])
-    return np.clip(rho, 0.0, 0.99), np.maximum(sd, np.sqrt(np.maximum(level, 1.0)))
+    return np.clip(rho, 0.0, 0.99), np.maximum(sd, poisson_sd(history))
 
 
 def residual_grid(

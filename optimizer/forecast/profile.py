@@ -41,6 +41,7 @@ from ._common import (
     fallback_sigma,
     lag1_autocorrelation,
     make_forecast,
+    poisson_sd,
     residual_grid,
 )
 from .base import Forecast
@@ -81,9 +82,9 @@ def _reverting_widths(
 ) -> NDArray[np.float64]:
     """(J, H) normal widths of the cold-start AR(1) forecast ``keep·last + (1 − keep)·level``: the RMS of its
     own h-step errors over the history (the level moves, so the stationary σ·√(1 − ρ²ʰ) is too narrow), at
-    least Poisson's √mean; that stationary width where fewer than two errors exist."""
+    least ``poisson_sd``; that stationary width where fewer than two errors exist."""
     width = spread[:, None] * np.sqrt(1.0 - keep**2)
-    poisson = np.sqrt(np.maximum(np.nan_to_num(np.nanmean(y, axis=1)), 1.0))
+    poisson = poisson_sd(y)
     n_min = y.shape[1]
     for h in range(1, min(keep.shape[1], n_min - 1) + 1):
         err = y[:, h:] - (keep[:, h - 1, None] * last[:, :-h] + (1.0 - keep[:, h - 1, None]) * level[:, :-h])
