@@ -412,6 +412,18 @@ def llm_knee() -> str:
     )
 
 
+def llm_bursts() -> str:
+    doc = _load("llm.json")["bursts"]
+    out = [[name, str(m["minutes"]), f"{m['peak_over_mean_median']:.2f} / {m['peak_over_mean_p90']:.2f}",
+            f"{m['poisson_peak_over_mean_median']:.2f} / {m['poisson_peak_over_mean_p90']:.2f}",
+            f"{m['dispersion_median']:.1f}"] for name, m in doc["models"].items()]
+    window = f"{doc['window_s']:g} s"
+    return _table(["model", f"minutes with ≥ {doc['min_requests']} requests",
+                   f"busiest {window} / minute mean (median / p90)", "same, Poisson arrivals",
+                   f"dispersion of {window} counts (Poisson 1)"], out) + _source(
+        "llm.json", "python bench/llm.py --sections bursts", f"bundled workload, seed {doc['seed']}")
+
+
 def llm_speed() -> str:
     doc = _load("llm.json")["engine"]
     out = []
@@ -708,6 +720,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "loop-prometheus": loop_prometheus,
     "adapter": adapter,
     "llm-knee": llm_knee,
+    "llm-bursts": llm_bursts,
     "llm-need": llm_need,
     "llm-policies": llm_policies,
     "llm-rotations": llm_rotations,

@@ -1,12 +1,16 @@
 """Benchmark of the LLM simulator and the LLM policies on the bundled multi-model workload (issue 13).
 
-Run: ``python bench/llm.py [--sections engine,knee,need,table,rotations] [--fractions 0.65,0.75,0.9] [--policies a,b]
-[--workers 2] [--minutes 60] [--seeds 0,1,2]``. Prints tables and writes ``bench/results/llm.json``;
+Run: ``python bench/llm.py [--sections engine,knee,need,table,rotations,bursts] [--fractions 0.65,0.75,0.9]
+[--policies a,b] [--workers 2] [--minutes 60] [--seeds 0,1,2]``. Prints tables and writes ``bench/results/llm.json``;
 sections not run keep their previous results. The machine is shared: every section records the load
 average, wall and CPU time.
 
 Sections
 --------
+bursts  How bursty each bundled model's arrivals are within a minute (workload seed 0): over minutes with
+        ≥ 30 requests, the busiest 10 s window's rate against the minute's mean (median and p90), the same
+        for Poisson arrivals with the same minute totals, and the median index of dispersion (variance /
+        mean) of the 10 s counts — what a per-minute planner assuming Poisson arrivals cannot see.
 engine  One replica serving the conversation trace, unsaturated (×1 on an 8B/H100) and saturated (×4 on
         one replica, 10 minutes): wall time of vLLM's loop request by request (``reference``), of the
         lazy steady decoders stepping one step at a time, and with the closed-form jumps; all three must
@@ -315,6 +319,35 @@ def table(caps: list[float], policies: list[str], *, workers: int, minutes: int,
     return out
 
 
+BURST_WINDOW_S = 10.0
+BURST_MIN_REQUESTS = 30
+
+
+def bursts(*, seed: int) -> dict[str, Any]:
+    """Per model of the bundled workload: within-minute burstiness against Poisson (see ``bursts`` above)."""
+    workload = bundled_workload(seed=seed)
+    per_min = int(60.0 // BURST_WINDOW_S)
+    windows = int(workload.duration_s // 60.0) * per_min
+    rng = np.random.default_rng(seed)
+    out: dict[str, Any] = {"seed": seed, "window_s": BURST_WINDOW_S, "min_requests": BURST_MIN_REQUESTS, "models": {}}
+    for name, arrivals in zip(workload.names, workload.arrival_s, strict=True):
+        idx = (np.asarray(arrivals) // BURST_WINDOW_S).astype(np.int64)
+        counts = np.bincount(idx[idx < windows], minlength=windows).reshape(-1, per_min)
+        totals = counts.sum(axis=1)
+        busy = totals >= BURST_MIN_REQUESTS
+        peak = counts[busy].max(axis=1) * per_min / totals[busy]
+        poisson = np.array([rng.multinomial(t, [1.0 / per_min] * per_min).max() * per_min / t for t in totals[busy]])
+        dispersion = counts[busy].var(axis=1, ddof=1) / counts[busy].mean(axis=1)
+        out["models"][name] = {
+            "minutes": int(busy.sum()),
+            "peak_over_mean_median": float(np.median(peak)), "peak_over_mean_p90": float(np.quantile(peak, 0.9)),
+            "poisson_peak_over_mean_median": float(np.median(poisson)),
+            "poisson_peak_over_mean_p90": float(np.quantile(poisson, 0.9)),
+            "dispersion_median": float(np.median(dispersion)),
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from faro.optimizer.policy.registry import LLM_POLICY_NAMES
 
@@ -336,6 +369,12 @@ def main(argv: list[str] | None = None) -> int:
                     "load_scale": m.load_scale, "shift_s": m.shift_s, "ttft_ms": m.slo.ttft_ms,
                     "itl_ms": m.slo.itl_ms, "percentile": m.slo.percentile} for m in BUNDLED_MODELS],
     }
+    if "bursts" in sections:
+        doc["bursts"] = bursts(seed=args.seed)
+        OUT.write_text(json.dumps(doc, indent=2))
+        for name, m in doc["bursts"]["models"].items():
+            print(f"{name}: busiest {BURST_WINDOW_S:g} s / minute mean {m['peak_over_mean_median']:.2f} "
+                  f"(Poisson {m['poisson_peak_over_mean_median']:.2f}), dispersion {m['dispersion_median']:.1f}")
     if "engine" in sections:
         doc["engine"] = engine_speed()
         OUT.write_text(json.dumps(doc, indent=2))
